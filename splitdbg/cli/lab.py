@@ -1,0 +1,84 @@
+"""`splitdbg lab up|down|status|run`: the bundled guest under QEMU."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .. import lab
+from ..errors import SplitdbgError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lab", help="start, stop and use the bundled QEMU guest")
+    lsub = p.add_subparsers(dest="lab_command", required=True)
+
+    up = lsub.add_parser("up", help="boot a guest (detached) with the gdbstub on PORT")
+    up.add_argument("--port", type=int, default=1234)
+    up.add_argument("--smp", type=int, default=1, choices=[1, 2, 3, 4])
+    up.add_argument("--mem", type=int, default=512, help="guest RAM in MiB (default 512)")
+    up.add_argument("--paging", type=int, default=4, choices=[4, 5], help="4- or 5-level (LA57) paging")
+    up.add_argument("--stopped", action="store_true", help="hold the CPUs until gdb continues them")
+    up.add_argument("--load", default="", help="modules to load at boot, comma-separated (e.g. splitkernel)")
+    up.add_argument("--run", default="", help="command from /usr/bin to run after boot")
+    up.add_argument("--append", default="", help="extra kernel command line")
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(func=cmd_up)
+
+    down = lsub.add_parser("down", help="stop the guest on PORT and delete its RAM file")
+    down.add_argument("--port", type=int, default=1234)
+    down.add_argument("--quiet", action="store_true", help="say nothing and succeed when no guest runs")
+    down.set_defaults(func=cmd_down)
+
+    st = lsub.add_parser("status", help="what is known about the guest on PORT")
+    st.add_argument("--port", type=int, default=1234)
+    st.set_defaults(func=cmd_status)
+
+    run = lsub.add_parser("run", help="run a shell command in the guest (through its second serial port)")
+    run.add_argument("--port", type=int, default=1234)
+    run.add_argument("--timeout", type=float, default=60)
+    run.add_argument("cmd", nargs="+")
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_up(args) -> int:
+    append = args.append
+    if args.load:
+        append += f" splitdbg.load={args.load}"
+    if args.run:
+        append += f' splitdbg.run="{args.run}"'
+    guest = lab.up(port=args.port, smp=args.smp, mem_mib=args.mem, paging=args.paging,
+                   stopped=args.stopped, append=append.strip())
+    info = {k: v for k, v in vars(guest).items() if not k.startswith("_")}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        state = "stopped at reset, waiting for gdb" if args.stopped else "ready"
+        print(f"guest {state}: gdbstub :{guest.port}, {guest.smp} CPU(s), {args.paging}-level paging, "
+              f"RAM file {guest.ram_file}\n  console log {guest.serial_log}  monitor {guest.monitor}  pid {guest.pid}")
+    return 0
+
+
+def cmd_down(args) -> int:
+    try:
+        lab.down(args.port)
+    except SplitdbgError as exc:
+        if args.quiet:
+            return 0
+        raise
+    if not args.quiet:
+        print(f"guest on port {args.port} stopped")
+    return 0
+
+
+def cmd_status(args) -> int:
+    guest = lab.Guest.find(args.port)
+    print(json.dumps({"status": guest.status(),
+                      **{k: v for k, v in vars(guest).items() if not k.startswith("_")}}, indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    rc, out = lab.Guest.find(args.port).run(" ".join(args.cmd), timeout=args.timeout)
+    sys.stdout.write(out)
+    return rc
