@@ -69,3 +69,16 @@ def test_panic_is_reported(tmp_path):
             g.wait_ready(timeout=60)
     finally:
         g.down()
+
+
+def test_clock_source_is_reliable(guest4):
+    # Under TCG with 2 vCPUs the TSCs are unsynchronised; the kernel must settle on a real clock
+    # (HPET or ACPI PM timer, both in our config) and guest time must follow host time.
+    import time
+    rc, src = guest4.run("cat /sys/devices/system/clocksource/clocksource0/current_clocksource")
+    assert rc == 0 and src.strip() in {"hpet", "acpi_pm", "tsc"}
+    t0 = time.monotonic()
+    rc, out = guest4.run("a=$(cut -d' ' -f1 /proc/uptime); sleep 2; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b")
+    host = time.monotonic() - t0
+    a, b = map(float, out.split())
+    assert 1.9 <= b - a <= host + 0.2
