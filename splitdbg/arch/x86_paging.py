@@ -1,0 +1,351 @@
+"""x86-64 IA-32e paging (4- and 5-level), as the Intel SDM vol. 3A ch. 4.5 describes it.
+
+Two entry points over any PhysicalMemory:
+- `walk(mem, cr3, va, mode)`: one translation with every step, or the fault that stops it;
+- `dump(mem, cr3, mode)`: the whole address space as merged ranges (`ranges()` for just the list).
+
+Entries are named as in the SDM: PML5E, PML4E, PDPTE, PDE, PTE. Effective permissions combine over
+the walk: writable = AND of R/W, user = AND of U/S, execute-disable = OR of XD (with EFER.NXE).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import CorruptTable, CyclicTable, MemoryReadError, PageTableError
+
+# Entry bits (SDM 4.5, tables 4-15 .. 4-20)
+P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
+PAT_4K = 1 << 7       # bit 7 of a PTE is PAT, not PS
+PAT_LARGE = 1 << 12   # bit 12 of a 2 MiB / 1 GiB leaf
+XD = 1 << 63
+
+LEVEL_NAMES = {5: "PML5E", 4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"}
+LEVEL_SHIFT = {1: 12, 2: 21, 3: 30, 4: 39, 5: 48}
+PAGE_SIZES = {1: 1 << 12, 2: 1 << 21, 3: 1 << 30}
+
+# Packed attributes of a mapping (our own encoding, for fast comparison when merging).
+ATTR_W, ATTR_U, ATTR_NX, ATTR_G, ATTR_PCD, ATTR_PWT, ATTR_PAT = (1 << i for i in range(7))
+MAX_RANGES = 4_000_000  # more mappings than a real kernel has: the tables are corrupt
+
+
+@dataclass(frozen=True)
+class PagingMode:
+    levels: int = 4
+    nxe: bool = True
+    maxphyaddr: int = 52
+
+    def __post_init__(self):
+        if self.levels not in (4, 5):
+            raise ValueError("IA-32e paging has 4 or 5 levels")
+
+    @classmethod
+    def from_regs(cls, cr0: int, cr4: int, efer: int, maxphyaddr: int = 52) -> "PagingMode":
+        if not (cr0 >> 31) & 1 or not (efer >> 10) & 1:
+            raise PageTableError("the CPU is not in IA-32e mode (CR0.PG and EFER.LMA): only 64-bit paging is decoded")
+        return cls(levels=5 if (cr4 >> 12) & 1 else 4, nxe=bool((efer >> 11) & 1), maxphyaddr=maxphyaddr)
+
+    @property
+    def va_bits(self) -> int:
+        return 57 if self.levels == 5 else 48
+
+    def canonical(self, va: int) -> int:
+        """The unsigned 64-bit canonical form: bits above the linear-address width copy its top bit."""
+        bits = self.va_bits
+        va &= (1 << bits) - 1
+        return va | ((2**64 - 1) & ~((1 << bits) - 1)) if va >> (bits - 1) else va
+
+    def is_canonical(self, va: int) -> bool:
+        return 0 <= va < 2**64 and self.canonical(va) == va
+
+    @property
+    def addr_mask(self) -> int:
+        """Bits 51:12 limited to MAXPHYADDR: the physical-address field of an entry."""
+        return ((1 << self.maxphyaddr) - 1) & ~0xFFF
+
+    def reserved_mask(self, level: int, leaf_large: bool) -> int:
+        """Bits that must be 0 in a present entry at this level (SDM 4.5.4 / table 4-20 notes)."""
+        mask = ((1 << 52) - 1) & ~((1 << self.maxphyaddr) - 1)
+        if not self.nxe:
+            mask |= XD
+        if leaf_large:
+            # Address bits below the page size, above the PAT bit, are reserved.
+            mask |= ((1 << LEVEL_SHIFT[level]) - 1) & ~((1 << 13) - 1)
+        return mask
+
+
+def cr3_table(cr3: int, mode: PagingMode) -> int:
+    """Physical address of the top-level table: PCID (bits 11:0) and no-flush (bit 63) dropped."""
+    return cr3 & mode.addr_mask
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    level: int
+    table: int          # physical address of the table page
+    index: int
+    entry_addr: int
+    entry: int
+
+    @property
+    def name(self) -> str:
+        return LEVEL_NAMES[self.level]
+
+    @property
+    def flags(self) -> str:
+        e = self.entry
+        bits = [("P", P), ("W", RW), ("U", US), ("PWT", PWT), ("PCD", PCD), ("A", A), ("D", D)]
+        out = [n for n, b in bits if e & b]
+        if self.level > 1 and e & PS:
+            out.append("PS")
+        if e & G:
+            out.append("G")
+        if e & XD:
+            out.append("XD")
+        return " ".join(out)
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.index:3d}] @ {self.entry_addr:#x} = {self.entry:#018x}  {self.flags}"
+
+
+@dataclass(frozen=True)
+class Translation:
+    va: int
+    steps: tuple[WalkStep, ...]
+    pa: int | None = None
+    page_size: int = 0
+    writable: bool = False
+    user: bool = False
+    nx: bool = False
+    global_: bool = False
+    pcd: bool = False
+    pwt: bool = False
+    pat: bool = False
+    fault: str | None = None   # why there is no translation
+
+    @property
+    def ok(self) -> bool:
+        return self.pa is not None
+
+    @property
+    def perms(self) -> str:
+        return perms_string(self.user, self.writable, self.nx) if self.ok else "----"
+
+
+def perms_string(user: bool, writable: bool, nx: bool) -> str:
+    return ("u" if user else "-") + "r" + ("w" if writable else "-") + ("-" if nx else "x")
+
+
+def walk(mem, cr3: int, va: int, mode: PagingMode) -> Translation:
+    """Translate one linear address, recording every entry read."""
+    if not mode.is_canonical(va):
+        return Translation(va, (), fault=f"non-canonical address for {mode.va_bits}-bit linear addresses")
+    table = cr3_table(cr3, mode)
+    steps: list[WalkStep] = []
+    w = u = True
+    nx = False
+    for level in range(mode.levels, 0, -1):
+        index = (va >> LEVEL_SHIFT[level]) & 0x1FF
+        entry_addr = table + 8 * index
+        try:
+            entry = mem.read_u64(entry_addr)
+        except MemoryReadError:
+            return Translation(va, tuple(steps), fault=f"{LEVEL_NAMES[level]} table at {table:#x} is outside RAM")
+        steps.append(WalkStep(level, table, index, entry_addr, entry))
+        if not entry & P:
+            return Translation(va, tuple(steps), fault=f"{LEVEL_NAMES[level]} not present")
+        large = level in (2, 3) and bool(entry & PS)
+        if level in (4, 5) and entry & PS:
+            return Translation(va, tuple(steps), fault=f"reserved bit (PS) set in {LEVEL_NAMES[level]}")
+        if entry & mode.reserved_mask(level, large):
+            return Translation(va, tuple(steps), fault=f"reserved bit set in {LEVEL_NAMES[level]} ({entry & mode.reserved_mask(level, large):#x})")
+        w &= bool(entry & RW)
+        u &= bool(entry & US)
+        nx |= mode.nxe and bool(entry & XD)
+        if level == 1 or large:
+            size = 1 << LEVEL_SHIFT[level]
+            base = entry & mode.addr_mask & ~(size - 1)
+            return Translation(va, tuple(steps), pa=base | (va & (size - 1)), page_size=size, writable=w, user=u,
+                               nx=nx, global_=bool(entry & G), pcd=bool(entry & PCD), pwt=bool(entry & PWT),
+                               pat=bool(entry & (PAT_4K if level == 1 else PAT_LARGE)))
+        table = entry & mode.addr_mask
+    raise AssertionError("unreachable: level 1 always ends the walk")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Contiguous virtual addresses mapped to contiguous physical ones with the same attributes."""
+
+    start: int          # canonical (unsigned 64-bit), inclusive
+    end: int            # exclusive: 2**64 for a range that ends at the top of the address space
+    phys: int
+    page_size: int
+    attrs: int          # ATTR_* bits
+
+    writable = property(lambda self: bool(self.attrs & ATTR_W))
+    user = property(lambda self: bool(self.attrs & ATTR_U))
+    nx = property(lambda self: bool(self.attrs & ATTR_NX))
+    global_ = property(lambda self: bool(self.attrs & ATTR_G))
+    pcd = property(lambda self: bool(self.attrs & ATTR_PCD))
+    pwt = property(lambda self: bool(self.attrs & ATTR_PWT))
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def perms(self) -> str:
+        return perms_string(self.user, self.writable, self.nx)
+
+    def __str__(self) -> str:
+        return (f"{self.start:016x}-{self.end & (2**64 - 1):016x} -> {self.phys:#014x} "
+                f"{self.perms} {_size_name(self.page_size)}{' G' if self.global_ else ''}")
+
+
+def _size_name(size: int) -> str:
+    return {1 << 12: "4K", 1 << 21: "2M", 1 << 30: "1G"}.get(size, hex(size))
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str           # e.g. "PML4E[511] -> PDPTE[510]"
+    error: PageTableError
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.error}"
+
+
+@dataclass
+class Dump:
+    ranges: list[Range] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    tables_read: int = 0
+    tables_reused: int = 0
+
+
+def ranges(mem, cr3: int, mode: PagingMode, **kw) -> list[Range]:
+    """Merged ranges of the address space (see `dump`)."""
+    return dump(mem, cr3, mode, **kw).ranges
+
+
+def dump(mem, cr3: int, mode: PagingMode, *, start: int | None = None, end: int | None = None,
+         on_error: str = "raise", memoize: bool = True) -> Dump:
+    """Every mapping of the address space under `cr3`, merged into ranges.
+
+    Ranges merge only when virtually and physically contiguous, with the same attributes and page
+    size. A table reached again at the same level with the same inherited permissions is decoded
+    once (Linux's ESPFIX area maps 65,536 pages through shared tables). on_error='raise' stops at
+    the first corrupt or cyclic table; 'collect' skips that subtree and lists it in `problems`.
+    `start`/`end` (canonical) restrict the dump to a virtual window.
+    """
+    if on_error not in ("raise", "collect"):
+        raise ValueError("on_error is 'raise' or 'collect'")
+    walker = _Dumper(mem, mode, on_error == "collect", memoize)
+    lo = 0 if start is None else start & ((1 << mode.va_bits) - 1)
+    hi = (1 << mode.va_bits) if end is None else (end - 1 & ((1 << mode.va_bits) - 1)) + 1
+    runs = walker.table(cr3_table(cr3, mode), mode.levels, ATTR_W | ATTR_U, (), (), lo, hi, 0)
+    out = Dump(problems=walker.problems, tables_read=walker.tables_read, tables_reused=walker.tables_reused)
+    for vstart, vend, phys, size, attrs in runs:
+        out.ranges.append(Range(mode.canonical(vstart), mode.canonical(vend - 1) + 1, phys, size, attrs))
+    return out
+
+
+class _Dumper:
+    def __init__(self, mem, mode: PagingMode, collect: bool, memoize: bool):
+        self.mem, self.mode, self.collect, self.memoize = mem, mode, collect, memoize
+        self.memo: dict[tuple[int, int, int], list] = {}
+        self.problems: list[Problem] = []
+        self.tables_read = self.tables_reused = 0
+
+    def fail(self, path: tuple[str, ...], error: PageTableError) -> None:
+        if not self.collect:
+            raise type(error)(f"{' -> '.join(path) or 'CR3'}: {error}")
+        self.problems.append(Problem(" -> ".join(path) or "CR3", error))
+
+    def table(self, pa: int, level: int, inherited: int, path: tuple, ancestors: tuple,
+              lo: int, hi: int, base: int) -> list:
+        """Runs (vstart, vend, phys, page_size, attrs) with vstart relative to 0 of the whole space.
+
+        `base` is the virtual address this table starts at; `lo`/`hi` the window still wanted.
+        """
+        span = 1 << (LEVEL_SHIFT[level] + 9)
+        whole = lo <= base and base + span <= hi
+        key = (pa, level, inherited)
+        if self.memoize and whole and key in self.memo:
+            self.tables_reused += 1
+            return [(s + base, e + base, p, z, a) for s, e, p, z, a in self.memo[key]]
+        if pa in ancestors:
+            self.fail(path, CyclicTable(f"{LEVEL_NAMES[level]} table {pa:#x} is its own ancestor"))
+            return []
+        try:
+            entries = self.mem.read_u64_array(pa, 512)
+        except MemoryReadError:
+            self.fail(path, CorruptTable(f"{LEVEL_NAMES[level]} table at {pa:#x} is outside guest RAM"))
+            return []
+        self.tables_read += 1
+        mode = self.mode
+        shift = LEVEL_SHIFT[level]
+        runs: list = []
+        present = np.flatnonzero(entries & np.uint64(P))
+        for i in present.tolist():
+            vstart = base + (i << shift)
+            vend = vstart + (1 << shift)
+            if vend <= lo or vstart >= hi:
+                continue
+            e = int(entries[i])
+            large = level in (2, 3) and bool(e & PS)
+            where = path + (f"{LEVEL_NAMES[level]}[{i}]",)
+            if level >= 4 and e & PS:
+                self.fail(where, CorruptTable(f"PS set in a {LEVEL_NAMES[level]} (reserved)"))
+                continue
+            bad = e & mode.reserved_mask(level, large)
+            if bad:
+                self.fail(where, CorruptTable(f"reserved bits {bad:#x} set in {LEVEL_NAMES[level]} {e:#x}"))
+                continue
+            attrs = inherited
+            if not e & RW:
+                attrs &= ~ATTR_W
+            if not e & US:
+                attrs &= ~ATTR_U
+            if mode.nxe and e & XD:
+                attrs |= ATTR_NX
+            if level == 1 or large:
+                size = 1 << shift
+                attrs |= (ATTR_G if e & G else 0) | (ATTR_PCD if e & PCD else 0) | (ATTR_PWT if e & PWT else 0)
+                attrs |= ATTR_PAT if e & (PAT_4K if level == 1 else PAT_LARGE) else 0
+                phys = e & mode.addr_mask & ~(size - 1)
+                s, t = max(vstart, lo), min(vend, hi)
+                _append(runs, (s, t, phys + (s - vstart), size, attrs))
+            else:
+                child = self.table(e & mode.addr_mask, level - 1, attrs & (ATTR_W | ATTR_U | ATTR_NX), where,
+                                   ancestors + (pa,), lo, hi, vstart)
+                for r in child:
+                    _append(runs, r)
+            if len(runs) > MAX_RANGES:
+                raise CorruptTable(f"more than {MAX_RANGES} mappings: the tables are corrupt")
+        if self.memoize and whole:
+            self.memo[key] = [(s - base, e - base, p, z, a) for s, e, p, z, a in runs]
+        return runs
+
+
+def _append(runs: list, r: tuple) -> None:
+    if runs:
+        s, e, p, z, a = runs[-1]
+        if e == r[0] and a == r[4] and z == r[3] and p + (e - s) == r[2]:
+            runs[-1] = (s, r[1], p, z, a)
+            return
+    runs.append(r)
+
+
+def merge_for_info_mem(rs: list[Range]) -> list[tuple[int, int, str]]:
+    """Re-merge as QEMU 7.2's `info mem` does: virtually contiguous, same user/writable, any
+    physical address, NX ignored. Returns (start, end, "urw"-style perms) like its output."""
+    out: list[list] = []
+    for r in rs:
+        perms = ("u" if r.user else "-") + "r" + ("w" if r.writable else "-")
+        if out and out[-1][1] == r.start and out[-1][2] == perms:
+            out[-1][1] = r.end
+        else:
+            out.append([r.start, r.end, perms])
+    return [tuple(x) for x in out]

@@ -1,0 +1,122 @@
+"""A gdb subprocess driven through pygdbmi, for code that runs outside gdb."""
+from __future__ import annotations
+
+import itertools
+import shutil
+import time
+
+from pygdbmi.gdbcontroller import GdbController
+
+from ..errors import SplitdbgError, TargetGone
+from .base import Debugger
+
+
+class GdbError(SplitdbgError):
+    pass
+
+
+def _mi_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class GdbMI(Debugger):
+    def __init__(self, gdb: str = "gdb", timeout: float = 30.0):
+        path = shutil.which(gdb)
+        if path is None:
+            raise SplitdbgError("gdb is not installed (apt-get install gdb)")
+        self.timeout = timeout
+        # time_to_check_for_additional_output_sec=0: pygdbmi's default waits 0.2 s after every
+        # command (5 commands/s); we poll for our own result record instead.
+        self._gdb = GdbController([path, "--nx", "--quiet", "--interpreter=mi3"],
+                                  time_to_check_for_additional_output_sec=0)
+        self._tokens = itertools.count(100)
+        self.target = None
+        self._mi("-gdb-set mi-async on")
+        self._mi("-gdb-set pagination off")
+        self._mi("-gdb-set confirm off")
+        self._mi("-gdb-set width 0")
+
+    @classmethod
+    def connect(cls, target: str, vmlinux: str | None = None, timeout: float = 30.0) -> "GdbMI":
+        """gdb attached to a gdbstub at "HOST:PORT" or ":PORT" (the target stops while attached)."""
+        dbg = cls(timeout=timeout)
+        try:
+            if vmlinux:
+                dbg._mi(f"-file-exec-and-symbols {_mi_quote(vmlinux)}")
+            dbg._mi(f"-gdb-set remotetimeout {int(max(timeout, 2))}")
+            host, _, port = target.rpartition(":")
+            dbg._mi(f"-target-select remote {host or 'localhost'}:{port}")
+        except GdbError as exc:
+            dbg.close()
+            raise TargetGone(f"cannot attach to the gdbstub at {target}: {exc}") from exc
+        dbg.target = target
+        return dbg
+
+    # -- MI plumbing ---------------------------------------------------------------------------
+    def _mi(self, command: str, timeout: float | None = None) -> tuple[dict, list[str]]:
+        """Send one MI command; return its result record and the console output it caused."""
+        token = next(self._tokens)
+        try:
+            self._gdb.write(f"{token}{command}", read_response=False)
+        except (OSError, ValueError) as exc:
+            raise TargetGone(f"gdb is gone: {exc}") from exc
+        console: list[str] = []
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while time.monotonic() < deadline:
+            try:
+                responses = self._gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
+            except (OSError, ValueError) as exc:
+                raise TargetGone(f"gdb is gone: {exc}") from exc
+            for r in responses:
+                if r["type"] == "console" and r.get("payload"):
+                    console.append(r["payload"])
+                elif r["type"] == "result" and r.get("token") == token:
+                    if r["message"] == "error":
+                        msg = (r.get("payload") or {}).get("msg", "error")
+                        if "Remote connection closed" in msg or "Remote communication error" in msg:
+                            raise TargetGone(f"gdbstub connection lost: {msg}")
+                        raise GdbError(msg)
+                    return r, console
+                elif r["type"] == "notify" and r.get("message") == "thread-group-exited":
+                    pass
+            if self._gdb.gdb_process is None or self._gdb.gdb_process.poll() is not None:
+                raise TargetGone("gdb exited")
+        raise GdbError(f"gdb did not answer {command!r} within {timeout or self.timeout:.0f}s")
+
+    # -- Debugger interface --------------------------------------------------------------------
+    def execute(self, command: str, timeout: float | None = None) -> str:
+        _, console = self._mi(f"-interpreter-exec console {_mi_quote(command)}", timeout)
+        return "".join(console)
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        out = bytearray()
+        result, _ = self._mi(f"-data-read-memory-bytes {addr:#x} {size}")
+        for block in result["payload"]["memory"]:
+            out += bytes.fromhex(block["contents"])
+        if len(out) != size:
+            raise GdbError(f"short read at {addr:#x}: {len(out)} of {size} bytes")
+        return bytes(out)
+
+    def interrupt(self) -> None:
+        self._mi("-exec-interrupt --all")
+        self._wait_stopped()
+
+    def _wait_stopped(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for r in self._gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False):
+                if r["type"] == "notify" and r["message"] == "stopped":
+                    return
+
+    def cont(self) -> None:
+        self._mi("-exec-continue --all")
+
+    def close(self) -> None:
+        if self._gdb is not None:
+            try:
+                if self.target:
+                    self._mi("-target-detach", timeout=5)
+            except SplitdbgError:
+                pass
+            self._gdb.exit()
+            self._gdb = None

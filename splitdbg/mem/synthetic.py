@@ -1,0 +1,47 @@
+"""Sparse in-memory guest-physical memory for unit tests of decoders, walkers and the model."""
+from __future__ import annotations
+
+from .base import PhysicalMemory
+
+PAGE = 0x1000
+
+
+class SyntheticMemory(PhysicalMemory):
+    """`size` bytes of RAM at 0, all zero until written; only touched pages take space."""
+
+    name = "synthetic"
+
+    def __init__(self, size: int = 1 << 30):
+        self.size = size
+        self.pages: dict[int, bytearray] = {}
+
+    def ram_ranges(self):
+        return [(0, self.size)]
+
+    def _page(self, pfn: int) -> bytearray:
+        page = self.pages.get(pfn)
+        if page is None:
+            page = self.pages[pfn] = bytearray(PAGE)
+        return page
+
+    def write(self, addr: int, data: bytes) -> None:
+        if addr < 0 or addr + len(data) > self.size:
+            raise ValueError(f"write at {addr:#x} outside synthetic RAM")
+        while data:
+            off = addr & (PAGE - 1)
+            n = min(len(data), PAGE - off)
+            self._page(addr >> 12)[off:off + n] = data[:n]
+            addr, data = addr + n, data[n:]
+
+    def write_u64(self, addr: int, value: int) -> None:
+        self.write(addr, (value & (2**64 - 1)).to_bytes(8, "little"))
+
+    def _read(self, addr, size):
+        out = bytearray()
+        while size:
+            off = addr & (PAGE - 1)
+            n = min(size, PAGE - off)
+            page = self.pages.get(addr >> 12)
+            out += page[off:off + n] if page is not None else bytes(n)
+            addr, size = addr + n, size - n
+        return bytes(out)

@@ -1,0 +1,162 @@
+"""The guest kernel seen from outside: virtual reads, processes, modules.
+
+Everything is read from guest-physical memory through a PhysicalMemory backend; kernel virtual
+addresses are translated with the x86 walker over the kernel's own page tables (init_top_pgt), so
+this works while the guest runs (shared RAM file) as well as when it is stopped (gdbstub).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..arch import x86_paging
+from ..errors import MemoryReadError, SplitdbgError
+from .symbols import ElfSymbols
+from .types import DwarfTypes
+
+START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel image's virtual base
+PAGE = 0x1000
+MAX_TASKS = 65536  # a task list longer than this is corrupt (or we are reading a moving target)
+
+
+class KernelError(SplitdbgError):
+    pass
+
+
+@dataclass(frozen=True)
+class Task:
+    addr: int        # struct task_struct *
+    pid: int
+    tgid: int
+    comm: str
+    mm: int          # struct mm_struct * (0 for kernel threads)
+    pgd: int         # physical address of the top-level page table (0 for kernel threads)
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    addr: int        # struct module *
+    name: str
+    base: int        # core_layout.base: start of the module's text
+    size: int
+    text_size: int
+    ro_size: int
+
+
+class Kernel:
+    """A Linux 6.1 x86-64 kernel in guest memory, with vmlinux's symbols and DWARF."""
+
+    STRUCTS = ("task_struct", "mm_struct", "module", "module_layout", "list_head")
+
+    def __init__(self, mem, vmlinux: str, mode: x86_paging.PagingMode | None = None):
+        self.mem = mem
+        self.symbols = ElfSymbols(vmlinux)
+        self.types = DwarfTypes(vmlinux, self.symbols.build_id)
+        self.types.load(*self.STRUCTS)
+        self._mode = mode
+        self._tlb: dict[int, int] = {}
+
+    # -- addresses -----------------------------------------------------------------------------
+    def image_pa(self, va: int) -> int:
+        """Physical address of a kernel-image symbol (KASLR is off, phys_base is read once)."""
+        return va - START_KERNEL_MAP + self.phys_base
+
+    @cached_property
+    def phys_base(self) -> int:
+        # phys_base lives in the image itself; with an unrelocated kernel it is 0, which is also
+        # what makes its own address computable. A non-zero value means KASLR-like relocation.
+        pa = self.symbols.address("phys_base") - START_KERNEL_MAP
+        return int.from_bytes(self.mem.read(pa, 8), "little")
+
+    @cached_property
+    def kernel_cr3(self) -> int:
+        return self.image_pa(self.symbols.address("init_top_pgt"))
+
+    @cached_property
+    def mode(self) -> x86_paging.PagingMode:
+        if self._mode is not None:
+            return self._mode
+        # The kernel records its own choice: __pgtable_l5_enabled is 1 under 5-level paging.
+        if "__pgtable_l5_enabled" in self.symbols:
+            l5 = self.read_image_u32("__pgtable_l5_enabled")
+            return x86_paging.PagingMode(levels=5 if l5 else 4)
+        return x86_paging.PagingMode(levels=4)
+
+    def read_image_u32(self, name: str) -> int:
+        return int.from_bytes(self.mem.read(self.image_pa(self.symbols.address(name)), 4), "little")
+
+    def translate(self, va: int) -> int:
+        page = va & ~(PAGE - 1)
+        frame = self._tlb.get(page)
+        if frame is None:
+            t = x86_paging.walk(self.mem, self.kernel_cr3, page, self.mode)
+            if t.pa is None:
+                raise MemoryReadError(va, 1, f"kernel virtual address not mapped ({t.fault})")
+            frame = t.pa & ~(PAGE - 1)
+            self._tlb[page] = frame
+        return frame | (va & (PAGE - 1))
+
+    def flush(self) -> None:
+        """Forget cached translations (the guest runs on: mappings can change)."""
+        self._tlb.clear()
+
+    def read(self, va: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            n = min(size, PAGE - (va & (PAGE - 1)))
+            out += self.mem.read(self.translate(va), n)
+            va, size = va + n, size - n
+        return bytes(out)
+
+    def u64(self, va: int) -> int:
+        return int.from_bytes(self.read(va, 8), "little")
+
+    def u32(self, va: int) -> int:
+        return int.from_bytes(self.read(va, 4), "little")
+
+    def cstr(self, va: int, size: int) -> str:
+        return self.read(va, size).split(b"\0", 1)[0].decode(errors="replace")
+
+    def direct_map_pa(self, va: int) -> int:
+        return self.translate(va)
+
+    # -- lists ---------------------------------------------------------------------------------
+    def list_entries(self, head: int, struct: str, member: str, limit: int = MAX_TASKS):
+        """Addresses of the structs on a list_head list (like list_for_each_entry)."""
+        off = self.types.offsetof(struct, member)
+        seen = {head}
+        node = self.u64(head)
+        while node != head:
+            if node in seen or len(seen) > limit:
+                raise KernelError(f"list at {head:#x} ({struct}.{member}) loops or is corrupt at {node:#x}")
+            seen.add(node)
+            yield node - off
+            node = self.u64(node)
+
+    # -- processes and modules -----------------------------------------------------------------
+    def tasks(self) -> list[Task]:
+        """Every process (thread-group leader) on init_task.tasks, init_task included."""
+        t = self.types
+        o_pid, o_tgid, o_comm, o_mm = (t.offsetof("task_struct", m) for m in ("pid", "tgid", "comm", "mm"))
+        o_pgd = t.offsetof("mm_struct", "pgd")
+        init = self.symbols.address("init_task")
+        out = []
+        for addr in [init, *self.list_entries(init + t.offsetof("task_struct", "tasks"), "task_struct", "tasks")]:
+            mm = self.u64(addr + o_mm)
+            pgd = self.translate(self.u64(mm + o_pgd)) if mm else 0
+            out.append(Task(addr, self.u32(addr + o_pid), self.u32(addr + o_tgid),
+                            self.cstr(addr + o_comm, 16), mm, pgd))
+        return out
+
+    def modules(self) -> list[LoadedModule]:
+        t = self.types
+        head = self.symbols.address("modules")
+        out = []
+        for addr in self.list_entries(head, "module", "list", limit=4096):
+            base = addr + t.offsetof("module", "core_layout")
+            out.append(LoadedModule(addr, self.cstr(addr + t.offsetof("module", "name"), 56),
+                                    self.u64(base + t.offsetof("module_layout", "base")),
+                                    self.u32(base + t.offsetof("module_layout", "size")),
+                                    self.u32(base + t.offsetof("module_layout", "text_size")),
+                                    self.u32(base + t.offsetof("module_layout", "ro_size"))))
+        return out
