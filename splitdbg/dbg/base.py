@@ -9,6 +9,22 @@ _REG_LINE = re.compile(r"^(\w+)\s+(0x[0-9a-fA-F]+)", re.M)
 
 
 class Debugger(ABC):
+    # QEMU's gdbstub reads physical addresses while Qqemu.PhyMemMode is 1. We track the mode so a
+    # switch costs a packet only when it changes; `keeps_physical_mode` says whether a backend may
+    # leave it on between reads (true when we own the gdb; false for the user's own gdb session).
+    keeps_physical_mode = False
+    _physical = False
+
+    def set_physical(self, on: bool) -> None:
+        if on == self._physical:
+            return
+        reply = self.execute(f"maint packet Qqemu.PhyMemMode:{int(on)}")
+        if '"OK"' not in reply:
+            from ..errors import SplitdbgError
+
+            raise SplitdbgError(f"the gdbstub refused physical memory mode (not QEMU?): {reply.strip()}")
+        self._physical = on
+
     @abstractmethod
     def execute(self, command: str) -> str:
         """Run a gdb CLI command, return what it printed."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import select
 import shutil
 import time
 
@@ -20,6 +21,7 @@ def _mi_quote(s: str) -> str:
 
 
 class GdbMI(Debugger):
+    keeps_physical_mode = True  # this gdb is ours: nobody else expects virtual addresses
     def __init__(self, gdb: str = "gdb", timeout: float = 30.0):
         path = shutil.which(gdb)
         if path is None:
@@ -50,6 +52,9 @@ class GdbMI(Debugger):
             dbg.close()
             raise TargetGone(f"cannot attach to the gdbstub at {target}: {exc}") from exc
         dbg.target = target
+        # A previous client may have left the stub in physical mode: start from a known state.
+        dbg._physical = True
+        dbg.set_physical(False)
         return dbg
 
     # -- MI plumbing ---------------------------------------------------------------------------
@@ -62,13 +67,16 @@ class GdbMI(Debugger):
             raise TargetGone(f"gdb is gone: {exc}") from exc
         console: list[str] = []
         deadline = time.monotonic() + (timeout or self.timeout)
+        stdout = self._gdb.gdb_process.stdout
         while time.monotonic() < deadline:
+            # Wait on gdb's pipe ourselves: pygdbmi's own timeout loop adds milliseconds per call.
+            select.select([stdout], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
             try:
-                responses = self._gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
+                responses = self._gdb.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
             except (OSError, ValueError) as exc:
                 raise TargetGone(f"gdb is gone: {exc}") from exc
             for r in responses:
-                if r["type"] == "console" and r.get("payload"):
+                if r["type"] in ("console", "target") and r.get("payload"):
                     console.append(r["payload"])
                 elif r["type"] == "result" and r.get("token") == token:
                     if r["message"] == "error":
@@ -89,6 +97,7 @@ class GdbMI(Debugger):
         return "".join(console)
 
     def read_memory(self, addr: int, size: int) -> bytes:
+        """Read as the stub currently addresses memory (see set_physical)."""
         out = bytearray()
         result, _ = self._mi(f"-data-read-memory-bytes {addr:#x} {size}")
         for block in result["payload"]["memory"]:
@@ -104,7 +113,7 @@ class GdbMI(Debugger):
     def _wait_stopped(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for r in self._gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False):
+            for r in self._gdb.get_gdb_response(timeout_sec=0.002, raise_error_on_timeout=False):
                 if r["type"] == "notify" and r["message"] == "stopped":
                     return
 

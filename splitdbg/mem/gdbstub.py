@@ -1,7 +1,8 @@
 """Guest-physical memory through QEMU's gdbstub, via gdb (in-process or pygdbmi).
 
-QEMU's stub reads virtual addresses unless `Qqemu.PhyMemMode:1` is set. We switch it on for each
-read and always back off, since the user's gdb expects virtual addresses. About 10 MB/s: the
+QEMU's stub reads virtual addresses unless `Qqemu.PhyMemMode:1` is set. In the user's gdb we switch
+it on for each read and back off after, since the user expects virtual addresses; in a gdb we own
+(GdbMI) it stays on until a virtual read needs it off. About 10 MB/s: the
 shared RAM file is about 1000x faster when the target has one.
 """
 from __future__ import annotations
@@ -45,13 +46,8 @@ class GdbstubMemory(PhysicalMemory):
     def ram_ranges(self):
         return self._ranges
 
-    def _set_phys(self, on: bool) -> None:
-        reply = self.dbg.execute(f"maint packet Qqemu.PhyMemMode:{int(on)}")
-        if '"OK"' not in reply:
-            raise SplitdbgError(f"the gdbstub refused physical memory mode (not QEMU?): {reply.strip()}")
-
     def _read(self, addr, size):
-        self._set_phys(True)
+        self.dbg.set_physical(True)
         try:
             out = bytearray()
             while len(out) < size:
@@ -62,7 +58,8 @@ class GdbstubMemory(PhysicalMemory):
                     raise MemoryReadError(addr + len(out), n, str(exc)) from exc
             return bytes(out)
         finally:
-            self._set_phys(False)
+            if not self.dbg.keeps_physical_mode:
+                self.dbg.set_physical(False)
 
     def registers(self, cpu=None):
         if cpu is not None:
