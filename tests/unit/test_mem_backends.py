@@ -1,0 +1,117 @@
+"""Memory backends on files and buffers we make (no QEMU here)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitdbg.errors import MemoryReadError, NotAvailable, SplitdbgError
+from splitdbg.mem import ImageFile, SharedRamFile, SyntheticMemory, open_memory, q35_ram_ranges
+from splitdbg.mem.gdbstub import parse_mtree_ram
+
+DATA = Path(__file__).parent / "data"
+GiB = 1 << 30
+
+
+def test_q35_layout_follows_qemu():
+    # hw/i386/pc_q35.c (7.2): all RAM below 4 GiB while it fits under 0xb0000000, else 2 GiB low.
+    assert q35_ram_ranges(512 << 20) == [(0, 512 << 20, 0)]
+    assert q35_ram_ranges(0xAFFFF000) == [(0, 0xAFFFF000, 0)]
+    assert q35_ram_ranges(3 * GiB) == [(0, 2 * GiB, 0), (4 * GiB, 5 * GiB, 2 * GiB)]
+
+
+@pytest.fixture
+def big_ram_file(tmp_path):
+    # A sparse 3 GiB "RAM file" (costs no disk): markers at known file offsets.
+    path = tmp_path / "ram"
+    with open(path, "wb") as f:
+        f.truncate(3 * GiB)
+        for off, tag in [(0, b"LOW0"), (2 * GiB - 4, b"ENDL"), (2 * GiB, b"HIGH"), (3 * GiB - 4, b"LAST")]:
+            f.seek(off)
+            f.write(tag)
+    return path
+
+
+def test_shared_file_maps_the_q35_layout(big_ram_file):
+    with SharedRamFile(str(big_ram_file)) as m:
+        assert m.ram_ranges() == [(0, 2 * GiB), (4 * GiB, 5 * GiB)]
+        assert m.read(0, 4) == b"LOW0"
+        assert m.read(2 * GiB - 4, 4) == b"ENDL"
+        assert m.read(4 * GiB, 4) == b"HIGH"          # file offset 2 GiB
+        assert m.read(5 * GiB - 4, 4) == b"LAST"
+        for addr, size in [(2 * GiB - 2, 4), (2 * GiB, 1), (4 * GiB - 1, 2), (5 * GiB - 2, 4), (-1, 1)]:
+            with pytest.raises(MemoryReadError):
+                m.read(addr, size)
+        with pytest.raises(NotAvailable):
+            m.registers()
+        assert "shared RAM file" in m.describe() and "3072 MiB" in m.describe()
+
+
+def test_shared_file_is_read_only_and_sees_later_writes(tmp_path):
+    path = tmp_path / "ram"
+    path.write_bytes(bytes(1 << 20))
+    m = SharedRamFile(str(path))
+    with pytest.raises(TypeError):
+        m._map[0] = 1  # PROT_READ mapping
+    with open(path, "r+b") as f:  # the guest writes while we watch: the mapping shows it
+        f.seek(0x1234)
+        f.write(b"\xAA" * 8)
+    assert m.read_u64(0x1234) == 0xAAAAAAAAAAAAAAAA
+    assert np.array_equal(m.read_u64_array(0x1230, 2), np.array([0xAAAAAAAA00000000, 0xAAAAAAAA], dtype="<u8"))
+
+
+def test_missing_or_short_files_are_clear_errors(tmp_path):
+    with pytest.raises(SplitdbgError, match="cannot open guest RAM file"):
+        SharedRamFile(str(tmp_path / "none"))
+    (tmp_path / "small").write_bytes(b"x" * 4096)
+    with pytest.raises(SplitdbgError, match="expected"):
+        SharedRamFile(str(tmp_path / "small"), ram_size=8192)
+
+
+def test_image_file_reads_like_the_ram_file(big_ram_file):
+    img = ImageFile(str(big_ram_file))
+    assert img.read(4 * GiB, 4) == b"HIGH" and img.name == "image" and "memory image" in img.describe()
+
+
+def test_synthetic_memory():
+    m = SyntheticMemory(1 << 20)
+    m.write(0xFFE, b"abcd")  # across a page boundary
+    assert m.read(0xFFC, 8) == b"\0\0abcd\0\0"
+    m.write_u64(0x2000, 2**64 - 1)
+    assert m.read_u64(0x2000) == 2**64 - 1
+    with pytest.raises(MemoryReadError):
+        m.read((1 << 20) - 4, 8)
+    assert len(m.pages) == 3
+
+
+def test_mtree_parser_on_real_qemu_output():
+    text = (DATA / "info_mtree_f.txt").read_text()
+    # 512 MiB guest: "mem" (RAM and its PAM-shadowed ROM pieces) is one block at 0.
+    assert parse_mtree_ram(text) == [(0, 512 << 20)]
+
+
+class FakeDbg:
+    """Answers monitor commands as QEMU 7.2 does (texts captured from it)."""
+
+    def __init__(self, path, share="true"):
+        self.path, self.share = path, share
+
+    def monitor(self, cmd):
+        return {"qom-list /objects": "type (string)\r\nmem (child<memory-backend-file>)\r\n",
+                "qom-get /objects/mem mem-path": f'"{self.path}"\r\n',
+                "qom-get /objects/mem share": f"{self.share}\r\n",
+                "qom-get /objects/mem size": f"{os.path.getsize(self.path)}\r\n",
+                "info mtree -f": (DATA / "info_mtree_f.txt").read_text()}[cmd]
+
+
+def test_open_memory_prefers_the_shared_file(tmp_path):
+    path = tmp_path / "ram"
+    path.write_bytes(bytes(512 << 20))
+    m = open_memory(FakeDbg(str(path)))
+    assert m.name == "shared-ram-file"
+    with pytest.raises(SplitdbgError, match="no shared RAM file"):
+        open_memory(FakeDbg(str(path), share="false"), prefer="shared-ram-file")
+    with pytest.raises(SplitdbgError, match="nothing to read memory with"):
+        open_memory(None)

@@ -1,0 +1,47 @@
+"""Parsers of QEMU 7.2 monitor output, on text captured from QEMU itself (tests/unit/data)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from splitdbg.arch import qemu_monitor as qm
+from splitdbg.arch import x86_paging as xp
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_info_mem():
+    rows = qm.parse_info_mem((DATA / "info_mem_4level.txt").read_text())
+    assert rows[0] == (0x400000, 0x420000, "ur-")
+    assert all(s < e for s, e, _ in rows) and all(rows[i][1] <= rows[i + 1][0] for i in range(len(rows) - 1))
+    assert rows[-1][1] <= 1 << 64 and len(rows) == 59
+
+
+def test_info_tlb():
+    rows = qm.parse_info_tlb((DATA / "info_tlb_4level_head.txt").read_text())
+    assert len(rows) == 60
+    last = rows[-1]  # "ffffffffff5fd000: 00000000fee00000 XG-DACT-W" : the local APIC
+    assert (last.va, last.pa, last.nx, last.global_, last.large, last.pcd, last.pwt, last.user, last.writable) == \
+        (0xFFFFFFFFFF5FD000, 0xFEE00000, True, True, False, True, True, False, True)
+
+
+def test_gva2gpa_and_xp():
+    ok, unmapped, xpout = (DATA / "monitor_misc.txt").read_text().split("----\n")
+    assert qm.parse_gva2gpa(ok) == 0x1000000
+    assert qm.parse_gva2gpa(unmapped) is None
+    assert qm.parse_xp(xpout) == [0x4800803F51258D48, 0x01B9FFFFFFF23D8D, 0x989E058B48C00001, 0x000000C2C748008A]
+
+
+def test_compare_info_mem_reports_differences():
+    r = [xp.Range(0x1000, 0x3000, 0x5000, 0x1000, xp.ATTR_W)]
+    assert qm.compare_info_mem(r, "0000000000001000-0000000000003000 0000000000002000 -rw\r\n") == []
+    diffs = qm.compare_info_mem(r, "0000000000001000-0000000000003000 0000000000002000 -r-\r\n")
+    assert diffs and "ours" in diffs[0]
+
+
+def test_compare_info_tlb_reports_differences():
+    r = [xp.Range(0x1000, 0x3000, 0x5000, 0x1000, xp.ATTR_W)]
+    good = "0000000000001000: 0000000000005000 ---DA---W\n0000000000002000: 0000000000006000 ---DA---W\n"
+    assert qm.compare_info_tlb(r, good) == []
+    assert qm.compare_info_tlb(r, good.replace("6000 ---DA---W", "7000 ---DA---W"))
+    assert qm.compare_info_tlb(r, good.replace("---DA---W\n0", "---DA----\n0"))  # leaf read-only, ours writable
+    assert qm.compare_info_tlb(r, good + "0000000000009000: 0000000000009000 ---DA---W\n")
