@@ -46,7 +46,7 @@ def parse_info_tlb(text: str) -> list[TlbEntry]:
 
 def parse_gva2gpa(text: str) -> int | None:
     """`gva2gpa ADDR`: the guest-physical address, or None for "Unmapped"."""
-    m = re.search(r"gpa: (0x[0-9a-f]+)", text)
+    m = re.search(r"gpa: (0x[0-9a-f]+|0)\b", text)  # QEMU prints 0 without "0x"
     if m:
         return int(m.group(1), 16)
     if "Unmapped" in text:
