@@ -15,6 +15,8 @@ APT_PACKAGES := qemu-system-x86 qemu-utils gdb busybox-static linux-source-6.1 b
 
 # Directories with guest-side code (modules, tools, probes); each Makefile takes KDIR and DESTDIR
 # and installs into the staging tree that becomes the initramfs.
+# The demo loads the split-kernel module once it exists.
+DEMO_LOAD := $(if $(wildcard kernel/module/Makefile),--load splitkernel,)
 GUEST_DIRS := $(patsubst %/Makefile,%,$(wildcard kernel/module/Makefile kernel/tools/Makefile kernel/probes/*/Makefile))
 
 .PHONY: all deps venv kernel guest test test-unit demo bench clean help
@@ -57,7 +59,7 @@ test: deps venv guest
 
 demo: deps venv guest
 	@$(PY) -m splitdbg lab down --port $(PORT) --quiet || true
-	$(PY) -m splitdbg lab up --port $(PORT) --smp $(SMP) --load splitkernel
+	$(PY) -m splitdbg lab up --port $(PORT) --smp $(SMP) $(DEMO_LOAD)
 	$(PY) -m splitdbg gdb :$(PORT)
 
 bench: deps venv guest
