@@ -1,0 +1,114 @@
+"""AMD nested paging (APM vol. 2, 15.25): nested tables are long-mode page tables walked with
+nCR3; every nested access is a user access (15.25.5); a nested fault is #VMEXIT(NPF) with
+EXITINFO1 = a #PF-style error code plus bit 32 (final guest-physical access) or bit 33 (access
+to a guest page table), EXITINFO2 = the faulting guest-physical address (15.25.6)."""
+from __future__ import annotations
+
+from .common import Caps, Step
+
+P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
+NX = 1 << 63
+AVL_MASK = (0x7 << 9) | (0x7F << 52)   # available to software: bits 11:9 and 58:52
+
+LEVEL_NAMES = {5: "nPML5E", 4: "nPML4E", 3: "nPDPE", 2: "nPDE", 1: "nPTE"}
+SHIFT = {1: 12, 2: 21, 3: 30, 4: 39, 5: 48}
+
+# EXITINFO1 of #VMEXIT(NPF)
+PF_P, PF_RW, PF_US, PF_RSV, PF_ID = 1, 2, 4, 8, 16
+NPF_FINAL = 1 << 32
+NPF_GUEST_PT = 1 << 33
+
+
+def reserved_bits(entry: int, level: int, caps: Caps, host_nxe: bool, quirks: set) -> int:
+    """Must-be-zero bits of a present long-mode entry (APM vol. 2, 5.3.3 and figures 5-18..5-25)."""
+    mbz = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1)
+    if not host_nxe:
+        mbz |= NX
+    if level >= 4:
+        # PML4E/PML5E: bits 8:7 MBZ on AMD (QEMU 7.2 checks only bit 7).
+        mbz |= PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
+    elif entry & PS and level in (2, 3):
+        if level == 3 and not caps.npt_1g:
+            mbz |= PS
+        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)   # address bits below the page, above PAT
+    return entry & mbz
+
+
+class NptOutcome:
+    __slots__ = ("hpa", "kind", "level", "error_code", "reason", "page_size", "perms")
+
+    def __init__(self, hpa=None, kind="ok", level=0, error_code=0, reason="", page_size=0, perms=""):
+        self.hpa, self.kind, self.level, self.error_code, self.reason = hpa, kind, level, error_code, reason
+        self.page_size, self.perms = page_size, perms
+
+
+def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
+         steps: list, purpose: str, quirks: set, applied: list) -> NptOutcome:
+    """Translate a guest-physical address through the nested tables (a user access of `access`)."""
+    addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
+    table = ncr3 & addr_mask
+    write, fetch = access == "write", access == "fetch"
+    # I/D is reported for fetches when the host has NX or SMEP enabled, as in a #PF error code.
+    fetch_bit = PF_ID if fetch and (host_nxe or host_smep) else 0
+    if fetch and not fetch_bit:
+        if "npf-id-always" in quirks:
+            fetch_bit = PF_ID
+            applied.append("bochs-2.7: I/D set on a nested fetch fault although host EFER.NXE=0 and CR4.SMEP=0")
+    elif fetch and host_smep and not host_nxe and "npf-id-ignores-smep" in quirks:
+        fetch_bit = 0
+        applied.append("qemu-tcg-7.2: host CR4.SMEP not taken into account for the I/D bit")
+    base_code = PF_US | (PF_RW if write else 0) | fetch_bit
+    w = u = 1
+    nx = 0
+    for level in range(levels, 0, -1):
+        entry_addr = table + 8 * ((gpa >> SHIFT[level]) & 0x1FF)
+        entry = int.from_bytes(mem.read(entry_addr, 8), "little")
+        steps.append(Step("npt", level, entry_addr, entry, purpose))
+        if not entry & P:
+            return NptOutcome(kind="npf", level=level, error_code=base_code, reason=f"{LEVEL_NAMES[level]} not present")
+        rsv = reserved_bits(entry, level, caps, host_nxe, quirks)
+        if rsv:
+            code = base_code | PF_RSV | PF_P
+            if "npf-rsv-no-p" in quirks:
+                code &= ~PF_P
+                applied.append("qemu-tcg-7.2: EXITINFO1 of a reserved-bit NPF lacks the P bit")
+            return NptOutcome(kind="npf", level=level, error_code=code,
+                              reason=f"reserved bits {rsv:#x} set in {LEVEL_NAMES[level]}")
+        w &= (entry >> 1) & 1
+        u &= (entry >> 2) & 1
+        if host_nxe:
+            nx |= entry >> 63
+        if level == 1 or (level in (2, 3) and entry & PS):
+            size = 1 << SHIFT[level]
+            perms = ("u" if u else "-") + "r" + ("w" if w else "-") + ("-" if nx else "x")
+            # Every nested access is a user access: U/S must be 1 at every level.
+            if not u:
+                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P,
+                                  reason="a nested entry has U/S=0 (nested accesses are user accesses)", perms=perms)
+            if write and not w:
+                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P,
+                                  reason="write to a read-only nested mapping", perms=perms)
+            if fetch and nx:
+                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P,
+                                  reason="instruction fetch from a no-execute nested mapping", perms=perms)
+            return NptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level,
+                              page_size=size, perms=perms)
+        table = entry & addr_mask
+    raise AssertionError("unreachable")
+
+
+def decode_exitinfo1(info1: int) -> dict:
+    return {"P (protection violation)": bool(info1 & PF_P), "RW (write)": bool(info1 & PF_RW),
+            "US (user)": bool(info1 & PF_US), "RSV (reserved bit)": bool(info1 & PF_RSV),
+            "ID (instruction fetch)": bool(info1 & PF_ID),
+            "final guest-physical access": bool(info1 & NPF_FINAL),
+            "guest page-table access": bool(info1 & NPF_GUEST_PT)}
+
+
+def decode_entry(entry: int, level: int) -> dict:
+    leaf = level == 1 or (level in (2, 3) and bool(entry & PS))
+    d = {"P": bool(entry & P), "RW": bool(entry & RW), "US": bool(entry & US), "A": bool(entry & A),
+         "NX": bool(entry & NX), "leaf": leaf, "avl": (entry & AVL_MASK)}
+    if leaf:
+        d.update({"D": bool(entry & D), "G": bool(entry & G), "PCD": bool(entry & PCD), "PWT": bool(entry & PWT)})
+    return d

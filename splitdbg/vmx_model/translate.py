@@ -1,0 +1,205 @@
+"""Two-dimensional translation: guest paging (IA-32e, 4 or 5 levels) where every guest
+paging-structure access, and then the final guest-physical access, goes through the SLAT (EPT or
+NPT). Returns what the hardware must do: the host-physical address, a guest #PF with its error
+code, or a VM exit with its exit information. The model reads memory and never writes it: guest
+A/D updates are accounted for as the accesses they are, not performed.
+"""
+from __future__ import annotations
+
+from . import ept, npt
+from .common import ACCESSES, Caps, ModelError, Result, Step
+from .quirks import quirk_set
+
+# Guest paging-structure bits (SDM 4.5 / APM 5.3)
+P, RW, US, PS = 1, 2, 4, 1 << 7
+XD = 1 << 63
+PF_P, PF_W, PF_U, PF_RSVD, PF_ID = 1, 2, 4, 8, 16
+GUEST_NAMES = {5: "PML5E", 4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"}
+SHIFT = {1: 12, 2: 21, 3: 30, 4: 39, 5: 48}
+
+CR0_WP, CR0_PG = 1 << 16, 1 << 31
+CR4_PAE, CR4_LA57, CR4_SMEP, CR4_SMAP = 1 << 5, 1 << 12, 1 << 20, 1 << 21
+EFER_LME, EFER_LMA, EFER_NXE = 1 << 8, 1 << 10, 1 << 11
+RFLAGS_AC = 1 << 18
+
+
+def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3: int, cr4: int, efer: int,
+              slat_root: int, host_efer: int | None = None, host_cr4: int | None = None, caps: Caps | None = None,
+              quirks: str | None = None, rflags: int = 0) -> Result:
+    if arch not in ("vmx", "svm"):
+        raise ModelError(f"arch is 'vmx' or 'svm', not {arch!r}")
+    if access not in ACCESSES:
+        raise ModelError(f"access is one of {ACCESSES}, not {access!r}")
+    if cpl not in (0, 1, 2, 3):
+        raise ModelError(f"cpl {cpl} out of range")
+    caps = caps or Caps.default(arch)
+    q = quirk_set(quirks)
+    t = _Translation(mem, arch, access, cpl, caps, q, gva)
+    if arch == "vmx":
+        t.eptp = ept.Eptp.decode(slat_root, caps)
+    else:
+        t.ncr3 = slat_root
+        # Nested paging walks with the host's paging controls (APM 15.25.5): EFER.NXE and CR4.SMEP.
+        t.host_nxe = bool((EFER_NXE if host_efer is None else host_efer) & EFER_NXE)
+        t.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
+        t.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 else 4
+    return t.run(gva, cr0, cr3, cr4, efer, rflags)
+
+
+class _Translation:
+    def __init__(self, mem, arch, access, cpl, caps, quirks, gva):
+        self.mem, self.arch, self.access, self.cpl, self.caps, self.quirks = mem, arch, access, cpl, caps, quirks
+        self.steps: list[Step] = []
+        self.applied: list[str] = []
+        self.result = Result(kind="ok", arch=arch, gva=gva, access=access, steps=self.steps, quirks_applied=self.applied)
+
+    # -- the guest walk -----------------------------------------------------------------------
+    def run(self, gva, cr0, cr3, cr4, efer, rflags) -> Result:
+        r = self.result
+        if not cr0 & CR0_PG:
+            # Paging off: the linear address is the guest-physical address.
+            return self.final(gva & 0xFFFFFFFF if not efer & EFER_LMA else gva, None)
+        if not (efer & (EFER_LMA | EFER_LME) and cr4 & CR4_PAE):
+            raise ModelError("only IA-32e (4- and 5-level) guest paging is modelled; this guest uses 32-bit or PAE paging")
+        levels = 5 if cr4 & CR4_LA57 else 4
+        bits = 57 if levels == 5 else 48
+        top = gva >> (bits - 1)
+        if top not in (0, (1 << (65 - bits)) - 1):
+            raise ModelError(f"{gva:#x} is not canonical for {bits}-bit linear addresses: the access raises #GP, no walk happens")
+        nxe = bool(efer & EFER_NXE)
+        gmask = ((1 << self.caps.maxphyaddr) - 1) & ~0xFFF
+        fetch, write, user = self.access == "fetch", self.access == "write", self.cpl == 3
+        err = (PF_W if write else 0) | (PF_U if user else 0) | (PF_ID if fetch and (nxe or cr4 & CR4_SMEP) else 0)
+        table = cr3 & gmask
+        w = u = 1
+        nx = 0
+        for level in range(levels, 0, -1):
+            entry_gpa = table + 8 * ((gva >> SHIFT[level]) & 0x1FF)
+            name = f"guest {GUEST_NAMES[level]}"
+            hpa = self.slat(entry_gpa, self.guest_pt_access(), f"GPA of {name}", final=False)
+            if hpa is None:
+                r.level = level
+                return r
+            entry = int.from_bytes(self.mem.read(hpa, 8), "little")
+            self.steps.append(Step("guest", level, entry_gpa, entry, name))
+            if not entry & P:
+                return self.guest_pf(err, level, entry_gpa, f"{name} not present")
+            rsv = _guest_reserved(entry, level, self.caps.maxphyaddr, nxe)
+            if rsv:
+                code = err | PF_RSVD | PF_P
+                if "guest-pf-rsv-no-p" in self.quirks:
+                    code &= ~PF_P
+                    self.applied.append("qemu-tcg-7.2: guest #PF for a reserved bit lacks the P bit")
+                return self.guest_pf(code, level, entry_gpa, f"reserved bits {rsv:#x} set in {name}")
+            w &= (entry >> 1) & 1
+            u &= (entry >> 2) & 1
+            if nxe:
+                nx |= entry >> 63
+            if level == 1 or (level in (2, 3) and entry & PS):
+                size = 1 << SHIFT[level]
+                gpa = (entry & gmask & ~(size - 1)) | (gva & (size - 1))
+                why = _guest_denies(self.access, user, w, u, nx, cr0, cr4, rflags)
+                if why:
+                    return self.guest_pf(err | PF_P, level, gpa, why)
+                return self.final(gpa, (u, w, nx))
+            table = entry & gmask
+        raise AssertionError("unreachable")
+
+    def guest_pt_access(self) -> str:
+        """How the SLAT sees the processor's access to a guest paging-structure entry."""
+        if self.arch == "svm":
+            # The walker may set A/D bits: AMD treats guest page-table accesses as writes in the nested
+            # walk (KVM's paging_tmpl.h likewise; kvm-unit-tests npt_rw_pfwalk expects RW in EXITINFO1).
+            return "write"
+        if self.eptp.ad:
+            if "ept-guest-ad-as-read" in self.quirks:
+                self.applied.append("bochs-2.7: guest paging-structure access treated as a read despite EPT A/D")
+                return "read"
+            return "write"   # SDM 29.3.3.2: with EPT A/D enabled, treated as writes
+        return "read"
+
+    def guest_pf(self, code, level, addr, reason) -> Result:
+        r = self.result
+        r.kind, r.error_code, r.level, r.reason = "guest_pf", code, level, reason
+        r.gpa = addr
+        return r
+
+    def final(self, gpa, linear) -> Result:
+        hpa = self.slat(gpa, self.access, "final GPA", final=True, linear=linear)
+        r = self.result
+        r.gpa = gpa
+        if hpa is not None:
+            r.hpa = hpa
+            r.reason = "translated"
+        return r
+
+    # -- the second level ---------------------------------------------------------------------
+    def slat(self, gpa, access, purpose, final, linear=None):
+        r = self.result
+        if self.arch == "vmx":
+            out = ept.walk(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
+                           linear_user=bool(linear[0]) if linear else None)
+            if out.kind == "ok":
+                return out.hpa
+            r.kind, r.gpa, r.level, r.reason = out.kind, gpa, out.level, out.reason
+            r.during_guest_walk = not final
+            if out.kind == "ept_violation":
+                r.qualification = self.ept_qualification(access, out.rwx_bits, final, linear)
+                r.guest_linear = r.gva
+            return None
+        out = npt.walk(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe, self.host_smep,
+                       self.steps, purpose, self.quirks, self.applied)
+        if out.kind == "ok":
+            return out.hpa
+        r.kind, r.gpa, r.level, r.reason = "npf", gpa, out.level, out.reason
+        r.during_guest_walk = not final
+        r.exitinfo1 = out.error_code | (npt.NPF_FINAL if final else npt.NPF_GUEST_PT)
+        r.exitinfo2 = gpa
+        return None
+
+    def ept_qualification(self, access, rwx_bits, final, linear) -> int:
+        if not final and access == "write":
+            q = ept.Q_READ | ept.Q_WRITE   # SDM: an A/D-enabled paging-structure access sets both bits 0 and 1
+        else:
+            q = {"read": ept.Q_READ, "write": ept.Q_WRITE, "fetch": ept.Q_FETCH}[access]
+        q |= rwx_bits | ept.Q_GLA_VALID
+        if final:
+            q |= ept.Q_GLA_TRANSLATED
+            if linear is not None and self.caps.ept_advanced_exit_info:
+                u, w, nx = linear
+                q |= (ept.Q_GLA_USER if u else 0) | (ept.Q_GLA_WRITABLE if w else 0) | (ept.Q_GLA_XD if nx else 0)
+        return q
+
+
+def _guest_reserved(entry, level, maxphyaddr, nxe) -> int:
+    mbz = ((1 << 52) - 1) & ~((1 << maxphyaddr) - 1)
+    if not nxe:
+        mbz |= XD
+    if level >= 4:
+        mbz |= PS
+    elif level in (2, 3) and entry & PS:
+        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)
+    return entry & mbz
+
+
+def _guest_denies(access, user, w, u, nx, cr0, cr4, rflags) -> str | None:
+    """SDM 4.6 access rights for a guest linear address (None when allowed)."""
+    if user:
+        if not u:
+            return "user-mode access to a supervisor-mode address"
+        if access == "write" and not w:
+            return "user-mode write to a read-only address"
+        if access == "fetch" and nx:
+            return "instruction fetch from an execute-disable address"
+        return None
+    if access == "fetch":
+        if nx:
+            return "instruction fetch from an execute-disable address"
+        if u and cr4 & CR4_SMEP:
+            return "supervisor-mode fetch from a user-mode address with CR4.SMEP=1"
+        return None
+    if u and cr4 & CR4_SMAP and not rflags & RFLAGS_AC:
+        return "supervisor-mode data access to a user-mode address with CR4.SMAP=1 and RFLAGS.AC=0"
+    if access == "write" and not w and cr0 & CR0_WP:
+        return "supervisor-mode write to a read-only address with CR0.WP=1"
+    return None
