@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 
 from ..errors import MemoryReadError, SplitdbgError
 from .base import PhysicalMemory, q35_ram_ranges
+
+
+_U64 = struct.Struct("<Q")
 
 
 class SharedRamFile(PhysicalMemory):
@@ -31,6 +35,13 @@ class SharedRamFile(PhysicalMemory):
 
     def ram_ranges(self):
         return [(s, e) for s, e, _ in self._layout]
+
+    def read_u64(self, addr: int) -> int:
+        # Fast path for page-table walkers: one unpack from the mapping, no copies.
+        start, end, off = self._layout[0]
+        if start <= addr <= end - 8 and self._map is not None:
+            return _U64.unpack_from(self._map, addr - start + off)[0]
+        return super().read_u64(addr)
 
     def _read(self, addr, size):
         for start, end, off in self._layout:

@@ -36,6 +36,13 @@ class SyntheticMemory(PhysicalMemory):
     def write_u64(self, addr: int, value: int) -> None:
         self.write(addr, (value & (2**64 - 1)).to_bytes(8, "little"))
 
+    def read_u64(self, addr: int) -> int:
+        off = addr & (PAGE - 1)
+        if off <= PAGE - 8 and 0 <= addr < self.size:  # fast path: within one page
+            page = self.pages.get(addr >> 12)
+            return int.from_bytes(page[off:off + 8], "little") if page is not None else 0
+        return super().read_u64(addr)
+
     def _read(self, addr, size):
         out = bytearray()
         while size:

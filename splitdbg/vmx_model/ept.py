@@ -111,9 +111,11 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
     table = eptp.pml_addr
     acc_r = acc_w = acc_x = acc_xu = 1
     addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
+    addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1)
+    read_u64 = mem.read_u64
     for level in range(eptp.levels, 0, -1):
         entry_addr = table + 8 * ((gpa >> SHIFT[level]) & 0x1FF)
-        entry = int.from_bytes(mem.read(entry_addr, 8), "little")
+        entry = read_u64(entry_addr)
         steps.append(Step("ept", level, entry_addr, entry, purpose))
         acc_r &= entry & 1
         acc_w &= (entry >> 1) & 1
@@ -122,9 +124,18 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
         if not present(entry, caps):
             return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc_r, acc_w, acc_x, acc_xu, caps),
                               reason=f"{LEVEL_NAMES[level]} not present")
-        why = misconfiguration(entry, level, caps)
-        if why:
-            return EptOutcome(kind="ept_misconfig", level=level, reason=f"{LEVEL_NAMES[level]}: {why}")
+        # The full misconfiguration rules only when a cheap screen says something may be wrong.
+        if level >= 4:
+            rsv = addr_rsv | 0xF8
+        elif level == 1 or entry & PS:
+            rsv = addr_rsv | (((1 << SHIFT[level]) - 1) & ~0xFFF)
+        else:
+            rsv = addr_rsv | 0x78
+        if (entry & 3) == 2 or entry & rsv or not entry & 3 or (rsv & 0x78) == 0 and ((entry >> 3) & 7) in (2, 3, 7) \
+                or (level == 3 and entry & PS and not caps.ept_1g):
+            why = misconfiguration(entry, level, caps)
+            if why:
+                return EptOutcome(kind="ept_misconfig", level=level, reason=f"{LEVEL_NAMES[level]}: {why}")
         if level == 1 or (level in (2, 3) and entry & PS):
             size = 1 << SHIFT[level]
             rwx = _rwx(acc_r, acc_w, acc_x, acc_xu, caps)

@@ -19,21 +19,6 @@ NPF_FINAL = 1 << 32
 NPF_GUEST_PT = 1 << 33
 
 
-def reserved_bits(entry: int, level: int, caps: Caps, host_nxe: bool, quirks: set) -> int:
-    """Must-be-zero bits of a present long-mode entry (APM vol. 2, 5.3.3 and figures 5-18..5-25)."""
-    mbz = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1)
-    if not host_nxe:
-        mbz |= NX
-    if level >= 4:
-        # PML4E/PML5E: bits 8:7 MBZ on AMD (QEMU 7.2 checks only bit 7).
-        mbz |= PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
-    elif entry & PS and level in (2, 3):
-        if level == 3 and not caps.npt_1g:
-            mbz |= PS
-        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)   # address bits below the page, above PAT
-    return entry & mbz
-
-
 class NptOutcome:
     __slots__ = ("hpa", "kind", "level", "error_code", "reason", "page_size", "perms")
 
@@ -58,15 +43,29 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
         fetch_bit = 0
         applied.append("qemu-tcg-7.2: host CR4.SMEP not taken into account for the I/D bit")
     base_code = PF_US | (PF_RW if write else 0) | fetch_bit
+    # Must-be-zero bits (APM vol. 2, 5.3.3, figures 5-18..5-25): above MAXPHYADDR; NX without host
+    # EFER.NXE; bits 8:7 of PML4E/PML5E (QEMU 7.2 checks only bit 7); address bits below a large
+    # page. Masks per level, computed once per walk, computed once per walk (the loop below is the model's hot path).
+    addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1) | (0 if host_nxe else NX)
+    upper_rsv = addr_rsv | PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
+    read_u64 = mem.read_u64
+    append = steps.append
     w = u = 1
     nx = 0
     for level in range(levels, 0, -1):
-        entry_addr = table + 8 * ((gpa >> SHIFT[level]) & 0x1FF)
-        entry = int.from_bytes(mem.read(entry_addr, 8), "little")
-        steps.append(Step("npt", level, entry_addr, entry, purpose))
+        shift = SHIFT[level]
+        entry_addr = table + 8 * ((gpa >> shift) & 0x1FF)
+        entry = read_u64(entry_addr)
+        append(Step("npt", level, entry_addr, entry, purpose))
         if not entry & P:
             return NptOutcome(kind="npf", level=level, error_code=base_code, reason=f"{LEVEL_NAMES[level]} not present")
-        rsv = reserved_bits(entry, level, caps, host_nxe, quirks)
+        large = level in (2, 3) and entry & PS
+        if level >= 4:
+            rsv = entry & upper_rsv
+        elif large:
+            rsv = entry & (addr_rsv | (((1 << shift) - 1) & ~0x1FFF) | (PS if level == 3 and not caps.npt_1g else 0))
+        else:
+            rsv = entry & addr_rsv
         if rsv:
             code = base_code | PF_RSV | PF_P
             if "npf-rsv-no-p" in quirks:
@@ -74,25 +73,21 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
                 applied.append("qemu-tcg-7.2: EXITINFO1 of a reserved-bit NPF lacks the P bit")
             return NptOutcome(kind="npf", level=level, error_code=code,
                               reason=f"reserved bits {rsv:#x} set in {LEVEL_NAMES[level]}")
-        w &= (entry >> 1) & 1
-        u &= (entry >> 2) & 1
+        w &= entry >> 1
+        u &= entry >> 2
         if host_nxe:
             nx |= entry >> 63
-        if level == 1 or (level in (2, 3) and entry & PS):
-            size = 1 << SHIFT[level]
-            perms = ("u" if u else "-") + "r" + ("w" if w else "-") + ("-" if nx else "x")
-            # Every nested access is a user access: U/S must be 1 at every level.
-            if not u:
-                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P,
-                                  reason="a nested entry has U/S=0 (nested accesses are user accesses)", perms=perms)
-            if write and not w:
-                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P,
-                                  reason="write to a read-only nested mapping", perms=perms)
-            if fetch and nx:
-                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P,
-                                  reason="instruction fetch from a no-execute nested mapping", perms=perms)
-            return NptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level,
-                              page_size=size, perms=perms)
+        if level == 1 or large:
+            size = 1 << shift
+            w &= 1
+            u &= 1
+            if not u or (write and not w) or (fetch and nx):
+                perms = ("u" if u else "-") + "r" + ("w" if w else "-") + ("-" if nx else "x")
+                why = ("a nested entry has U/S=0 (nested accesses are user accesses)" if not u else
+                       "write to a read-only nested mapping" if write and not w else
+                       "instruction fetch from a no-execute nested mapping")
+                return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P, reason=why, perms=perms)
+            return NptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level, page_size=size)
         table = entry & addr_mask
     raise AssertionError("unreachable")
 

@@ -34,6 +34,8 @@ def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3:
         raise ModelError(f"cpl {cpl} out of range")
     caps = caps or Caps.default(arch)
     q = quirk_set(quirks)
+    if not hasattr(mem, "read_u64"):
+        mem = _U64Reader(mem)
     t = _Translation(mem, arch, access, cpl, caps, q, gva)
     if arch == "vmx":
         t.eptp = ept.Eptp.decode(slat_root, caps)
@@ -44,6 +46,16 @@ def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3:
         t.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
         t.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 else 4
     return t.run(gva, cr0, cr3, cr4, efer, rflags)
+
+
+class _U64Reader:
+    """Adapts any object with read(addr, size) (the model's whole memory contract)."""
+
+    def __init__(self, mem):
+        self.read = mem.read
+
+    def read_u64(self, addr: int) -> int:
+        return int.from_bytes(self.read(addr, 8), "little")
 
 
 class _Translation:
@@ -80,7 +92,7 @@ class _Translation:
             if hpa is None:
                 r.level = level
                 return r
-            entry = int.from_bytes(self.mem.read(hpa, 8), "little")
+            entry = self.mem.read_u64(hpa)
             self.steps.append(Step("guest", level, entry_gpa, entry, name))
             if not entry & P:
                 return self.guest_pf(err, level, entry_gpa, f"{name} not present")
