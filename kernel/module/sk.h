@@ -54,7 +54,14 @@ struct sk_state {
 };
 
 extern struct sk_state sk;
-extern struct sk_descriptor sk_desc;
+/* The descriptor fills a page of its own: non-root containers map that page read-only, and
+ * nothing else the guest writes (such as THIS_MODULE's refcount) may share it. */
+union sk_desc_page {
+	struct sk_descriptor d;
+	u8 page[PAGE_SIZE];
+};
+extern union sk_desc_page sk_desc_page;
+#define sk_desc (sk_desc_page.d)
 
 /* sk_vmrun.S */
 int sk_launch(struct sk_cpu *c);

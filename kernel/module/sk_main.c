@@ -30,9 +30,8 @@ MODULE_DESCRIPTION("split kernel: per-process nested-paging containers");
 
 struct sk_state sk;
 /* The debug descriptor: in the module's data, found by its magic (and self_pa) in physical memory. */
-struct sk_descriptor sk_desc __aligned(512) = { .magic = SK_MAGIC, .version = SK_ABI_VERSION,
-						.size = sizeof(struct sk_descriptor) };
-EXPORT_SYMBOL_GPL(sk_desc);
+union sk_desc_page sk_desc_page __aligned(PAGE_SIZE) = { .d = { .magic = SK_MAGIC, .version = SK_ABI_VERSION,
+								 .size = sizeof(struct sk_descriptor) } };
 
 /* ---- which processes are contained (guest-side bookkeeping) ------------------------------ */
 

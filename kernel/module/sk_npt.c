@@ -201,9 +201,11 @@ int sk_build_tables(void)
 	sk.tmpl_ncr3 = build_identity();
 	if (!sk.root_ncr3 || !sk.tmpl_ncr3)
 		return -ENOMEM;
-	/* Non-root: kernel text and module text read+execute, rodata and our descriptor read-only. */
+	/* Non-root: kernel text, module text and rodata read-only; our descriptor read-only. */
 	r |= protect_range(sk.tmpl_ncr3, sk.text_pa, sk.text_end_pa, NP_P | NP_US);
-	r |= protect_range(sk.tmpl_ncr3, sk.rodata_pa, sk.rodata_end_pa, NP_P | NP_US | NP_NX);
+	/* Rodata stays executable at this level: the vDSO that user space runs lives in it, and the
+	 * guest's own page tables already make kernel rodata non-executable. */
+	r |= protect_range(sk.tmpl_ncr3, sk.rodata_pa, sk.rodata_end_pa, NP_P | NP_US);
 	for (i = 0; i < sk.nmodtext; i++)
 		r |= map_4k_locked(sk.tmpl_ncr3, sk.modtext[i], sk.modtext[i], NP_P | NP_US);
 	r |= map_4k_locked(sk.tmpl_ncr3, sk.desc_page_pa, sk.desc_page_pa, NP_P | NP_US | NP_NX);

@@ -348,8 +348,7 @@ static void do_npf(struct sk_cpu *c)
 		pol = SK_POL_DENY;   /* never negotiable */
 	if (pol == SK_POL_ISOLATE && ct->nisolated < SK_MAX_ISOLATED && (copy = sk_page_alloc())) {
 		memcpy(copy, phys_to_virt(page), PAGE_SIZE);
-		if (!sk_map_4k(ct->ncr3, page, sk_pa(copy),
-			       0x7 | (region == SK_REGION_RODATA ? (1ULL << 63) : 0))) {
+		if (!sk_map_4k(ct->ncr3, page, sk_pa(copy), 0x7)) {
 			ct->iso_gpa[ct->nisolated] = page;
 			ct->iso_copy[ct->nisolated++] = sk_pa(copy);
 			ct->counters.isolated++;
