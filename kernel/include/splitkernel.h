@@ -112,7 +112,7 @@ struct sk_counters {
 
 struct sk_container {           /* in the module's pool; array of SK_MAX_CONTAINERS */
 	__u32 id;
-	__u32 active;               /* 1 while in use */
+	__u32 active;               /* 1 in use, 2 released (freed once no address space and no CPU uses it) */
 	__u32 owner_pid;            /* tgid of the process that entered (0 for the root container) */
 	__u32 policy;               /* SK_POLICY(region, pol) */
 	__u64 ncr3;                 /* physical address of the top-level nested table (nCR3) */
@@ -176,5 +176,6 @@ struct sk_query {
 #define SK_HC_DEL_PGD         0x5305   /* rbx = pgd pa */
 #define SK_HC_FREE_CONTAINER  0x5306   /* rbx = container */
 #define SK_HC_QUERY           0x5307   /* rbx = container, rcx = kernel address of struct sk_counters */
+#define SK_HC_RELEASE         0x5308   /* rbx = container: its last process exited */
 
 #endif

@@ -150,8 +150,20 @@ static struct kprobe kp_pgd_free = { .symbol_name = "pgd_free", .pre_handler = p
 
 static int do_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	if (current->pid == current->tgid && container_of_tgid(current->tgid))
-		set_tgid(current->tgid, 0);
+	unsigned long flags;
+	u32 id;
+	int i, others = 0;
+
+	if (current->pid != current->tgid || !(id = container_of_tgid(current->tgid)))
+		return 0;
+	set_tgid(current->tgid, 0);
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
+	for (i = 0; i < SK_MAX_TASKS; i++)
+		others |= sk_tasks[i].container == id;
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	/* The last process of the container: the handler frees it once its address spaces are gone. */
+	if (!others)
+		sk_hypercall(SK_HC_RELEASE, id, 0, 0);
 	return 0;
 }
 

@@ -273,6 +273,24 @@ int sk_container_new(u32 policy, u32 owner, const char *comm)
 	return r;
 }
 
+/* Free released containers that no address space and no CPU uses any more (host side). */
+void sk_container_reap(void)
+{
+	u32 id, cpu;
+
+	for (id = 1; id < SK_MAX_CONTAINERS; id++) {
+		struct sk_container *ct = &sk.containers[id];
+
+		if (ct->active != 2 || ct->npgds)
+			continue;
+		for (cpu = 0; cpu < SK_MAX_CPUS; cpu++)
+			if (sk.cpus[cpu] && READ_ONCE(sk.cpus[cpu]->container) == id)
+				break;
+		if (cpu == SK_MAX_CPUS)
+			sk_container_free(id);
+	}
+}
+
 int sk_container_free(u32 id)
 {
 	struct sk_container *ct;
@@ -305,7 +323,7 @@ int sk_container_add_pgd(u32 id, u64 pgd)
 	pgd &= NP_ADDR;
 	sk_lock();
 	ct = &sk.containers[id];
-	if (ct->active) {
+	if (ct->active == 1) {
 		/* An address space belongs to one container: drop it from any other first. */
 		for (j = 1; j < SK_MAX_CONTAINERS; j++)
 			for (i = 0; i < sk.containers[j].npgds; i++)

@@ -287,8 +287,10 @@ static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
 	v->save.rip += len;
 	v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
 	switch_container(c, sk_container_of_pgd(val & PHYS_PAGE));
-	if (c->container != before)
+	if (c->container != before) {
 		record(c, SK_EV_CR3_SWITCH, 0, SK_ACT_SWITCH, val);
+		sk_container_reap();
+	}
 }
 
 static void do_cr4(struct sk_cpu *c, struct sk_gprs *g)
@@ -436,6 +438,13 @@ static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 	case SK_HC_FREE_CONTAINER:
 		if (!nonroot && c->container != a1)
 			res = (u64)(s64)sk_container_free((u32)a1);
+		break;
+	case SK_HC_RELEASE:
+		if (a1 > 0 && a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) &&
+		    sk.containers[a1].active == 1) {
+			sk.containers[a1].active = 2;
+			res = 0;
+		}
 		break;
 	case SK_HC_QUERY:
 		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && a2 >= 0xffff800000000000ULL) {
