@@ -146,3 +146,13 @@ def test_load_unload_cycles():
         assert "splitkernel: unloaded" in g.run("dmesg | tail -1")[1]
     finally:
         g.down()
+
+
+def test_refuses_to_load_without_svm():
+    g = lab.up(port=lab.free_port(15500), smp=1, cpu="max,la57=off,-svm")
+    try:
+        rc, out = g.run("insmod /lib/modules/splitdbg/splitkernel.ko; echo rc=$?; dmesg | tail -1")
+        assert "rc=0" not in out and "not loading" in out and "no AMD SVM" in out
+        assert g.run("echo alive")[1].strip() == "alive"
+    finally:
+        g.down()
