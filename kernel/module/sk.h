@@ -49,7 +49,8 @@ struct sk_state {
 	u32 nmodtext;
 	u64 desc_page_pa;
 	u64 gen;                        /* bumped when any container table changes */
-	u64 host_cr3;                   /* init_top_pgt: the host runs on the kernel's own tables */
+	u64 host_cr3;
+	int nlevels;                    /* nested paging levels: the host's (4, or 5 with LA57) */                   /* init_top_pgt: the host runs on the kernel's own tables */
 	int ncpus;
 };
 

@@ -15,6 +15,7 @@
 #include <linux/string.h>
 #include <linux/bitmap.h>
 #include <asm/io.h>
+#include <asm/special_insns.h>
 #include "sk.h"
 
 #define NP_P   (1ULL << 0)
@@ -128,7 +129,7 @@ static int map_4k_locked(u64 ncr3, u64 gpa, u64 hpa, u64 flags)
 	u64 *t = tbl(ncr3), *e;
 	int level;
 
-	for (level = 4; level > 1; level--) {
+	for (level = sk.nlevels; level > 1; level--) {
 		e = &t[(gpa >> (12 + 9 * (level - 1))) & 511];
 		if (!(*e & NP_P) || (level <= 3 && (*e & NP_PS))) {
 			if (split(e, level))
@@ -157,6 +158,8 @@ static void hide_pool(u64 ncr3)
 	u64 *pml4 = tbl(ncr3), *pdpt, *pd;
 	u64 gpa;
 
+	if (sk.nlevels == 5)
+		pml4 = tbl(pml4[0] & NP_ADDR);
 	for (gpa = sk.pool_pa; gpa < sk.pool_pa + SK_POOL_SIZE; gpa += 1ULL << 21) {
 		pdpt = tbl(pml4[(gpa >> 39) & 511] & NP_ADDR);
 		if (pdpt[(gpa >> 30) & 511] & NP_PS)
@@ -166,10 +169,13 @@ static void hide_pool(u64 ncr3)
 	}
 }
 
-/* Identity map of the first 512 GiB with 1 GiB pages (RAM and MMIO), pool hidden. */
+/*
+ * Identity map of the first 512 GiB with 1 GiB pages (RAM and MMIO), pool hidden. Nested tables
+ * have as many levels as the host's own paging: a PML5 on top when the kernel runs with LA57.
+ */
 static u64 build_identity(void)
 {
-	u64 *pml4 = page_alloc_locked(), *pdpt = page_alloc_locked();
+	u64 *pml4 = page_alloc_locked(), *pdpt = page_alloc_locked(), *top = pml4;
 	int i;
 
 	if (!pml4 || !pdpt)
@@ -177,8 +183,14 @@ static u64 build_identity(void)
 	for (i = 0; i < 512; i++)
 		pdpt[i] = ((u64)i << 30) | NP_RWX | NP_PS;
 	pml4[0] = sk_pa(pdpt) | NP_RWX;
-	hide_pool(sk_pa(pml4));
-	return sk_pa(pml4);
+	if (sk.nlevels == 5) {
+		top = page_alloc_locked();
+		if (!top)
+			return 0;
+		top[0] = sk_pa(pml4) | NP_RWX;
+	}
+	hide_pool(sk_pa(top));
+	return sk_pa(top);
 }
 
 static int protect_range(u64 ncr3, u64 start, u64 end, u64 flags)
@@ -197,6 +209,7 @@ int sk_build_tables(void)
 	u32 i;
 	int r = 0;
 
+	sk.nlevels = (native_read_cr4() & X86_CR4_LA57) ? 5 : 4;
 	sk.root_ncr3 = build_identity();
 	sk.tmpl_ncr3 = build_identity();
 	if (!sk.root_ncr3 || !sk.tmpl_ncr3)
@@ -257,7 +270,7 @@ int sk_container_new(u32 policy, u32 owner, const char *comm)
 		if (ct->active)
 			continue;
 		memset(ct, 0, sizeof(*ct));
-		ct->ncr3 = clone_table(sk.tmpl_ncr3, 4);
+		ct->ncr3 = clone_table(sk.tmpl_ncr3, sk.nlevels);
 		if (!ct->ncr3)
 			break;
 		ct->id = id;
@@ -301,7 +314,7 @@ int sk_container_free(u32 id)
 	sk_lock();
 	ct = &sk.containers[id];
 	if (ct->active) {
-		free_table(ct->ncr3, 4);
+		free_table(ct->ncr3, sk.nlevels);
 		for (i = 0; i < ct->nisolated; i++)
 			page_free_locked(phys_to_virt(ct->iso_copy[i]));
 		ct->active = 0;

@@ -151,6 +151,12 @@ void sk_svm_prepare_vmcb(struct sk_cpu *c)
 
 /* ---- root-mode handler ------------------------------------------------------------------- */
 
+/* The upper canonical half, for 4- and 5-level paging alike (0xff11... is the LA57 direct map). */
+static inline bool is_kernel_addr(u64 a)
+{
+	return (s64)a < 0;
+}
+
 static u32 guest_tgid(struct vmcb *v)
 {
 	u64 gs;
@@ -158,12 +164,12 @@ static u32 guest_tgid(struct vmcb *v)
 
 	/* Our GS base is the guest's: the kernel one, or (in user mode) in KERNEL_GS_BASE. */
 	rdmsrl(MSR_GS_BASE, gs);
-	if (gs < 0xffff800000000000ULL)
+	if (!is_kernel_addr(gs))
 		rdmsrl(MSR_KERNEL_GS_BASE, gs);
-	if (gs < 0xffff800000000000ULL)
+	if (!is_kernel_addr(gs))
 		return 0;
 	t = *(struct task_struct **)(gs + (unsigned long)&current_task);
-	if ((unsigned long)t < 0xffff800000000000ULL)
+	if (!is_kernel_addr((u64)t))
 		return 0;
 	return READ_ONCE(t->tgid);
 }
@@ -246,7 +252,7 @@ static int decode_mov_to_cr(u64 rip, int want, int *reg, int *len)
 	int i = 0, rex = 0;
 	u8 modrm;
 
-	if (rip < 0xffff800000000000ULL)
+	if (!is_kernel_addr(rip))
 		return -1;
 	if ((p[0] & 0xf0) == 0x40) {
 		rex = p[0];
@@ -419,7 +425,7 @@ static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 	case SK_HC_NEW_CONTAINER:
 		if (!nonroot)
 			res = (u64)(s64)sk_container_new((u32)a1, (u32)a2,
-							 a3 >= 0xffff800000000000ULL ? (const char *)a3 : NULL);
+							 is_kernel_addr(a3) ? (const char *)a3 : NULL);
 		break;
 	case SK_HC_ADD_PGD:
 		/* From non-root mode only into the caller's own container (fork, exec). */
@@ -447,7 +453,7 @@ static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 		}
 		break;
 	case SK_HC_QUERY:
-		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && a2 >= 0xffff800000000000ULL) {
+		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && is_kernel_addr(a2)) {
 			memcpy((void *)a2, &sk.containers[a1].counters, sizeof(struct sk_counters));
 			res = 0;
 		}
