@@ -187,15 +187,20 @@ def _random_tables(seed: int, levels: int, corrupt: bool) -> PageTables:
     return pt
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32), levels=st.sampled_from([4, 5]), corrupt=st.booleans())
 def test_property_walk_agrees_with_dump_and_errors_are_named(seed, levels, corrupt):
     pt = _random_tables(seed, levels, corrupt)
     mode = xp.PagingMode(levels=levels, maxphyaddr=46)
+    # In collect mode nothing is raised, whatever the tables hold; in raise mode only PageTableError.
+    d = xp.dump(pt.mem, pt.root, mode, on_error="collect", max_entries=2_000_000)
     try:
-        d = xp.dump(pt.mem, pt.root, mode, on_error="collect")
+        strict = xp.dump(pt.mem, pt.root, mode, max_entries=2_000_000)
+        assert not d.problems and strict.ranges == d.ranges
     except PageTableError:
-        return  # only the "too many mappings" guard may still raise in collect mode
+        assert d.problems
+    if any(isinstance(p.error, xp.WalkBudgetExceeded) for p in d.problems):
+        return  # the dump is partial: walk() may map what it did not reach
     rnd = random.Random(seed)
     samples = [r.start for r in d.ranges] + [r.end - 1 for r in d.ranges]
     samples += [canonical(rnd.getrandbits(mode.va_bits), levels) for _ in range(50)]
@@ -211,3 +216,79 @@ def test_property_walk_agrees_with_dump_and_errors_are_named(seed, levels, corru
     if not corrupt:
         # Every page the builder mapped last (later maps may overwrite upper entries' flags) is there.
         assert not d.problems
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_no_merge_across_the_canonical_hole(levels):
+    # The last page of the lower half and the first of the upper half are adjacent only in the
+    # 48/57-bit index space; as linear addresses they are 2**64 - 2**va_bits apart.
+    pt = PageTables(levels)
+    bits = 57 if levels == 5 else 48
+    low_top = (1 << (bits - 1)) - 0x1000
+    high_bottom = canonical(1 << (bits - 1), levels)
+    pt.map(low_top, 0x200000)
+    pt.map(high_bottom, 0x201000)  # physically contiguous, same attributes
+    rs = xp.ranges(pt.mem, pt.root, xp.PagingMode(levels=levels))
+    assert [(r.start, r.end, r.phys) for r in rs] == [(low_top, low_top + 0x1000, 0x200000),
+                                                      (high_bottom, high_bottom + 0x1000, 0x201000)]
+
+
+def _fan_out(levels: int = 4) -> PageTables:
+    # Every PML4E -> one PDPT whose every entry -> one PD whose every entry -> one PT whose every
+    # entry maps the same frame: 512**4 distinct mappings from 4 table pages (a DAG, no cycle).
+    pt = PageTables(levels)
+    pdpt, pd, ptab = pt.alloc(), pt.alloc(), pt.alloc()
+    for i in range(512):
+        pt.mem.write_u64(pt.root + 8 * i, pdpt | P | RW)
+        pt.mem.write_u64(pdpt + 8 * i, pd | P | RW)
+        pt.mem.write_u64(pd + 8 * i, ptab | P | RW)
+        pt.mem.write_u64(ptab + 8 * i, 0x5000 | P | RW)
+    return pt
+
+
+def test_budget_bounds_a_table_dag_with_astronomically_many_mappings():
+    pt = _fan_out()
+    with pytest.raises(xp.WalkBudgetExceeded):
+        xp.dump(pt.mem, pt.root, M4, max_entries=100_000)
+    d = xp.dump(pt.mem, pt.root, M4, on_error="collect", max_entries=100_000)
+    assert len(d.problems) == 1 and isinstance(d.problems[0].error, xp.WalkBudgetExceeded)
+    # What was walked before the budget ran out is kept, in order, and is right.
+    assert 0 < len(d.ranges) <= 100_000
+    assert [r.start for r in d.ranges[:3]] == [0, 0x1000, 0x2000] and d.ranges[0].phys == 0x5000
+    # Without memoisation the budget also stops the (here 262,657-page) re-reading.
+    d2 = xp.dump(pt.mem, pt.root, M4, on_error="collect", max_entries=100_000, memoize=False)
+    assert d2.tables_read <= 100_000 // 512 + 1 and isinstance(d2.problems[-1].error, xp.WalkBudgetExceeded)
+
+
+def test_collected_problems_under_a_shared_subtree_are_reported_on_every_path():
+    # A corrupt PT shared by two PDEs: both paths are named (memoising must not hide the second).
+    pt = PageTables()
+    pt.map(0x0, 0x9000)
+    pt.map(0x1000, 0xA000)
+    pde = pt.entry_addr(0, 2)
+    pt.mem.write_u64(pde + 8, pt.mem.read_u64(pde))  # PDE[1] -> the same PT
+    pt.mem.write_u64(pt.entry_addr(0x1000, 1), 0xA000 | P | (1 << 51))  # reserved with MAXPHYADDR 46
+    d = xp.dump(pt.mem, pt.root, xp.PagingMode(4, maxphyaddr=46), on_error="collect")
+    assert sorted(p.path for p in d.problems) == ["PML4E[0] -> PDPTE[0] -> PDE[0] -> PTE[1]",
+                                                 "PML4E[0] -> PDPTE[0] -> PDE[1] -> PTE[1]"]
+    assert [(r.start, r.end) for r in d.ranges] == [(0, 0x1000), (0x200000, 0x201000)]
+    assert [p.va for p in d.problems] == [0x1000, 0x201000]
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_window_over_a_large_table_matches_the_full_dump(levels):
+    rnd = random.Random(levels)
+    pt = PageTables(levels)
+    base = canonical(0xFFFF888000000000 if levels == 4 else 0xFF11000000000000, levels)
+    for i in range(600):
+        if rnd.random() < 0.8:
+            pt.map(base + i * 0x1000, 0x800000 + (i + (i // 7) * 3) * 0x1000, leaf=P | rnd.choice([0, RW]))
+    full = xp.ranges(pt.mem, pt.root, xp.PagingMode(levels=levels))
+    lo, hi = base + 0x5800, base + 0x21F000
+    part = xp.ranges(pt.mem, pt.root, xp.PagingMode(levels=levels), start=lo, end=hi)
+    expect = []
+    for r in full:
+        s, e = max(r.start, lo), min(r.end, hi)
+        if s < e:
+            expect.append((s, e, r.phys + (s - r.start), r.attrs))
+    assert [(r.start, r.end, r.phys, r.attrs) for r in part] == expect
