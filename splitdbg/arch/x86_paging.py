@@ -268,8 +268,10 @@ def dump(mem, cr3: int, mode: PagingMode, *, start: int | None = None, end: int 
             runs = walker.partial
     out = Dump(problems=walker.problems, tables_read=walker.tables_read, tables_reused=walker.tables_reused,
                entries_visited=walker.visited)
-    for vstart, vend, phys, size, attrs in runs:
-        out.ranges.append(Range(mode.canonical(vstart), mode.canonical(vend - 1) + 1, phys, size, attrs))
+    # Runs never straddle the hole, so the sign extension is one addition per range.
+    ext, hole = 2**64 - space, space >> 1
+    out.ranges = [Range(vs + ext if vs >= hole else vs, ve + ext if ve > hole else ve, phys, size, attrs)
+                  for vs, ve, phys, size, attrs in runs]
     return out
 
 
@@ -317,10 +319,11 @@ class _Dumper:
         whole = lo <= base and base + span <= hi
         key = (pa, level, inherited)
         if self.memoize and whole and key in self.memo:
-            cached = self.memo[key]
+            cached_base, cached = self.memo[key]
             self.tables_reused += 1
             self.spend(len(cached), path, [])
-            return [(s + base, e + base, p, z, a) for s, e, p, z, a in cached]
+            d = base - cached_base
+            return [(s + d, e + d, p, z, a) for s, e, p, z, a in cached]
         if pa in ancestors:
             self.fail(path, CyclicTable(f"{LEVEL_NAMES[level]} table {pa:#x} is its own ancestor"), base)
             return []
@@ -408,11 +411,13 @@ class _Dumper:
                     _append(runs, r, self.hole)
                 self.partial = runs
                 raise
-            for r in child:
-                _append(runs, r, self.hole)
+            if child:
+                # Runs of one child are merged already: only its first may join the last run here.
+                _append(runs, child[0], self.hole)
+                runs.extend(child[1:])
         # A subtree that produced problems is not memoised, so a second path to it reports them too.
         if self.memoize and whole and len(self.problems) == problems_before:
-            self.memo[key] = [(s - base, e - base, p, z, a) for s, e, p, z, a in runs]
+            self.memo[key] = (base, runs)  # shared, never mutated after this: callers copy
         return runs
 
 
