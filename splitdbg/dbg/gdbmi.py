@@ -16,6 +16,11 @@ class GdbError(SplitdbgError):
     pass
 
 
+# gdb's words for a stub that went away (QEMU killed or crashed, connection dropped).
+_GONE = ("Remote connection closed", "Remote communication error", "The program is not being run",
+         "Connection reset by peer", "Broken pipe")
+
+
 def _mi_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -46,6 +51,9 @@ class GdbMI(Debugger):
             if vmlinux:
                 dbg._mi(f"-file-exec-and-symbols {_mi_quote(vmlinux)}")
             dbg._mi(f"-gdb-set remotetimeout {int(max(timeout, 2))}")
+            # gdb retries a refused connection for `tcp connect-timeout` (15 s) by default: a stub
+            # that is not there should be reported at once.
+            dbg._mi("-gdb-set tcp auto-retry off")
             host, _, port = target.rpartition(":")
             dbg._mi(f"-target-select remote {host or 'localhost'}:{port}")
         except GdbError as exc:
@@ -81,7 +89,7 @@ class GdbMI(Debugger):
                 elif r["type"] == "result" and r.get("token") == token:
                     if r["message"] == "error":
                         msg = (r.get("payload") or {}).get("msg", "error")
-                        if "Remote connection closed" in msg or "Remote communication error" in msg:
+                        if any(m in msg for m in _GONE):
                             raise TargetGone(f"gdbstub connection lost: {msg}")
                         raise GdbError(msg)
                     return r, console
@@ -96,8 +104,7 @@ class GdbMI(Debugger):
         _, console = self._mi(f"-interpreter-exec console {_mi_quote(command)}", timeout)
         return "".join(console)
 
-    def read_memory(self, addr: int, size: int) -> bytes:
-        """Read as the stub currently addresses memory (see set_physical)."""
+    def _read_memory(self, addr: int, size: int) -> bytes:
         out = bytearray()
         result, _ = self._mi(f"-data-read-memory-bytes {addr:#x} {size}")
         for block in result["payload"]["memory"]:
