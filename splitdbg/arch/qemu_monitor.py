@@ -63,6 +63,24 @@ def parse_xp(text: str) -> list[int]:
     return words
 
 
+def parse_info_memdev(text: str) -> list[dict]:
+    """`info memdev`: one dict per backend: id, size (int), merge/dump/prealloc/share/reserve
+    (bool), policy, host nodes. QEMU 7.2 prints no mem-path here: see mem.find_ram_file."""
+    out: list[dict] = []
+    for line in text.replace("\r", "").splitlines():
+        if line.startswith("memory backend:"):
+            out.append({"id": line.split(":", 1)[1].strip()})
+        elif out and ":" in line and line.startswith("  "):
+            key, value = (x.strip() for x in line.split(":", 1))
+            if key == "size":
+                out[-1][key] = int(value)
+            elif value in ("true", "false"):
+                out[-1][key] = value == "true"
+            else:
+                out[-1][key] = value
+    return out
+
+
 def compare_info_mem(ours: list[Range], text: str) -> list[str]:
     """Differences between our ranges (re-merged the way `info mem` merges) and its output."""
     mine = merge_for_info_mem(ours)
