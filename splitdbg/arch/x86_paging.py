@@ -95,6 +95,23 @@ class WalkStep:
         return LEVEL_NAMES[self.level]
 
     @property
+    def bits(self) -> dict[str, bool]:
+        """The entry's bits by SDM name (PS only above PTE level, PAT where this entry has it)."""
+        e, leaf_large = self.entry, self.level in (2, 3) and bool(self.entry & PS)
+        out = {"P": e & P, "R/W": e & RW, "U/S": e & US, "PWT": e & PWT, "PCD": e & PCD, "A": e & A}
+        if self.level == 1 or leaf_large:
+            out.update(D=e & D, G=e & G, PAT=e & (PAT_4K if self.level == 1 else PAT_LARGE))
+        if self.level > 1:
+            out["PS"] = e & PS
+        out["XD"] = e & XD
+        return {k: bool(v) for k, v in out.items()}
+
+    @property
+    def frame(self) -> int:
+        """Bits 51:12 of the entry: the next table, or the page frame (low bits of a large page included)."""
+        return self.entry & 0x000FFFFFFFFFF000
+
+    @property
     def flags(self) -> str:
         e = self.entry
         bits = [("P", P), ("W", RW), ("U", US), ("PWT", PWT), ("PCD", PCD), ("A", A), ("D", D)]
@@ -125,6 +142,7 @@ class Translation:
     pwt: bool = False
     pat: bool = False
     fault: str | None = None   # why there is no translation
+    fault_level: str | None = None  # entry name where the walk stopped (None: non-canonical)
 
     @property
     def ok(self) -> bool:
@@ -140,28 +158,37 @@ def perms_string(user: bool, writable: bool, nx: bool) -> str:
 
 
 def walk(mem, cr3: int, va: int, mode: PagingMode) -> Translation:
-    """Translate one linear address, recording every entry read."""
-    if not mode.is_canonical(va):
-        return Translation(va, (), fault=f"non-canonical address for {mode.va_bits}-bit linear addresses")
-    table = cr3_table(cr3, mode)
+    """Translate one linear address, recording every entry read.
+
+    Faults are results, not exceptions: `fault` says why (not present, reserved bit, table outside
+    RAM, non-canonical) and `fault_level` names the entry (PML4E, ...) where the walk stopped.
+    """
+    def stop(level, why):
+        return Translation(va, tuple(steps), fault=why, fault_level=LEVEL_NAMES.get(level))
+
     steps: list[WalkStep] = []
+    if not mode.is_canonical(va):
+        return stop(None, f"non-canonical address for {mode.va_bits}-bit linear addresses")
+    table = cr3_table(cr3, mode)
     w = u = True
     nx = False
     for level in range(mode.levels, 0, -1):
+        name = LEVEL_NAMES[level]
         index = (va >> LEVEL_SHIFT[level]) & 0x1FF
         entry_addr = table + 8 * index
         try:
             entry = mem.read_u64(entry_addr)
         except MemoryReadError:
-            return Translation(va, tuple(steps), fault=f"{LEVEL_NAMES[level]} table at {table:#x} is outside RAM")
+            return stop(level, f"{name} table at {table:#x} is outside RAM")
         steps.append(WalkStep(level, table, index, entry_addr, entry))
         if not entry & P:
-            return Translation(va, tuple(steps), fault=f"{LEVEL_NAMES[level]} not present")
+            return stop(level, f"{name} not present")
         large = level in (2, 3) and bool(entry & PS)
         if level in (4, 5) and entry & PS:
-            return Translation(va, tuple(steps), fault=f"reserved bit (PS) set in {LEVEL_NAMES[level]}")
-        if entry & mode.reserved_mask(level, large):
-            return Translation(va, tuple(steps), fault=f"reserved bit set in {LEVEL_NAMES[level]} ({entry & mode.reserved_mask(level, large):#x})")
+            return stop(level, f"reserved bit (PS) set in {name}")
+        bad = entry & mode.reserved_mask(level, large)
+        if bad:
+            return stop(level, f"reserved bit set in {name} ({bad:#x})")
         w &= bool(entry & RW)
         u &= bool(entry & US)
         nx |= mode.nxe and bool(entry & XD)

@@ -292,3 +292,16 @@ def test_window_over_a_large_table_matches_the_full_dump(levels):
         if s < e:
             expect.append((s, e, r.phys + (s - r.start), r.attrs))
     assert [(r.start, r.end, r.phys, r.attrs) for r in part] == expect
+
+
+def test_fault_level_and_decoded_bits():
+    pt = PageTables()
+    pt.map(0x200000, 0x400000, 1 << 21, leaf=P | RW | G | (1 << 12))  # PAT of a 2 MiB page is bit 12
+    t = xp.walk(pt.mem, pt.root, 0x200000, M4)
+    assert t.ok and t.pat and t.global_ and t.fault_level is None
+    assert t.steps[-1].bits == {"P": True, "R/W": True, "U/S": False, "PWT": False, "PCD": False, "A": False,
+                                "D": False, "G": True, "PAT": True, "PS": True, "XD": False}
+    assert t.steps[0].bits["U/S"] and "PAT" not in t.steps[0].bits
+    t = xp.walk(pt.mem, pt.root, 0x400000, M4)
+    assert t.fault_level == "PDE" and t.fault == "PDE not present"
+    assert xp.walk(pt.mem, pt.root, 1 << 47, M4).fault_level is None
