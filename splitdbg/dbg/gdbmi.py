@@ -19,6 +19,8 @@ class GdbError(SplitdbgError):
 # gdb's words for a stub that went away (QEMU killed or crashed, connection dropped).
 _GONE = ("Remote connection closed", "Remote communication error", "The program is not being run",
          "Connection reset by peer", "Broken pipe")
+# ... and what it says afterwards, having dropped the remote target (only meaningful once attached).
+_DETACHED = ("not supported by this target", "No registers", "The program has no registers")
 
 
 def _mi_quote(s: str) -> str:
@@ -38,6 +40,7 @@ class GdbMI(Debugger):
                                   time_to_check_for_additional_output_sec=0)
         self._tokens = itertools.count(100)
         self.target = None
+        self.gone: str | None = None  # why the stub went away, once it has
         self._mi("-gdb-set mi-async on")
         self._mi("-gdb-set pagination off")
         self._mi("-gdb-set confirm off")
@@ -68,6 +71,8 @@ class GdbMI(Debugger):
     # -- MI plumbing ---------------------------------------------------------------------------
     def _mi(self, command: str, timeout: float | None = None) -> tuple[dict, list[str]]:
         """Send one MI command; return its result record and the console output it caused."""
+        if self.gone:
+            raise TargetGone(f"gdbstub at {self.target} is gone: {self.gone}")
         token = next(self._tokens)
         try:
             self._gdb.write(f"{token}{command}", read_response=False)
@@ -89,13 +94,15 @@ class GdbMI(Debugger):
                 elif r["type"] == "result" and r.get("token") == token:
                     if r["message"] == "error":
                         msg = (r.get("payload") or {}).get("msg", "error")
-                        if any(m in msg for m in _GONE):
-                            raise TargetGone(f"gdbstub connection lost: {msg}")
+                        if any(m in msg for m in _GONE) or (self.target and any(m in msg for m in _DETACHED)):
+                            self.gone = msg
+                            raise TargetGone(f"gdbstub at {self.target} is gone: {msg}")
                         raise GdbError(msg)
                     return r, console
                 elif r["type"] == "notify" and r.get("message") == "thread-group-exited":
                     pass
             if self._gdb.gdb_process is None or self._gdb.gdb_process.poll() is not None:
+                self.gone = "gdb exited"
                 raise TargetGone("gdb exited")
         raise GdbError(f"gdb did not answer {command!r} within {timeout or self.timeout:.0f}s")
 
