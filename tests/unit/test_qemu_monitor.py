@@ -99,3 +99,29 @@ def test_compare_info_tlb_catches_a_changed_real_leaf():
     leaf = t.steps[-1]
     mem.write_u64(leaf.entry_addr, leaf.entry ^ (1 << 21 if t.page_size > 4096 else 1 << 12))  # next frame
     assert qm.compare_info_tlb(xp.ranges(mem, cr3, mode), text["info_tlb"])
+
+
+class _QomDbg:
+    def monitor(self, cmd):
+        if cmd == "qom-list /machine/unattached":
+            return (DATA / "qom_list_machine_unattached.txt").read_text()
+        assert cmd == "qom-get /machine/unattached/device[0] phys-bits"
+        return "40\r\n"  # what QEMU 7.2 TCG answered for -cpu max
+
+    def read_registers(self, names=(), cpu=None):
+        # gdb's values on the 4-level guest (la57=off) and the 5-level one differ only in CR4.LA57
+        return {"cr0": 0x80050033, "cr3": 0x483000 | (1 << 63), "cr4": 0x7506B0, "efer": 0xD01}
+
+
+def test_maxphyaddr_and_mode_from_qemu():
+    assert qm.guest_maxphyaddr(_QomDbg()) == 40
+    mode, cr3 = qm.paging_mode_from_gdb(_QomDbg())
+    assert mode == xp.PagingMode(levels=4, nxe=True, maxphyaddr=40) and cr3 == 0x483000 | (1 << 63)
+
+
+def test_real_tables_have_no_reserved_bits_at_the_real_maxphyaddr():
+    # The guest ran on these tables under QEMU, whose TCG checks bits 51:phys-bits (40): so must we.
+    for name in ("guest_4level_tables.npz", "guest_5level_tables.npz"):
+        mem, cr3, mode, _ = _guest_snapshot(name)
+        strict = xp.PagingMode(mode.levels, mode.nxe, maxphyaddr=40)
+        assert xp.dump(mem, cr3, strict).ranges == xp.dump(mem, cr3, mode).ranges
