@@ -213,6 +213,13 @@ def test_property_walk_agrees_with_dump_and_errors_are_named(seed, levels, corru
             assert t.pa == r.phys + (va - r.start) and (t.writable, t.user, t.nx) == (r.writable, r.user, r.nx)
         else:
             assert not inside, f"walk faults at {va:#x} ({t.fault}) but the dump maps it"
+    # A window is the full dump clipped (memo reuse and partial tables at the window's edges).
+    if not d.problems:
+        a, b = sorted(canonical(rnd.getrandbits(mode.va_bits), levels) for _ in range(2))
+        part = xp.dump(pt.mem, pt.root, mode, start=a, end=b + 1)
+        clipped = [(max(r.start, a), min(r.end, b + 1), r.phys + max(0, a - r.start), r.attrs)
+                   for r in d.ranges if r.start <= b and r.end > a]
+        assert [(r.start, r.end, r.phys, r.attrs) for r in part.ranges] == clipped
     if not corrupt:
         # Every page the builder mapped last (later maps may overwrite upper entries' flags) is there.
         assert not d.problems
@@ -305,3 +312,45 @@ def test_fault_level_and_decoded_bits():
     t = xp.walk(pt.mem, pt.root, 0x400000, M4)
     assert t.fault_level == "PDE" and t.fault == "PDE not present"
     assert xp.walk(pt.mem, pt.root, 1 << 47, M4).fault_level is None
+
+
+def test_a_shared_table_under_different_permissions_is_not_reused_wrongly():
+    # Two PDPTEs point at one PD, one read-only and user-less: same table, different effective
+    # permissions (SDM 4.6.1), so the memo (keyed by inherited permissions) must not reuse it.
+    pt = PageTables()
+    pt.map(0x0, 0x700000, leaf=P | RW | US)
+    pdpte0 = pt.entry_addr(0, 3)
+    pd = pt.mem.read_u64(pdpte0) & 0x000FFFFFFFFFF000
+    pt.mem.write_u64(pdpte0 + 8, pd | P)              # PDPTE[1]: R/W=0, U/S=0
+    pt.mem.write_u64(pdpte0 + 16, pd | P | RW | US)   # PDPTE[2]: same as PDPTE[0]
+    d = xp.dump(pt.mem, pt.root, M4)
+    got = [(r.start, r.writable, r.user) for r in d.ranges]
+    assert got == [(0, True, True), (1 << 30, False, False), (2 << 30, True, True)]
+    assert d.tables_reused == 1  # PDPTE[2] reuses PDPTE[0]'s PD, PDPTE[1] cannot
+    assert xp.walk(pt.mem, pt.root, 1 << 30, M4).writable is False
+
+
+def test_window_cutting_a_shared_subtree():
+    pt = PageTables()
+    for i in range(512):
+        pt.map(i * 0x1000, 0x7000, leaf=P | RW)       # one PT, every page the same frame
+    pde0 = pt.entry_addr(0, 2)
+    ptab = pt.mem.read_u64(pde0)
+    for i in range(1, 8):
+        pt.mem.write_u64(pde0 + 8 * i, ptab)          # 8 PDEs share the PT: 4096 pages
+    full = xp.dump(pt.mem, pt.root, M4)
+    assert len(full.ranges) == 4096 and full.tables_reused == 7
+    lo, hi = 0x1FF000, 0x601000                       # starts in PT 0, ends in PT 3
+    part = xp.dump(pt.mem, pt.root, M4, start=lo, end=hi)
+    assert [(r.start, r.phys) for r in part.ranges] == [(va, 0x7000) for va in range(lo, hi, 0x1000)]
+
+
+def test_table_outside_ram_collected_keeps_the_rest():
+    pt = PageTables()
+    pt.map(0x1000, 0x2000)
+    pt.map(1 << 39, 0x3000)
+    pt.mem.write_u64(pt.entry_addr(0x1000, 2), (1 << 40) | P | RW)
+    d = xp.dump(pt.mem, pt.root, M4, on_error="collect")
+    assert [(r.start, r.phys) for r in d.ranges] == [(1 << 39, 0x3000)]
+    (p,) = d.problems
+    assert isinstance(p.error, CorruptTable) and p.path == "PML4E[0] -> PDPTE[0] -> PDE[0]" and p.va == 0
