@@ -125,3 +125,16 @@ def test_real_tables_have_no_reserved_bits_at_the_real_maxphyaddr():
         mem, cr3, mode, _ = _guest_snapshot(name)
         strict = xp.PagingMode(mode.levels, mode.nxe, maxphyaddr=40)
         assert xp.dump(mem, cr3, strict).ranges == xp.dump(mem, cr3, mode).ranges
+
+
+def test_debian_kernel_espfix_memo_against_qemu():
+    # Debian 6.1 (linux-image-6.1.0-56-amd64) in QEMU 7.2, 4-level: its ESPFIX area maps 65,536
+    # pages through shared tables. Memoising must read ~110 table pages instead of ~2,160 and
+    # give exactly what QEMU's `info mem` and `info tlb` print.
+    mem, cr3, mode, text = _guest_snapshot("debian61_4level_tables.npz")
+    d = xp.dump(mem, cr3, mode)
+    plain = xp.dump(mem, cr3, mode, memoize=False)
+    assert d.ranges == plain.ranges and len(d.ranges) > 65_536
+    assert d.tables_read < 120 and plain.tables_read > 2_000
+    assert qm.compare_info_mem(d.ranges, text["info_mem"]) == []
+    assert qm.compare_info_tlb(d.ranges, text["info_tlb"]) == []
