@@ -138,3 +138,11 @@ def test_debian_kernel_espfix_memo_against_qemu():
     assert d.tables_read < 120 and plain.tables_read > 2_000
     assert qm.compare_info_mem(d.ranges, text["info_mem"]) == []
     assert qm.compare_info_tlb(d.ranges, text["info_tlb"]) == []
+
+
+def test_debian_kernel_5level_against_qemu_info_tlb():
+    mem, cr3, mode, text = _guest_snapshot("debian61_5level_tables.npz")
+    assert mode.levels == 5
+    d = xp.dump(mem, cr3, mode)
+    assert len(d.ranges) > 65_536 and d.tables_read < 120 and d.tables_reused > 100
+    assert qm.compare_info_tlb(d.ranges, text["info_tlb"]) == []
