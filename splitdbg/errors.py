@@ -32,3 +32,8 @@ class CorruptTable(PageTableError):
 
 class CyclicTable(PageTableError):
     pass
+
+
+class WalkBudgetExceeded(PageTableError):
+    """A page-table dump visited more entries than its budget: tables that share subtrees so much
+    that they map more than any real address space (or a walk that was asked to stop early)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .x86_paging import Range, merge_for_info_mem
+from .x86_paging import PagingMode, Range, merge_for_info_mem
 
 _INFO_MEM = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16}) ([0-9a-f]{16}) ([u-])r([w-])$", re.M)
 _INFO_TLB = re.compile(r"^([0-9a-f]{16}): ([0-9a-f]{16}) ([X-])([G-])([P-])([D-])([A-])([C-])([T-])([U-])([W-])$", re.M)
@@ -63,6 +63,24 @@ def parse_xp(text: str) -> list[int]:
     return words
 
 
+def parse_info_memdev(text: str) -> list[dict]:
+    """`info memdev`: one dict per backend: id, size (int), merge/dump/prealloc/share/reserve
+    (bool), policy, host nodes. QEMU 7.2 prints no mem-path here: see mem.find_ram_file."""
+    out: list[dict] = []
+    for line in text.replace("\r", "").splitlines():
+        if line.startswith("memory backend:"):
+            out.append({"id": line.split(":", 1)[1].strip()})
+        elif out and ":" in line and line.startswith("  "):
+            key, value = (x.strip() for x in line.split(":", 1))
+            if key == "size":
+                out[-1][key] = int(value)
+            elif value in ("true", "false"):
+                out[-1][key] = value == "true"
+            else:
+                out[-1][key] = value
+    return out
+
+
 def compare_info_mem(ours: list[Range], text: str) -> list[str]:
     """Differences between our ranges (re-merged the way `info mem` merges) and its output."""
     mine = merge_for_info_mem(ours)
@@ -110,3 +128,24 @@ def compare_info_tlb(ours: list[Range], text: str) -> list[str]:
 
 def _fmt(r) -> str:
     return f"{r[0]:#x}-{r[1]:#x} {r[2]}"
+
+
+def guest_maxphyaddr(dbg) -> int | None:
+    """The vCPUs' MAXPHYADDR (QEMU's `phys-bits`), through gdb's `monitor qom-*` commands.
+
+    It matters: QEMU 7.2 TCG defaults to 40 bits even for -cpu max, and then bits 51:40 of a
+    paging entry are reserved. None when QEMU shows no x86 CPU object.
+    """
+    text = dbg.monitor("qom-list /machine/unattached")
+    m = re.search(r"^(device\[\d+\]) \(child<[\w-]*x86_64-cpu>\)", text.replace("\r", ""), re.M)
+    if not m:
+        return None
+    value = dbg.monitor(f"qom-get /machine/unattached/{m.group(1)} phys-bits").strip()
+    return int(value) if value.isdigit() and int(value) else None
+
+
+def paging_mode_from_gdb(dbg, cpu: int | None = None) -> tuple[PagingMode, int]:
+    """(PagingMode, CR3) of a vCPU: CR0/CR4/EFER/CR3 from gdb, MAXPHYADDR from QEMU."""
+    regs = dbg.read_registers(("cr0", "cr3", "cr4", "efer"), cpu=cpu)
+    maxphy = guest_maxphyaddr(dbg) or 52
+    return PagingMode.from_regs(regs["cr0"], regs["cr4"], regs["efer"], maxphyaddr=maxphy), regs["cr3"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import CorruptTable, CyclicTable, MemoryReadError, PageTableError
+from ..errors import CorruptTable, CyclicTable, MemoryReadError, PageTableError, WalkBudgetExceeded
 
 # Entry bits (SDM 4.5, tables 4-15 .. 4-20)
 P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
@@ -27,7 +27,9 @@ PAGE_SIZES = {1: 1 << 12, 2: 1 << 21, 3: 1 << 30}
 
 # Packed attributes of a mapping (our own encoding, for fast comparison when merging).
 ATTR_W, ATTR_U, ATTR_NX, ATTR_G, ATTR_PCD, ATTR_PWT, ATTR_PAT = (1 << i for i in range(7))
-MAX_RANGES = 4_000_000  # more mappings than a real kernel has: the tables are corrupt
+# Work budget of a dump: entries decoded plus mappings copied from reused subtrees. A real kernel
+# address space costs about 1.2 million (2,160 table pages) without memoising; far fewer with it.
+MAX_ENTRIES = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,23 @@ class WalkStep:
         return LEVEL_NAMES[self.level]
 
     @property
+    def bits(self) -> dict[str, bool]:
+        """The entry's bits by SDM name (PS only above PTE level, PAT where this entry has it)."""
+        e, leaf_large = self.entry, self.level in (2, 3) and bool(self.entry & PS)
+        out = {"P": e & P, "R/W": e & RW, "U/S": e & US, "PWT": e & PWT, "PCD": e & PCD, "A": e & A}
+        if self.level == 1 or leaf_large:
+            out.update(D=e & D, G=e & G, PAT=e & (PAT_4K if self.level == 1 else PAT_LARGE))
+        if self.level > 1:
+            out["PS"] = e & PS
+        out["XD"] = e & XD
+        return {k: bool(v) for k, v in out.items()}
+
+    @property
+    def frame(self) -> int:
+        """Bits 51:12 of the entry: the next table, or the page frame (low bits of a large page included)."""
+        return self.entry & 0x000FFFFFFFFFF000
+
+    @property
     def flags(self) -> str:
         e = self.entry
         bits = [("P", P), ("W", RW), ("U", US), ("PWT", PWT), ("PCD", PCD), ("A", A), ("D", D)]
@@ -123,6 +142,7 @@ class Translation:
     pwt: bool = False
     pat: bool = False
     fault: str | None = None   # why there is no translation
+    fault_level: str | None = None  # entry name where the walk stopped (None: non-canonical)
 
     @property
     def ok(self) -> bool:
@@ -138,28 +158,37 @@ def perms_string(user: bool, writable: bool, nx: bool) -> str:
 
 
 def walk(mem, cr3: int, va: int, mode: PagingMode) -> Translation:
-    """Translate one linear address, recording every entry read."""
-    if not mode.is_canonical(va):
-        return Translation(va, (), fault=f"non-canonical address for {mode.va_bits}-bit linear addresses")
-    table = cr3_table(cr3, mode)
+    """Translate one linear address, recording every entry read.
+
+    Faults are results, not exceptions: `fault` says why (not present, reserved bit, table outside
+    RAM, non-canonical) and `fault_level` names the entry (PML4E, ...) where the walk stopped.
+    """
+    def stop(level, why):
+        return Translation(va, tuple(steps), fault=why, fault_level=LEVEL_NAMES.get(level))
+
     steps: list[WalkStep] = []
+    if not mode.is_canonical(va):
+        return stop(None, f"non-canonical address for {mode.va_bits}-bit linear addresses")
+    table = cr3_table(cr3, mode)
     w = u = True
     nx = False
     for level in range(mode.levels, 0, -1):
+        name = LEVEL_NAMES[level]
         index = (va >> LEVEL_SHIFT[level]) & 0x1FF
         entry_addr = table + 8 * index
         try:
             entry = mem.read_u64(entry_addr)
         except MemoryReadError:
-            return Translation(va, tuple(steps), fault=f"{LEVEL_NAMES[level]} table at {table:#x} is outside RAM")
+            return stop(level, f"{name} table at {table:#x} is outside RAM")
         steps.append(WalkStep(level, table, index, entry_addr, entry))
         if not entry & P:
-            return Translation(va, tuple(steps), fault=f"{LEVEL_NAMES[level]} not present")
+            return stop(level, f"{name} not present")
         large = level in (2, 3) and bool(entry & PS)
         if level in (4, 5) and entry & PS:
-            return Translation(va, tuple(steps), fault=f"reserved bit (PS) set in {LEVEL_NAMES[level]}")
-        if entry & mode.reserved_mask(level, large):
-            return Translation(va, tuple(steps), fault=f"reserved bit set in {LEVEL_NAMES[level]} ({entry & mode.reserved_mask(level, large):#x})")
+            return stop(level, f"reserved bit (PS) set in {name}")
+        bad = entry & mode.reserved_mask(level, large)
+        if bad:
+            return stop(level, f"reserved bit set in {name} ({bad:#x})")
         w &= bool(entry & RW)
         u &= bool(entry & US)
         nx |= mode.nxe and bool(entry & XD)
@@ -189,6 +218,7 @@ class Range:
     global_ = property(lambda self: bool(self.attrs & ATTR_G))
     pcd = property(lambda self: bool(self.attrs & ATTR_PCD))
     pwt = property(lambda self: bool(self.attrs & ATTR_PWT))
+    pat = property(lambda self: bool(self.attrs & ATTR_PAT))
 
     @property
     def size(self) -> int:
@@ -211,9 +241,11 @@ def _size_name(size: int) -> str:
 class Problem:
     path: str           # e.g. "PML4E[511] -> PDPTE[510]"
     error: PageTableError
+    va: int | None = None  # canonical first linear address under the bad entry
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.error}"
+        where = f" (va {self.va:#x})" if self.va is not None else ""
+        return f"{self.path}{where}: {self.error}"
 
 
 @dataclass
@@ -222,6 +254,13 @@ class Dump:
     problems: list[Problem] = field(default_factory=list)
     tables_read: int = 0
     tables_reused: int = 0
+    entries_visited: int = 0
+
+    def __iter__(self):
+        return iter(self.ranges)
+
+    def __len__(self) -> int:
+        return len(self.ranges)
 
 
 def ranges(mem, cr3: int, mode: PagingMode, **kw) -> list[Range]:
@@ -230,107 +269,187 @@ def ranges(mem, cr3: int, mode: PagingMode, **kw) -> list[Range]:
 
 
 def dump(mem, cr3: int, mode: PagingMode, *, start: int | None = None, end: int | None = None,
-         on_error: str = "raise", memoize: bool = True) -> Dump:
+         on_error: str = "raise", memoize: bool = True, max_entries: int = MAX_ENTRIES) -> Dump:
     """Every mapping of the address space under `cr3`, merged into ranges.
 
     Ranges merge only when virtually and physically contiguous, with the same attributes and page
-    size. A table reached again at the same level with the same inherited permissions is decoded
-    once (Linux's ESPFIX area maps 65,536 pages through shared tables). on_error='raise' stops at
-    the first corrupt or cyclic table; 'collect' skips that subtree and lists it in `problems`.
-    `start`/`end` (canonical) restrict the dump to a virtual window.
+    size (never across the canonical hole). A table reached again at the same level with the same
+    inherited permissions is decoded once (Linux's ESPFIX area maps 65,536 pages through shared
+    tables). on_error='raise' stops at the first corrupt or cyclic table; 'collect' skips that
+    subtree, lists it in `problems` and keeps the rest. `max_entries` bounds the work (entries
+    decoded plus mappings copied from reused subtrees): past it WalkBudgetExceeded is raised, or
+    with 'collect' recorded as the last problem and the dump so far returned.
+    `start`/`end` (canonical, end exclusive) restrict the dump to a virtual window.
     """
     if on_error not in ("raise", "collect"):
         raise ValueError("on_error is 'raise' or 'collect'")
-    walker = _Dumper(mem, mode, on_error == "collect", memoize)
-    lo = 0 if start is None else start & ((1 << mode.va_bits) - 1)
-    hi = (1 << mode.va_bits) if end is None else (end - 1 & ((1 << mode.va_bits) - 1)) + 1
-    runs = walker.table(cr3_table(cr3, mode), mode.levels, ATTR_W | ATTR_U, (), (), lo, hi, 0)
-    out = Dump(problems=walker.problems, tables_read=walker.tables_read, tables_reused=walker.tables_reused)
-    for vstart, vend, phys, size, attrs in runs:
-        out.ranges.append(Range(mode.canonical(vstart), mode.canonical(vend - 1) + 1, phys, size, attrs))
+    walker = _Dumper(mem, mode, on_error == "collect", memoize, max_entries)
+    space = 1 << mode.va_bits
+    lo = 0 if start is None else start & (space - 1)
+    hi = space if end is None else ((end - 1) & (space - 1)) + 1
+    runs: list = []
+    if lo < hi:
+        try:
+            runs = walker.table(cr3_table(cr3, mode), mode.levels, ATTR_W | ATTR_U, (), (), lo, hi, 0)
+        except _Stop:
+            runs = walker.partial
+    out = Dump(problems=walker.problems, tables_read=walker.tables_read, tables_reused=walker.tables_reused,
+               entries_visited=walker.visited)
+    # Runs never straddle the hole, so the sign extension is one addition per range.
+    ext, hole = 2**64 - space, space >> 1
+    out.ranges = [Range(vs + ext if vs >= hole else vs, ve + ext if ve > hole else ve, phys, size, attrs)
+                  for vs, ve, phys, size, attrs in runs]
     return out
 
 
+class _Stop(Exception):
+    """Budget exhausted in collect mode: unwind, keeping what each level had (see `partial`)."""
+
+
 class _Dumper:
-    def __init__(self, mem, mode: PagingMode, collect: bool, memoize: bool):
+    def __init__(self, mem, mode: PagingMode, collect: bool, memoize: bool, max_entries: int):
         self.mem, self.mode, self.collect, self.memoize = mem, mode, collect, memoize
+        self.max_entries = max_entries
         self.memo: dict[tuple[int, int, int], list] = {}
         self.problems: list[Problem] = []
-        self.tables_read = self.tables_reused = 0
+        self.tables_read = self.tables_reused = self.visited = 0
+        self.partial: list = []
+        # Index-space address of the canonical hole: runs must not merge across it.
+        self.hole = 1 << (mode.va_bits - 1)
+        # Per level: reserved bits of a non-leaf entry / of a large leaf (SDM table 4-20 notes).
+        self.rsv_table = {lv: np.uint64(mode.reserved_mask(lv, False)) for lv in LEVEL_SHIFT}
+        self.rsv_large = {lv: np.uint64(mode.reserved_mask(lv, True)) for lv in (2, 3)}
 
-    def fail(self, path: tuple[str, ...], error: PageTableError) -> None:
+    def fail(self, path: tuple[str, ...], error: PageTableError, va: int | None = None) -> None:
+        where = " -> ".join(path) or "CR3"
         if not self.collect:
-            raise type(error)(f"{' -> '.join(path) or 'CR3'}: {error}")
-        self.problems.append(Problem(" -> ".join(path) or "CR3", error))
+            raise type(error)(f"{where}: {error}")
+        self.problems.append(Problem(where, error, None if va is None else self.mode.canonical(va)))
+
+    def spend(self, n: int, path: tuple, runs: list) -> None:
+        self.visited += n
+        if self.visited > self.max_entries:
+            self.fail(path, WalkBudgetExceeded(
+                f"more than {self.max_entries} page-table entries visited: tables shared or looped beyond any "
+                f"real address space (raise max_entries if this is genuine)"))
+            self.partial = runs
+            raise _Stop
 
     def table(self, pa: int, level: int, inherited: int, path: tuple, ancestors: tuple,
               lo: int, hi: int, base: int) -> list:
-        """Runs (vstart, vend, phys, page_size, attrs) with vstart relative to 0 of the whole space.
+        """Runs (vstart, vend, phys, page_size, attrs) in the 2**va_bits index space, in order.
 
         `base` is the virtual address this table starts at; `lo`/`hi` the window still wanted.
         """
-        span = 1 << (LEVEL_SHIFT[level] + 9)
+        shift = LEVEL_SHIFT[level]
+        span = 1 << (shift + 9)
         whole = lo <= base and base + span <= hi
         key = (pa, level, inherited)
         if self.memoize and whole and key in self.memo:
+            cached_base, cached = self.memo[key]
             self.tables_reused += 1
-            return [(s + base, e + base, p, z, a) for s, e, p, z, a in self.memo[key]]
+            self.spend(len(cached), path, [])
+            d = base - cached_base
+            return [(s + d, e + d, p, z, a) for s, e, p, z, a in cached]
         if pa in ancestors:
-            self.fail(path, CyclicTable(f"{LEVEL_NAMES[level]} table {pa:#x} is its own ancestor"))
+            self.fail(path, CyclicTable(f"{LEVEL_NAMES[level]} table {pa:#x} is its own ancestor"), base)
             return []
         try:
             entries = self.mem.read_u64_array(pa, 512)
         except MemoryReadError:
-            self.fail(path, CorruptTable(f"{LEVEL_NAMES[level]} table at {pa:#x} is outside guest RAM"))
+            self.fail(path, CorruptTable(f"{LEVEL_NAMES[level]} table at {pa:#x} is outside guest RAM"), base)
             return []
         self.tables_read += 1
-        mode = self.mode
-        shift = LEVEL_SHIFT[level]
+        problems_before = len(self.problems)
         runs: list = []
-        present = np.flatnonzero(entries & np.uint64(P))
-        for i in present.tolist():
+        self.spend(512, path, runs)
+        mode = self.mode
+        u64 = np.uint64
+
+        # Decode the whole page at once; only present non-leaf entries and faults go through Python.
+        first = 0 if lo <= base else (lo - base) >> shift
+        last = 512 if base + span <= hi else -(-(hi - base) >> shift)
+        present = (entries & u64(P)) != 0
+        present[:first] = False
+        present[last:] = False
+        if level in (2, 3):
+            ps = (entries & u64(PS)) != 0
+            rsv = np.where(ps, self.rsv_large[level], self.rsv_table[level])
+            bad = present & ((entries & rsv) != 0)
+            leaf = present & ps & ~bad
+        elif level == 1:
+            ps = np.zeros(512, dtype=bool)
+            bad = present & ((entries & self.rsv_table[1]) != 0)
+            leaf = present & ~bad
+        else:  # PML4E/PML5E: PS is reserved (SDM table 4-15 note; AMD APM "MBZ")
+            ps = (entries & u64(PS)) != 0
+            bad = present & (ps | ((entries & self.rsv_table[level]) != 0))
+            leaf = np.zeros(512, dtype=bool)
+        down = present & ~bad & ~leaf
+
+        attrs = np.full(512, inherited, dtype=np.uint64)
+        attrs &= np.where((entries & u64(RW)) != 0, u64(0xFF), u64(0xFF & ~ATTR_W))
+        attrs &= np.where((entries & u64(US)) != 0, u64(0xFF), u64(0xFF & ~ATTR_U))
+        if mode.nxe:
+            attrs |= np.where((entries >> u64(63)) != 0, u64(ATTR_NX), u64(0))
+
+        events: list[tuple[int, int, int]] = []  # (index, kind, end index): 0 run, 1 table, 2 bad
+        if leaf.any():
+            size = 1 << shift
+            pat_bit = PAT_4K if level == 1 else PAT_LARGE
+            lattrs = attrs | np.where((entries & u64(G)) != 0, u64(ATTR_G), u64(0)) \
+                | np.where((entries & u64(PCD)) != 0, u64(ATTR_PCD), u64(0)) \
+                | np.where((entries & u64(PWT)) != 0, u64(ATTR_PWT), u64(0)) \
+                | np.where((entries & u64(pat_bit)) != 0, u64(ATTR_PAT), u64(0))
+            phys = entries & u64(mode.addr_mask & ~(size - 1))
+            # cont[i]: entry i extends the run of entry i-1 (both leaves, frames and attrs follow on).
+            cont = np.zeros(512, dtype=bool)
+            cont[1:] = leaf[1:] & leaf[:-1] & (phys[1:] == phys[:-1] + u64(size)) & (lattrs[1:] == lattrs[:-1])
+            starts = np.flatnonzero(leaf & ~cont)
+            ends = np.flatnonzero(leaf & ~np.append(cont[1:], False)) + 1
+            events += [(int(s), 0, int(e)) for s, e in zip(starts, ends)]
+        events += [(int(i), 1, 0) for i in np.flatnonzero(down)]
+        events += [(int(i), 2, 0) for i in np.flatnonzero(bad)]
+        if len(events) > 1:
+            events.sort()
+
+        name = LEVEL_NAMES[level]
+        for i, kind, j in events:
             vstart = base + (i << shift)
-            vend = vstart + (1 << shift)
-            if vend <= lo or vstart >= hi:
+            if kind == 0:
+                vend = base + (j << shift)
+                s, t = max(vstart, lo), min(vend, hi)
+                _append(runs, (s, t, int(phys[i]) + (s - vstart), size, int(lattrs[i])), self.hole)
                 continue
             e = int(entries[i])
-            large = level in (2, 3) and bool(e & PS)
-            where = path + (f"{LEVEL_NAMES[level]}[{i}]",)
-            if level >= 4 and e & PS:
-                self.fail(where, CorruptTable(f"PS set in a {LEVEL_NAMES[level]} (reserved)"))
+            where = path + (f"{name}[{i}]",)
+            if kind == 2:
+                if level >= 4 and e & PS:
+                    self.fail(where, CorruptTable(f"PS set in a {name} (reserved)"), vstart)
+                else:
+                    bits = e & int(self.rsv_large[level] if level in (2, 3) and e & PS else self.rsv_table[level])
+                    self.fail(where, CorruptTable(f"reserved bits {bits:#x} set in {name} {e:#x}"), vstart)
                 continue
-            bad = e & mode.reserved_mask(level, large)
-            if bad:
-                self.fail(where, CorruptTable(f"reserved bits {bad:#x} set in {LEVEL_NAMES[level]} {e:#x}"))
-                continue
-            attrs = inherited
-            if not e & RW:
-                attrs &= ~ATTR_W
-            if not e & US:
-                attrs &= ~ATTR_U
-            if mode.nxe and e & XD:
-                attrs |= ATTR_NX
-            if level == 1 or large:
-                size = 1 << shift
-                attrs |= (ATTR_G if e & G else 0) | (ATTR_PCD if e & PCD else 0) | (ATTR_PWT if e & PWT else 0)
-                attrs |= ATTR_PAT if e & (PAT_4K if level == 1 else PAT_LARGE) else 0
-                phys = e & mode.addr_mask & ~(size - 1)
-                s, t = max(vstart, lo), min(vend, hi)
-                _append(runs, (s, t, phys + (s - vstart), size, attrs))
-            else:
-                child = self.table(e & mode.addr_mask, level - 1, attrs & (ATTR_W | ATTR_U | ATTR_NX), where,
-                                   ancestors + (pa,), lo, hi, vstart)
-                for r in child:
-                    _append(runs, r)
-            if len(runs) > MAX_RANGES:
-                raise CorruptTable(f"more than {MAX_RANGES} mappings: the tables are corrupt")
-        if self.memoize and whole:
-            self.memo[key] = [(s - base, e - base, p, z, a) for s, e, p, z, a in runs]
+            try:
+                child = self.table(e & mode.addr_mask, level - 1, int(attrs[i]) & (ATTR_W | ATTR_U | ATTR_NX),
+                                   where, ancestors + (pa,), lo, hi, vstart)
+            except _Stop:
+                for r in self.partial:
+                    _append(runs, r, self.hole)
+                self.partial = runs
+                raise
+            if child:
+                # Runs of one child are merged already: only its first may join the last run here.
+                _append(runs, child[0], self.hole)
+                runs.extend(child[1:])
+        # A subtree that produced problems is not memoised, so a second path to it reports them too.
+        if self.memoize and whole and len(self.problems) == problems_before:
+            self.memo[key] = (base, runs)  # shared, never mutated after this: callers copy
         return runs
 
 
-def _append(runs: list, r: tuple) -> None:
-    if runs:
+def _append(runs: list, r: tuple, hole: int) -> None:
+    if runs and r[0] != hole:
         s, e, p, z, a = runs[-1]
         if e == r[0] and a == r[4] and z == r[3] and p + (e - s) == r[2]:
             runs[-1] = (s, r[1], p, z, a)

@@ -16,6 +16,13 @@ class GdbError(SplitdbgError):
     pass
 
 
+# gdb's words for a stub that went away (QEMU killed or crashed, connection dropped).
+_GONE = ("Remote connection closed", "Remote communication error", "The program is not being run",
+         "Connection reset by peer", "Broken pipe")
+# ... and what it says afterwards, having dropped the remote target (only meaningful once attached).
+_DETACHED = ("not supported by this target", "No registers", "The program has no registers")
+
+
 def _mi_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -33,6 +40,7 @@ class GdbMI(Debugger):
                                   time_to_check_for_additional_output_sec=0)
         self._tokens = itertools.count(100)
         self.target = None
+        self.gone: str | None = None  # why the stub went away, once it has
         self._mi("-gdb-set mi-async on")
         self._mi("-gdb-set pagination off")
         self._mi("-gdb-set confirm off")
@@ -46,6 +54,9 @@ class GdbMI(Debugger):
             if vmlinux:
                 dbg._mi(f"-file-exec-and-symbols {_mi_quote(vmlinux)}")
             dbg._mi(f"-gdb-set remotetimeout {int(max(timeout, 2))}")
+            # gdb retries a refused connection for `tcp connect-timeout` (15 s) by default: a stub
+            # that is not there should be reported at once.
+            dbg._mi("-gdb-set tcp auto-retry off")
             host, _, port = target.rpartition(":")
             dbg._mi(f"-target-select remote {host or 'localhost'}:{port}")
         except GdbError as exc:
@@ -60,6 +71,8 @@ class GdbMI(Debugger):
     # -- MI plumbing ---------------------------------------------------------------------------
     def _mi(self, command: str, timeout: float | None = None) -> tuple[dict, list[str]]:
         """Send one MI command; return its result record and the console output it caused."""
+        if self.gone:
+            raise TargetGone(f"gdbstub at {self.target} is gone: {self.gone}")
         token = next(self._tokens)
         try:
             self._gdb.write(f"{token}{command}", read_response=False)
@@ -81,13 +94,15 @@ class GdbMI(Debugger):
                 elif r["type"] == "result" and r.get("token") == token:
                     if r["message"] == "error":
                         msg = (r.get("payload") or {}).get("msg", "error")
-                        if "Remote connection closed" in msg or "Remote communication error" in msg:
-                            raise TargetGone(f"gdbstub connection lost: {msg}")
+                        if any(m in msg for m in _GONE) or (self.target and any(m in msg for m in _DETACHED)):
+                            self.gone = msg
+                            raise TargetGone(f"gdbstub at {self.target} is gone: {msg}")
                         raise GdbError(msg)
                     return r, console
                 elif r["type"] == "notify" and r.get("message") == "thread-group-exited":
                     pass
             if self._gdb.gdb_process is None or self._gdb.gdb_process.poll() is not None:
+                self.gone = "gdb exited"
                 raise TargetGone("gdb exited")
         raise GdbError(f"gdb did not answer {command!r} within {timeout or self.timeout:.0f}s")
 
@@ -96,8 +111,7 @@ class GdbMI(Debugger):
         _, console = self._mi(f"-interpreter-exec console {_mi_quote(command)}", timeout)
         return "".join(console)
 
-    def read_memory(self, addr: int, size: int) -> bytes:
-        """Read as the stub currently addresses memory (see set_physical)."""
+    def _read_memory(self, addr: int, size: int) -> bytes:
         out = bytearray()
         result, _ = self._mi(f"-data-read-memory-bytes {addr:#x} {size}")
         for block in result["payload"]["memory"]:

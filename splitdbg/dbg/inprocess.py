@@ -19,7 +19,7 @@ class GdbInProcess(Debugger):
                 raise TargetGone(str(exc)) from exc
             raise
 
-    def read_memory(self, addr: int, size: int) -> bytes:
+    def _read_memory(self, addr: int, size: int) -> bytes:
         try:
             return bytes(self._gdb.selected_inferior().read_memory(addr, size))
         except self._gdb.MemoryError as exc:

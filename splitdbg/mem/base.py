@@ -12,6 +12,7 @@ class PhysicalMemory(ABC):
     """Guest-physical memory, read-only. Subclasses implement `_read` and `ram_ranges`."""
 
     name = "abstract"
+    dbg = None  # a splitdbg.dbg.Debugger, when registers can be had through gdb
 
     @abstractmethod
     def ram_ranges(self) -> list[tuple[int, int]]:
@@ -46,7 +47,10 @@ class PhysicalMemory(ABC):
         return any(s <= addr and addr + size <= e for s, e in self.ram_ranges())
 
     def registers(self, cpu: int | None = None) -> dict[str, int]:
-        raise NotAvailable(f"the {self.name} backend has no CPU registers")
+        """Registers of vCPU `cpu` (0-based; None: gdb's selected one), by gdb's names."""
+        if self.dbg is None:
+            raise NotAvailable(f"the {self.name} backend has no CPU registers (no gdb connection)")
+        return self.dbg.read_registers(cpu=cpu)
 
     def close(self) -> None:
         pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import MemoryReadError, SplitdbgError
+from ..errors import MemoryReadError, SplitdbgError, TargetGone
 from .base import PhysicalMemory
 
 _MTREE_LINE = re.compile(r"^\s*([0-9a-f]+)-([0-9a-f]+) \(prio -?\d+, (\w+)\): ([^\s@]+)", re.M)
@@ -47,24 +47,19 @@ class GdbstubMemory(PhysicalMemory):
         return self._ranges
 
     def _read(self, addr, size):
-        self.dbg.set_physical(True)
-        try:
-            out = bytearray()
+        # One switch for the whole read; the user's gdb gets virtual addressing back even when a
+        # chunk fails (physical_mode restores it in `finally`).
+        out = bytearray()
+        with self.dbg.physical_mode():
             while len(out) < size:
                 n = min(CHUNK, size - len(out))
                 try:
-                    out += self.dbg.read_memory(addr + len(out), n)
+                    out += self.dbg.read_memory(addr + len(out), n, physical=True)
+                except TargetGone:
+                    raise
                 except SplitdbgError as exc:
                     raise MemoryReadError(addr + len(out), n, str(exc)) from exc
-            return bytes(out)
-        finally:
-            if not self.dbg.keeps_physical_mode:
-                self.dbg.set_physical(False)
-
-    def registers(self, cpu=None):
-        if cpu is not None:
-            self.dbg.execute(f"thread {cpu + 1}")
-        return self.dbg.read_registers()
+        return bytes(out)
 
     def describe(self):
         total = sum(e - s for s, e in self._ranges)

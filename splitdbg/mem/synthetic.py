@@ -18,6 +18,9 @@ class SyntheticMemory(PhysicalMemory):
     def ram_ranges(self):
         return [(0, self.size)]
 
+    def describe(self):
+        return f"synthetic memory ({self.size >> 20} MiB, {len(self.pages)} pages written)"
+
     def _page(self, pfn: int) -> bytearray:
         page = self.pages.get(pfn)
         if page is None:

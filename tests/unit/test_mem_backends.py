@@ -95,14 +95,15 @@ def test_mtree_parser_on_real_qemu_output():
 class FakeDbg:
     """Answers monitor commands as QEMU 7.2 does (texts captured from it)."""
 
-    def __init__(self, path, share="true"):
-        self.path, self.share = path, share
+    def __init__(self, path, share="true", size=None):
+        self.path, self.share, self.size = path, share, size
 
     def monitor(self, cmd):
         return {"qom-list /objects": "type (string)\r\nmem (child<memory-backend-file>)\r\n",
                 "qom-get /objects/mem mem-path": f'"{self.path}"\r\n',
                 "qom-get /objects/mem share": f"{self.share}\r\n",
-                "qom-get /objects/mem size": f"{os.path.getsize(self.path)}\r\n",
+                "qom-get /objects/mem size": f"{self.size or os.path.getsize(self.path)}\r\n",
+                "qom-get /machine memory-backend": '"/objects/mem"\r\n',
                 "info mtree -f": (DATA / "info_mtree_f.txt").read_text()}[cmd]
 
 
@@ -115,3 +116,13 @@ def test_open_memory_prefers_the_shared_file(tmp_path):
         open_memory(FakeDbg(str(path), share="false"), prefer="shared-ram-file")
     with pytest.raises(SplitdbgError, match="nothing to read memory with"):
         open_memory(None)
+    # A file whose size is not the backend's (a stale file of an earlier guest) is not trusted.
+    with pytest.raises(SplitdbgError, match="stale"):
+        open_memory(FakeDbg(str(path), size=256 << 20), prefer="shared-ram-file")
+    assert open_memory(FakeDbg(str(path), size=256 << 20)).name == "gdbstub"
+    assert open_memory(FakeDbg(str(path)), prefer="gdbstub").name == "gdbstub"
+    # An explicit file needs no gdb at all; registers then are not available.
+    with open_memory(ram_file=str(path)) as m:
+        assert m.name == "shared-ram-file"
+        with pytest.raises(NotAvailable):
+            m.registers()

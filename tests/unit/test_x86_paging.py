@@ -187,15 +187,20 @@ def _random_tables(seed: int, levels: int, corrupt: bool) -> PageTables:
     return pt
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32), levels=st.sampled_from([4, 5]), corrupt=st.booleans())
 def test_property_walk_agrees_with_dump_and_errors_are_named(seed, levels, corrupt):
     pt = _random_tables(seed, levels, corrupt)
     mode = xp.PagingMode(levels=levels, maxphyaddr=46)
+    # In collect mode nothing is raised, whatever the tables hold; in raise mode only PageTableError.
+    d = xp.dump(pt.mem, pt.root, mode, on_error="collect", max_entries=2_000_000)
     try:
-        d = xp.dump(pt.mem, pt.root, mode, on_error="collect")
+        strict = xp.dump(pt.mem, pt.root, mode, max_entries=2_000_000)
+        assert not d.problems and strict.ranges == d.ranges
     except PageTableError:
-        return  # only the "too many mappings" guard may still raise in collect mode
+        assert d.problems
+    if any(isinstance(p.error, xp.WalkBudgetExceeded) for p in d.problems):
+        return  # the dump is partial: walk() may map what it did not reach
     rnd = random.Random(seed)
     samples = [r.start for r in d.ranges] + [r.end - 1 for r in d.ranges]
     samples += [canonical(rnd.getrandbits(mode.va_bits), levels) for _ in range(50)]
@@ -208,6 +213,144 @@ def test_property_walk_agrees_with_dump_and_errors_are_named(seed, levels, corru
             assert t.pa == r.phys + (va - r.start) and (t.writable, t.user, t.nx) == (r.writable, r.user, r.nx)
         else:
             assert not inside, f"walk faults at {va:#x} ({t.fault}) but the dump maps it"
+    # A window is the full dump clipped (memo reuse and partial tables at the window's edges).
+    if not d.problems:
+        a, b = sorted(canonical(rnd.getrandbits(mode.va_bits), levels) for _ in range(2))
+        part = xp.dump(pt.mem, pt.root, mode, start=a, end=b + 1)
+        clipped = [(max(r.start, a), min(r.end, b + 1), r.phys + max(0, a - r.start), r.attrs)
+                   for r in d.ranges if r.start <= b and r.end > a]
+        assert [(r.start, r.end, r.phys, r.attrs) for r in part.ranges] == clipped
     if not corrupt:
         # Every page the builder mapped last (later maps may overwrite upper entries' flags) is there.
         assert not d.problems
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_no_merge_across_the_canonical_hole(levels):
+    # The last page of the lower half and the first of the upper half are adjacent only in the
+    # 48/57-bit index space; as linear addresses they are 2**64 - 2**va_bits apart.
+    pt = PageTables(levels)
+    bits = 57 if levels == 5 else 48
+    low_top = (1 << (bits - 1)) - 0x1000
+    high_bottom = canonical(1 << (bits - 1), levels)
+    pt.map(low_top, 0x200000)
+    pt.map(high_bottom, 0x201000)  # physically contiguous, same attributes
+    rs = xp.ranges(pt.mem, pt.root, xp.PagingMode(levels=levels))
+    assert [(r.start, r.end, r.phys) for r in rs] == [(low_top, low_top + 0x1000, 0x200000),
+                                                      (high_bottom, high_bottom + 0x1000, 0x201000)]
+
+
+def _fan_out(levels: int = 4) -> PageTables:
+    # Every PML4E -> one PDPT whose every entry -> one PD whose every entry -> one PT whose every
+    # entry maps the same frame: 512**4 distinct mappings from 4 table pages (a DAG, no cycle).
+    pt = PageTables(levels)
+    pdpt, pd, ptab = pt.alloc(), pt.alloc(), pt.alloc()
+    for i in range(512):
+        pt.mem.write_u64(pt.root + 8 * i, pdpt | P | RW)
+        pt.mem.write_u64(pdpt + 8 * i, pd | P | RW)
+        pt.mem.write_u64(pd + 8 * i, ptab | P | RW)
+        pt.mem.write_u64(ptab + 8 * i, 0x5000 | P | RW)
+    return pt
+
+
+def test_budget_bounds_a_table_dag_with_astronomically_many_mappings():
+    pt = _fan_out()
+    with pytest.raises(xp.WalkBudgetExceeded):
+        xp.dump(pt.mem, pt.root, M4, max_entries=100_000)
+    d = xp.dump(pt.mem, pt.root, M4, on_error="collect", max_entries=100_000)
+    assert len(d.problems) == 1 and isinstance(d.problems[0].error, xp.WalkBudgetExceeded)
+    # What was walked before the budget ran out is kept, in order, and is right.
+    assert 0 < len(d.ranges) <= 100_000
+    assert [r.start for r in d.ranges[:3]] == [0, 0x1000, 0x2000] and d.ranges[0].phys == 0x5000
+    # Without memoisation the budget also stops the (here 262,657-page) re-reading.
+    d2 = xp.dump(pt.mem, pt.root, M4, on_error="collect", max_entries=100_000, memoize=False)
+    assert d2.tables_read <= 100_000 // 512 + 1 and isinstance(d2.problems[-1].error, xp.WalkBudgetExceeded)
+
+
+def test_collected_problems_under_a_shared_subtree_are_reported_on_every_path():
+    # A corrupt PT shared by two PDEs: both paths are named (memoising must not hide the second).
+    pt = PageTables()
+    pt.map(0x0, 0x9000)
+    pt.map(0x1000, 0xA000)
+    pde = pt.entry_addr(0, 2)
+    pt.mem.write_u64(pde + 8, pt.mem.read_u64(pde))  # PDE[1] -> the same PT
+    pt.mem.write_u64(pt.entry_addr(0x1000, 1), 0xA000 | P | (1 << 51))  # reserved with MAXPHYADDR 46
+    d = xp.dump(pt.mem, pt.root, xp.PagingMode(4, maxphyaddr=46), on_error="collect")
+    assert sorted(p.path for p in d.problems) == ["PML4E[0] -> PDPTE[0] -> PDE[0] -> PTE[1]",
+                                                 "PML4E[0] -> PDPTE[0] -> PDE[1] -> PTE[1]"]
+    assert [(r.start, r.end) for r in d.ranges] == [(0, 0x1000), (0x200000, 0x201000)]
+    assert [p.va for p in d.problems] == [0x1000, 0x201000]
+
+
+@pytest.mark.parametrize("levels", [4, 5])
+def test_window_over_a_large_table_matches_the_full_dump(levels):
+    rnd = random.Random(levels)
+    pt = PageTables(levels)
+    base = canonical(0xFFFF888000000000 if levels == 4 else 0xFF11000000000000, levels)
+    for i in range(600):
+        if rnd.random() < 0.8:
+            pt.map(base + i * 0x1000, 0x800000 + (i + (i // 7) * 3) * 0x1000, leaf=P | rnd.choice([0, RW]))
+    full = xp.ranges(pt.mem, pt.root, xp.PagingMode(levels=levels))
+    lo, hi = base + 0x5800, base + 0x21F000
+    part = xp.ranges(pt.mem, pt.root, xp.PagingMode(levels=levels), start=lo, end=hi)
+    expect = []
+    for r in full:
+        s, e = max(r.start, lo), min(r.end, hi)
+        if s < e:
+            expect.append((s, e, r.phys + (s - r.start), r.attrs))
+    assert [(r.start, r.end, r.phys, r.attrs) for r in part] == expect
+
+
+def test_fault_level_and_decoded_bits():
+    pt = PageTables()
+    pt.map(0x200000, 0x400000, 1 << 21, leaf=P | RW | G | (1 << 12))  # PAT of a 2 MiB page is bit 12
+    t = xp.walk(pt.mem, pt.root, 0x200000, M4)
+    assert t.ok and t.pat and t.global_ and t.fault_level is None
+    assert t.steps[-1].bits == {"P": True, "R/W": True, "U/S": False, "PWT": False, "PCD": False, "A": False,
+                                "D": False, "G": True, "PAT": True, "PS": True, "XD": False}
+    assert t.steps[0].bits["U/S"] and "PAT" not in t.steps[0].bits
+    t = xp.walk(pt.mem, pt.root, 0x400000, M4)
+    assert t.fault_level == "PDE" and t.fault == "PDE not present"
+    assert xp.walk(pt.mem, pt.root, 1 << 47, M4).fault_level is None
+
+
+def test_a_shared_table_under_different_permissions_is_not_reused_wrongly():
+    # Two PDPTEs point at one PD, one read-only and user-less: same table, different effective
+    # permissions (SDM 4.6.1), so the memo (keyed by inherited permissions) must not reuse it.
+    pt = PageTables()
+    pt.map(0x0, 0x700000, leaf=P | RW | US)
+    pdpte0 = pt.entry_addr(0, 3)
+    pd = pt.mem.read_u64(pdpte0) & 0x000FFFFFFFFFF000
+    pt.mem.write_u64(pdpte0 + 8, pd | P)              # PDPTE[1]: R/W=0, U/S=0
+    pt.mem.write_u64(pdpte0 + 16, pd | P | RW | US)   # PDPTE[2]: same as PDPTE[0]
+    d = xp.dump(pt.mem, pt.root, M4)
+    got = [(r.start, r.writable, r.user) for r in d.ranges]
+    assert got == [(0, True, True), (1 << 30, False, False), (2 << 30, True, True)]
+    assert d.tables_reused == 1  # PDPTE[2] reuses PDPTE[0]'s PD, PDPTE[1] cannot
+    assert xp.walk(pt.mem, pt.root, 1 << 30, M4).writable is False
+
+
+def test_window_cutting_a_shared_subtree():
+    pt = PageTables()
+    for i in range(512):
+        pt.map(i * 0x1000, 0x7000, leaf=P | RW)       # one PT, every page the same frame
+    pde0 = pt.entry_addr(0, 2)
+    ptab = pt.mem.read_u64(pde0)
+    for i in range(1, 8):
+        pt.mem.write_u64(pde0 + 8 * i, ptab)          # 8 PDEs share the PT: 4096 pages
+    full = xp.dump(pt.mem, pt.root, M4)
+    assert len(full.ranges) == 4096 and full.tables_reused == 7
+    lo, hi = 0x1FF000, 0x601000                       # starts in PT 0, ends in PT 3
+    part = xp.dump(pt.mem, pt.root, M4, start=lo, end=hi)
+    assert [(r.start, r.phys) for r in part.ranges] == [(va, 0x7000) for va in range(lo, hi, 0x1000)]
+
+
+def test_table_outside_ram_collected_keeps_the_rest():
+    pt = PageTables()
+    pt.map(0x1000, 0x2000)
+    pt.map(1 << 39, 0x3000)
+    pt.mem.write_u64(pt.entry_addr(0x1000, 2), (1 << 40) | P | RW)
+    d = xp.dump(pt.mem, pt.root, M4, on_error="collect")
+    assert [(r.start, r.phys) for r in d.ranges] == [(1 << 39, 0x3000)]
+    (p,) = d.problems
+    assert isinstance(p.error, CorruptTable) and p.path == "PML4E[0] -> PDPTE[0] -> PDE[0]" and p.va == 0
