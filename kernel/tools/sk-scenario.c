@@ -136,6 +136,51 @@ static int threads(int count)
 	return 0;
 }
 
+static double now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+/* bench-syscall N: ns per getppid (a null syscall). */
+static int bench_syscall(long n)
+{
+	double t0 = now_ns();
+
+	for (long i = 0; i < n; i++)
+		getppid();
+	printf("ok syscall_ns=%.1f\n", (now_ns() - t0) / n);
+	return 0;
+}
+
+/* bench-ctxsw N: two processes ping-pong a byte over pipes; ns per context switch. */
+static int bench_ctxsw(long n)
+{
+	int ab[2], ba[2];
+	char c = 0;
+	double t0;
+
+	if (pipe(ab) || pipe(ba))
+		return fail("pipe");
+	pid_t p = fork();
+	if (p == 0) {
+		for (long i = 0; i < n; i++)
+			if (read(ab[0], &c, 1) != 1 || write(ba[1], &c, 1) != 1)
+				_exit(1);
+		_exit(0);
+	}
+	t0 = now_ns();
+	for (long i = 0; i < n; i++)
+		if (write(ab[1], &c, 1) != 1 || read(ba[0], &c, 1) != 1)
+			return fail("ping-pong");
+	double per = (now_ns() - t0) / (2.0 * n);
+	waitpid(p, NULL, 0);
+	printf("ok ctxsw_ns=%.1f\n", per);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *s = argc > 1 ? argv[1] : "";
@@ -148,6 +193,8 @@ int main(int argc, char **argv)
 	if (!strcmp(s, "forkexec")) return forkexec();
 	if (!strcmp(s, "thread1")) return threads(1);
 	if (!strcmp(s, "thread2")) return threads(2);
-	fprintf(stderr, "usage: sk-scenario syscalls|fileio|sleep|fork|forkexec|thread1|thread2\n");
+	if (!strcmp(s, "bench-syscall")) return bench_syscall(argc > 2 ? atol(argv[2]) : 100000);
+	if (!strcmp(s, "bench-ctxsw")) return bench_ctxsw(argc > 2 ? atol(argv[2]) : 5000);
+	fprintf(stderr, "usage: sk-scenario syscalls|fileio|sleep|fork|forkexec|thread1|thread2|bench-syscall [N]|bench-ctxsw [N]\n");
 	return 2;
 }
