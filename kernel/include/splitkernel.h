@@ -23,13 +23,14 @@ typedef uint64_t __u64;
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
-#define SK_ABI_VERSION  1
+#define SK_ABI_VERSION  2
 
 #define SK_MAX_CPUS        8
 #define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
 #define SK_MAX_PGDS        64       /* address spaces (mm pgds) per container */
 #define SK_MAX_ISOLATED    64       /* private page copies per container */
 #define SK_RING_ENTRIES    4096     /* per CPU, a power of two */
+#define SK_MAX_PROTECTED   16       /* protected pages per container */
 
 /* Vendors */
 #define SK_VENDOR_SVM 1
@@ -123,6 +124,9 @@ struct sk_container {           /* in the module's pool; array of SK_MAX_CONTAIN
 	__u64 iso_copy[SK_MAX_ISOLATED];  /* ... and the private copy they now map */
 	struct sk_counters counters;
 	char owner_comm[16];
+	__u32 nprotected;
+	__u32 protected_flags;      /* bit i: protected_pa[i] is visible to the root container */
+	__u64 protected_pa[SK_MAX_PROTECTED];   /* pages present only in this container */
 };
 
 struct sk_descriptor {
@@ -164,9 +168,21 @@ struct sk_query {
 	struct sk_counters counters;   /* out: the container's counters */
 };
 
+/* ALLOC_PROTECTED: a zeroed page present only in the caller's container; mmap /dev/splitkernel
+ * at offset index * 4096 to use it. SK_PROT_VISIBLE_TO_ROOT keeps it readable from processes that
+ * have no container (to show what containers add); by default the root container loses it too. */
+#define SK_PROT_VISIBLE_TO_ROOT 1
+struct sk_protect {
+	__u32 flags;                /* in */
+	__u32 index;                /* out (ALLOC), in (FREE) */
+	__u64 pa;                   /* out: its guest-physical address */
+};
+
 #define SK_IOC_MAGIC  's'
 #define SK_IOC_ENTER  _IOWR(SK_IOC_MAGIC, 1, struct sk_enter)
 #define SK_IOC_QUERY  _IOWR(SK_IOC_MAGIC, 2, struct sk_query)
+#define SK_IOC_ALLOC_PROTECTED _IOWR(SK_IOC_MAGIC, 3, struct sk_protect)
+#define SK_IOC_FREE_PROTECTED  _IOW(SK_IOC_MAGIC, 4, struct sk_protect)
 
 /* Hypercalls (VMMCALL; RAX = number, RBX/RCX/RDX = arguments, RAX = result) */
 #define SK_HC_PING            0x5301   /* returns SK_MAGIC */
@@ -177,5 +193,7 @@ struct sk_query {
 #define SK_HC_FREE_CONTAINER  0x5306   /* rbx = container */
 #define SK_HC_QUERY           0x5307   /* rbx = container, rcx = kernel address of struct sk_counters */
 #define SK_HC_RELEASE         0x5308   /* rbx = container: its last process exited */
+#define SK_HC_PROTECT         0x5309   /* rbx = page pa, rcx = flags: only in the caller's container */
+#define SK_HC_UNPROTECT       0x530a   /* rbx = page pa */
 
 #endif

@@ -76,6 +76,8 @@ int sk_build_tables(void);                 /* root and template, before launch *
 int sk_container_new(u32 policy, u32 owner, const char *comm);
 int sk_container_free(u32 id);
 void sk_container_reap(void);
+int sk_protect(u32 owner, u64 pa, int visible_root);
+int sk_unprotect(u64 pa);
 int sk_container_add_pgd(u32 id, u64 pgd);
 void sk_container_del_pgd(u64 pgd);
 u32 sk_container_of_pgd(u64 pgd);

@@ -23,6 +23,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/cpumask.h>
+#include <asm/io.h>
 #include "sk.h"
 
 MODULE_LICENSE("GPL");
@@ -171,14 +172,112 @@ static struct kprobe kp_exit = { .symbol_name = "do_exit", .pre_handler = do_exi
 
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
 
+/* Protected pages belong to the open file that allocated them: freed on FREE or on close. */
+struct sk_file {
+	struct mutex lock;
+	struct page *pages[SK_MAX_PROTECTED];
+};
+
+static int sk_open(struct inode *inode, struct file *f)
+{
+	struct sk_file *sf = kzalloc(sizeof(*sf), GFP_KERNEL);
+
+	if (!sf)
+		return -ENOMEM;
+	mutex_init(&sf->lock);
+	f->private_data = sf;
+	return 0;
+}
+
+static void free_protected(struct sk_file *sf, int i)
+{
+	/* Only once every container maps it again may the page go back to the allocator. */
+	if (sk_hypercall(SK_HC_UNPROTECT, page_to_phys(sf->pages[i]), 0, 0) == 0)
+		__free_page(sf->pages[i]);
+	else
+		pr_warn("splitkernel: protected page %#llx could not be released; leaking it\n",
+			(u64)page_to_phys(sf->pages[i]));
+	sf->pages[i] = NULL;
+}
+
+static int sk_release(struct inode *inode, struct file *f)
+{
+	struct sk_file *sf = f->private_data;
+	int i;
+
+	for (i = 0; i < SK_MAX_PROTECTED; i++)
+		if (sf->pages[i])
+			free_protected(sf, i);
+	kfree(sf);
+	return 0;
+}
+
+static long sk_protect_ioctl(struct sk_file *sf, unsigned int cmd, struct sk_protect *p)
+{
+	struct page *pg;
+	int i;
+
+	if (cmd == SK_IOC_FREE_PROTECTED) {
+		if (p->index >= SK_MAX_PROTECTED || !sf->pages[p->index])
+			return -EINVAL;
+		free_protected(sf, p->index);
+		return 0;
+	}
+	if (!container_of_tgid(current->tgid))
+		return -EPERM;      /* only a process in a container can own a protected page */
+	for (i = 0; i < SK_MAX_PROTECTED && sf->pages[i]; i++)
+		;
+	if (i == SK_MAX_PROTECTED)
+		return -ENOSPC;
+	pg = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!pg)
+		return -ENOMEM;
+	if (sk_hypercall(SK_HC_PROTECT, page_to_phys(pg), p->flags, 0)) {
+		__free_page(pg);
+		return -ENOSPC;
+	}
+	sf->pages[i] = pg;
+	p->index = i;
+	p->pa = page_to_phys(pg);
+	return 0;
+}
+
+static int sk_mmap(struct file *f, struct vm_area_struct *vma)
+{
+	struct sk_file *sf = f->private_data;
+	unsigned long i = vma->vm_pgoff;
+	int r;
+
+	if (vma->vm_end - vma->vm_start != PAGE_SIZE || i >= SK_MAX_PROTECTED)
+		return -EINVAL;
+	mutex_lock(&sf->lock);
+	r = sf->pages[i] ? remap_pfn_range(vma, vma->vm_start, page_to_pfn(sf->pages[i]), PAGE_SIZE,
+					   vma->vm_page_prot) : -EINVAL;
+	mutex_unlock(&sf->lock);
+	return r;
+}
+
 static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 {
 	struct sk_enter en;
 	struct sk_query q;
+	struct sk_protect pr;
 	struct sk_counters *cnt;
+	struct sk_file *sf = f->private_data;
+	long r;
 	s64 id;
 
 	switch (cmd) {
+	case SK_IOC_ALLOC_PROTECTED:
+	case SK_IOC_FREE_PROTECTED:
+		if (copy_from_user(&pr, (void __user *)arg, sizeof(pr)))
+			return -EFAULT;
+		mutex_lock(&sf->lock);
+		r = sk_protect_ioctl(sf, cmd, &pr);
+		mutex_unlock(&sf->lock);
+		if (!r && cmd == SK_IOC_ALLOC_PROTECTED && copy_to_user((void __user *)arg, &pr, sizeof(pr)))
+			return -EFAULT;
+		return r;
 	case SK_IOC_ENTER:
 		if (copy_from_user(&en, (void __user *)arg, sizeof(en)))
 			return -EFAULT;
@@ -210,6 +309,9 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 
 static const struct file_operations sk_fops = {
 	.owner = THIS_MODULE,
+	.open = sk_open,
+	.release = sk_release,
+	.mmap = sk_mmap,
 	.unlocked_ioctl = sk_ioctl,
 };
 

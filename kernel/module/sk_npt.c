@@ -381,9 +381,78 @@ u32 sk_container_of_pgd(u64 pgd)
 	return id;
 }
 
+/* Make `pa` present only in container `owner` (and in root when visible_root). */
+int sk_protect(u32 owner, u64 pa, int visible_root)
+{
+	struct sk_container *ct = &sk.containers[owner];
+	int r = 0;
+	u32 id;
+
+	pa &= NP_ADDR;
+	if (sk_region_of(pa, owner) != SK_REGION_NONE || pa >= (512ULL << 30))
+		return -1;   /* only ordinary RAM, not already special */
+	sk_lock();
+	if (ct->nprotected >= SK_MAX_PROTECTED) {
+		sk_unlock();
+		return -1;
+	}
+	for (id = 1; id < SK_MAX_CONTAINERS; id++)
+		if (id != owner && sk.containers[id].active)
+			r |= map_4k_locked(sk.containers[id].ncr3, pa, 0, 0);
+	r |= map_4k_locked(sk.tmpl_ncr3, pa, 0, 0);
+	if (!visible_root)
+		r |= map_4k_locked(sk.root_ncr3, pa, 0, 0);
+	if (visible_root)
+		ct->protected_flags |= 1u << ct->nprotected;
+	else
+		ct->protected_flags &= ~(1u << ct->nprotected);
+	ct->protected_pa[ct->nprotected++] = pa;
+	sk.gen++;
+	sk_unlock();
+	return r ? -1 : 0;
+}
+
+/* Give a protected page back to everyone; returns the owner, or -1. */
+int sk_unprotect(u64 pa)
+{
+	u32 id, i, owner = 0;
+
+	pa &= NP_ADDR;
+	sk_lock();
+	for (id = 1; id < SK_MAX_CONTAINERS && !owner; id++)
+		for (i = 0; i < sk.containers[id].nprotected; i++)
+			if (sk.containers[id].protected_pa[i] == pa) {
+				struct sk_container *ct = &sk.containers[id];
+				u32 last = --ct->nprotected;
+
+				ct->protected_pa[i] = ct->protected_pa[last];
+				ct->protected_flags = (ct->protected_flags & ~(1u << i)) |
+						      (((ct->protected_flags >> last) & 1) << i);
+				ct->protected_flags &= ~(1u << last);
+				owner = id;
+				break;
+			}
+	if (owner) {
+		for (id = 1; id < SK_MAX_CONTAINERS; id++)
+			if (id != owner && sk.containers[id].active)
+				map_4k_locked(sk.containers[id].ncr3, pa, pa, NP_RWX);
+		map_4k_locked(sk.tmpl_ncr3, pa, pa, NP_RWX);
+		map_4k_locked(sk.root_ncr3, pa, pa, NP_RWX);
+		sk.gen++;
+	}
+	sk_unlock();
+	return owner ? (int)owner : -1;
+}
+
 u32 sk_region_of(u64 gpa, u32 container)
 {
-	u32 i;
+	u32 i, id;
+
+	for (id = 1; id < SK_MAX_CONTAINERS; id++)
+		if (id != container && sk.containers[id].active)
+			for (i = 0; i < sk.containers[id].nprotected; i++)
+				if (sk.containers[id].protected_pa[i] == (gpa & NP_ADDR))
+					return SK_REGION_PROTECTED;
 
 	if (gpa >= sk.pool_pa && gpa < sk.pool_pa + SK_POOL_SIZE)
 		return SK_REGION_SK_STATE;

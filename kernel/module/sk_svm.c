@@ -211,6 +211,17 @@ static struct sk_counters *counters(struct sk_cpu *c)
 	return &sk.containers[c->container].counters;
 }
 
+static u32 sk_container_of_protected(u64 pa)
+{
+	u32 id, i;
+
+	for (id = 1; id < SK_MAX_CONTAINERS; id++)
+		for (i = 0; i < sk.containers[id].nprotected; i++)
+			if (sk.containers[id].protected_pa[i] == (pa & PHYS_PAGE))
+				return id;
+	return 0;
+}
+
 static void switch_container(struct sk_cpu *c, u32 id)
 {
 	struct vmcb *v = c->vmcb;
@@ -452,6 +463,18 @@ static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 			res = 0;
 		}
 		break;
+	case SK_HC_PROTECT:
+		/* Only a non-root container can own a protected page: it is hidden from all others. */
+		if (nonroot)
+			res = (u64)(s64)sk_protect(c->container, a1, a2 & SK_PROT_VISIBLE_TO_ROOT);
+		break;
+	case SK_HC_UNPROTECT: {
+		u32 owner = sk_container_of_protected(a1);
+
+		if (owner && (!nonroot || owner == c->container))
+			res = (u64)(s64)(sk_unprotect(a1) < 0 ? -1 : 0);
+		break;
+	}
 	case SK_HC_QUERY:
 		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && is_kernel_addr(a2)) {
 			memcpy((void *)a2, &sk.containers[a1].counters, sizeof(struct sk_counters));

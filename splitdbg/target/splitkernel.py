@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import MemoryReadError, SplitdbgError
 
 SK_MAGIC = 0x4E524B54494C5053
-SK_ABI_VERSION = 1
+SK_ABI_VERSION = 2
 MAX_CPUS = 8
 NR_REGIONS = 6
 
@@ -25,7 +25,7 @@ ACTIONS = {0: "none", 1: "allow", 2: "deny", 3: "isolate", 4: "switch", 5: "emul
 REGIONS = {0: "none", 1: "text", 2: "rodata", 3: "module-text", 4: "sk-state", 5: "protected"}
 POLICIES = {0: "deny", 1: "isolate", 2: "log"}
 HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304: "ADD_PGD", 0x5305: "DEL_PGD",
-              0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE"}
+              0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE", 0x5309: "PROTECT", 0x530A: "UNPROTECT"}
 
 # struct layouts, field by field as in the header (little-endian, natural alignment = packed here)
 EVENT = struct.Struct("<QQIIIIQQQQQQHHIQ")
@@ -35,8 +35,9 @@ RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_s
 COUNTERS = struct.Struct("<6Q6Q4Q")
 COUNTER_FIELDS = ("exits", "exits_npf", "exits_cr3", "exits_vmmcall", "exits_other", "cr3_switches_in")
 CONTAINER_HEAD = struct.Struct("<IIIIQII")     # id, active, owner_pid, policy, ncr3, npgds, nisolated
-MAX_PGDS, MAX_ISOLATED = 64, 64
-CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16
+MAX_PGDS, MAX_ISOLATED, MAX_PROTECTED = 64, 64, 16
+CONTAINER_TAIL = struct.Struct(f"<II{MAX_PROTECTED}Q")   # nprotected, protected_flags, protected_pa[]
+CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16 + CONTAINER_TAIL.size
 DESCRIPTOR = struct.Struct("<QIIQIIIIQIIII8Q8QQQQQQQQQQ")
 DESCRIPTOR_FIELDS = ("magic", "version", "size", "self_pa", "vendor", "ncpus", "cpu_mask", "max_containers",
                      "containers_pa", "container_size", "event_size", "ring_entries", "reserved0") + \
@@ -121,6 +122,8 @@ class Container:
     isolated: tuple[tuple[int, int], ...]   # (guest-physical page, private copy)
     counters: Counters
     released: bool = False   # its last process exited; freed once no address space uses it
+    protected: tuple[int, ...] = ()          # pages present only in this container
+    protected_visible_to_root: tuple[int, ...] = ()
 
     @property
     def is_root(self) -> bool:
@@ -209,9 +212,12 @@ class SplitKernel:
             o += 8 * (MAX_PGDS + 2 * MAX_ISOLATED)
             counters = Counters.unpack(c[o:o + COUNTERS.size])
             comm = c[o + COUNTERS.size:o + COUNTERS.size + 16].split(b"\0", 1)[0].decode(errors="replace")
+            nprot, pflags, *prot = CONTAINER_TAIL.unpack_from(c, o + COUNTERS.size + 16)
+            prot = prot[:nprot]
             pol = {REGIONS[r]: POLICIES.get(policy >> (4 * r) & 0xF, "?") for r in (1, 2, 3)}
             out.append(Container(i, owner, comm, pol, ncr3, tuple(pgds), tuple(zip(gpas, copies)), counters,
-                                 released=active == 2))
+                                 released=active == 2, protected=tuple(prot),
+                                 protected_visible_to_root=tuple(p for k, p in enumerate(prot) if pflags >> k & 1)))
         return out
 
     def container_of_cr3(self, cr3: int) -> int:

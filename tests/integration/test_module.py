@@ -15,7 +15,7 @@ from .conftest import boot
 SCENARIO = re.compile(r"^SPLIT-SCENARIO name=(\S+) result=(\w+) detail=(.*)$", re.M)
 ALL = ["nr-syscalls", "nr-fileio", "nr-sleep", "nr-fork", "nr-forkexec", "nr-thread1", "nr-thread2",
        "kwriter-text-deny", "kwriter-rodata-deny", "kwriter-text-isolate", "kwriter-rodata-isolate",
-       "kwriter-text-log", "cr4-smep"]
+       "kwriter-text-log", "cr4-smep", "protected-from-nr", "protected-from-root", "protected-visible-to-root"]
 
 
 @pytest.fixture(scope="module", params=[(1, 4), (2, 4), (2, 5)], ids=["1cpu", "2cpu", "2cpu-5level"])
@@ -75,6 +75,13 @@ def test_violations_are_in_the_rings(skguest, scenario_run):
         assert not odd, f"{name}: unexpected exit information {odd}"
         assert all(e.container != 0 and e.pid > 0 for e in hits)
     assert any(e.kind_name == "cr4-blocked" and e.container != 0 for e in events)
+    # The protected-page readers were denied at the page the owner reported.
+    for name in ("protected-from-nr", "protected-from-root"):
+        pa = int(re.search(r"pa=(0x[0-9a-f]+)", scenario_run[name][1]).group(1), 16)
+        hits = [e for e in violations if e.region_name == "protected" and e.exitinfo2 == pa]
+        assert hits and all(e.action_name == "deny" and e.exitinfo1 & 0x100000000 for e in hits), name
+    root_reader = [e for e in violations if e.region_name == "protected" and e.container == 0]
+    assert root_reader
     assert any(e.kind_name == "cr3-switch" for e in events)
 
 
@@ -101,6 +108,24 @@ def test_isolated_copy_holds_the_write_and_the_kernel_does_not(skguest):
         assert sk.mem.read(copy, pa & 0xFFF) == sk.mem.read(gpa, pa & 0xFFF)
     finally:
         skguest.run("kill $(cat /tmp/iso.pid)")
+
+
+def test_protected_page_is_in_the_owner_container_only(skguest):
+    skguest.run("split-run -- sk-protect 20 > /tmp/p.out 2>&1 & echo $! > /tmp/p.pid", check=True)
+    try:
+        for _ in range(100):
+            out = skguest.run("cat /tmp/p.out")[1]
+            if "pa=" in out:
+                break
+        pa = int(re.search(r"pa=(0x[0-9a-f]+)", out).group(1), 16)
+        secret = int(re.search(r"secret=(0x[0-9a-f]+)", out).group(1), 16)
+        sk = sk_state(skguest)
+        owner_pid = int(skguest.run("cat /tmp/p.pid")[1])
+        (owner,) = [c for c in sk.containers() if c.owner_pid == owner_pid]
+        assert owner.protected == (pa,) and owner.protected_visible_to_root == ()
+        assert int.from_bytes(sk.mem.read(pa, 8), "little") == secret   # the debugger sees all frames
+    finally:
+        skguest.run("kill $(cat /tmp/p.pid)")
 
 
 def test_mode_is_visible_in_proc_and_query(skguest):
