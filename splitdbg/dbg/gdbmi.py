@@ -41,6 +41,7 @@ class GdbMI(Debugger):
         self._tokens = itertools.count(100)
         self.target = None
         self.gone: str | None = None  # why the stub went away, once it has
+        self.running = False  # from gdb's *running / *stopped records
         self._mi("-gdb-set mi-async on")
         self._mi("-gdb-set pagination off")
         self._mi("-gdb-set confirm off")
@@ -99,8 +100,8 @@ class GdbMI(Debugger):
                             raise TargetGone(f"gdbstub at {self.target} is gone: {msg}")
                         raise GdbError(msg)
                     return r, console
-                elif r["type"] == "notify" and r.get("message") == "thread-group-exited":
-                    pass
+                else:
+                    self._note_async(r)
             if self._gdb.gdb_process is None or self._gdb.gdb_process.poll() is not None:
                 self.gone = "gdb exited"
                 raise TargetGone("gdb exited")
@@ -120,19 +121,26 @@ class GdbMI(Debugger):
             raise GdbError(f"short read at {addr:#x}: {len(out)} of {size} bytes")
         return bytes(out)
 
-    def interrupt(self) -> None:
-        self._mi("-exec-interrupt --all")
-        self._wait_stopped()
+    def _note_async(self, r: dict) -> None:
+        if r["type"] == "notify" and r.get("message") in ("running", "stopped"):
+            self.running = r["message"] == "running"
 
-    def _wait_stopped(self, timeout: float = 10.0) -> None:
+    def interrupt(self, timeout: float = 10.0) -> None:
+        """Stop every vCPU and wait until gdb says so (at once when already stopped)."""
+        if not self.running:
+            return
+        self._mi("-exec-interrupt --all")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while self.running and time.monotonic() < deadline:
             for r in self._gdb.get_gdb_response(timeout_sec=0.002, raise_error_on_timeout=False):
-                if r["type"] == "notify" and r["message"] == "stopped":
-                    return
+                self._note_async(r)
+        if self.running:
+            raise GdbError(f"the target did not stop within {timeout:.0f}s of an interrupt")
 
     def cont(self) -> None:
-        self._mi("-exec-continue --all")
+        if not self.running:
+            self._mi("-exec-continue --all")
+            self.running = True  # *running may come after ^running: do not wait for it
 
     def close(self) -> None:
         if self._gdb is not None:
