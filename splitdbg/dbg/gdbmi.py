@@ -78,7 +78,8 @@ class GdbMI(Debugger):
         try:
             self._gdb.write(f"{token}{command}", read_response=False)
         except (OSError, ValueError) as exc:
-            raise TargetGone(f"gdb is gone: {exc}") from exc
+            self.gone = f"gdb is gone: {exc}"
+            raise TargetGone(self.gone) from exc
         console: list[str] = []
         deadline = time.monotonic() + (timeout or self.timeout)
         stdout = self._gdb.gdb_process.stdout
@@ -88,7 +89,8 @@ class GdbMI(Debugger):
             try:
                 responses = self._gdb.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
             except (OSError, ValueError) as exc:
-                raise TargetGone(f"gdb is gone: {exc}") from exc
+                self.gone = f"gdb is gone: {exc}"
+            raise TargetGone(self.gone) from exc
             for r in responses:
                 if r["type"] in ("console", "target") and r.get("payload"):
                     console.append(r["payload"])

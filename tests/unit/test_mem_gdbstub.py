@@ -149,3 +149,17 @@ def test_gdbmi_stub_that_dies_is_target_gone():
     with pytest.raises(TargetGone):
         GdbMI.connect(f"127.0.0.1:{srv.getsockname()[1]}", timeout=3)
     srv.close()
+
+
+@gdb_missing
+def test_gdbmi_gdb_that_exits_is_target_gone():
+    from splitdbg.dbg.gdbmi import GdbMI
+
+    dbg = GdbMI(timeout=5)
+    dbg._gdb.gdb_process.kill()
+    dbg._gdb.gdb_process.wait()
+    with pytest.raises(TargetGone):
+        dbg.execute("print 1")
+    with pytest.raises(TargetGone):  # and every later command, without waiting for a timeout
+        dbg.execute("print 2")
+    dbg.close()
