@@ -90,7 +90,7 @@ class GdbMI(Debugger):
                 responses = self._gdb.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
             except (OSError, ValueError) as exc:
                 self.gone = f"gdb is gone: {exc}"
-            raise TargetGone(self.gone) from exc
+                raise TargetGone(self.gone) from exc
             for r in responses:
                 if r["type"] in ("console", "target") and r.get("payload"):
                     console.append(r["payload"])
