@@ -264,7 +264,9 @@ class Dump:
 
 
 def ranges(mem, cr3: int, mode: PagingMode, **kw) -> list[Range]:
-    """Merged ranges of the address space (see `dump`)."""
+    """Merged ranges of the address space (see `dump`); raises on corrupt or cyclic tables."""
+    if kw.get("on_error", "raise") != "raise":
+        raise ValueError("ranges() would drop the problems: use dump(..., on_error='collect')")
     return dump(mem, cr3, mode, **kw).ranges
 
 

@@ -126,3 +126,12 @@ def test_open_memory_prefers_the_shared_file(tmp_path):
         assert m.name == "shared-ram-file"
         with pytest.raises(NotAvailable):
             m.registers()
+
+
+def test_mtree_parser_on_a_3g_guest_with_ram_above_4g():
+    # QEMU 7.2, q35, 3 GiB, stopped before the BIOS ran (-S): the legacy VGA window and the
+    # BIOS-shadow area are not RAM yet; 2 GiB below the PCI hole, 1 GiB from 4 GiB. The same
+    # guest's RAM file read through SharedRamFile matched the gdbstub at 0x1000, 0x7ffffff8,
+    # 0x100000000 (file offset 2 GiB) and 0x13ffffff8.
+    text = (DATA / "info_mtree_f_3g.txt").read_text()
+    assert parse_mtree_ram(text) == [(0, 0xA0000), (0x100000, 2 * GiB), (4 * GiB, 5 * GiB)]
