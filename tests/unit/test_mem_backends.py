@@ -20,6 +20,8 @@ def test_q35_layout_follows_qemu():
     assert q35_ram_ranges(512 << 20) == [(0, 512 << 20, 0)]
     assert q35_ram_ranges(0xAFFFF000) == [(0, 0xAFFFF000, 0)]
     assert q35_ram_ranges(3 * GiB) == [(0, 2 * GiB, 0), (4 * GiB, 5 * GiB, 2 * GiB)]
+    # The boundary: exactly 0xb0000000 bytes no longer all fit below the hole (">=" in pc_q35.c).
+    assert q35_ram_ranges(0xB0000000) == [(0, 2 * GiB, 0), (4 * GiB, 4 * GiB + 0x30000000, 2 * GiB)]
 
 
 @pytest.fixture
