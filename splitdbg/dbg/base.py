@@ -4,7 +4,16 @@ import re
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
-from ..errors import NotAvailable
+from ..errors import NotAvailable, SplitdbgError
+
+
+class GdbError(SplitdbgError):
+    """gdb refused or failed a command (the message is gdb's)."""
+
+
+# gdb's words for a stub that went away (QEMU killed or crashed, connection dropped, never attached).
+GONE_MESSAGES = ("Remote connection closed", "Remote communication error", "The program is not being run",
+                 "Connection reset by peer", "Broken pipe")
 
 # gdb prints some registers as flag sets ("[ PDBR=1166 PCID=0 ]"); `info registers` gives the raw
 # hex value first on every line, which is what we parse.

@@ -9,16 +9,10 @@ import time
 from pygdbmi.gdbcontroller import GdbController
 
 from ..errors import SplitdbgError, TargetGone
-from .base import Debugger
+from .base import GONE_MESSAGES, Debugger, GdbError  # noqa: F401 (GdbError re-exported)
 
 
-class GdbError(SplitdbgError):
-    pass
-
-
-# gdb's words for a stub that went away (QEMU killed or crashed, connection dropped).
-_GONE = ("Remote connection closed", "Remote communication error", "The program is not being run",
-         "Connection reset by peer", "Broken pipe")
+_GONE = GONE_MESSAGES
 # ... and what it says afterwards, having dropped the remote target (only meaningful once attached).
 _DETACHED = ("not supported by this target", "No registers", "The program has no registers")
 
