@@ -9,12 +9,11 @@ import time
 from pygdbmi.gdbcontroller import GdbController
 
 from ..errors import SplitdbgError, TargetGone
-from .base import GONE_MESSAGES, Debugger, GdbError  # noqa: F401 (GdbError re-exported)
+from .base import DETACHED_MESSAGES, GONE_MESSAGES, Debugger, GdbError  # noqa: F401 (GdbError re-exported)
 
 
 _GONE = GONE_MESSAGES
-# ... and what it says afterwards, having dropped the remote target (only meaningful once attached).
-_DETACHED = ("not supported by this target", "No registers", "The program has no registers")
+_DETACHED = DETACHED_MESSAGES  # only meaningful once attached
 
 
 def _mi_quote(s: str) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import MemoryReadError, TargetGone
-from .base import GONE_MESSAGES, Debugger, GdbError
+from .base import DETACHED_MESSAGES, GONE_MESSAGES, Debugger, GdbError
 
 
 class GdbInProcess(Debugger):
@@ -13,7 +13,11 @@ class GdbInProcess(Debugger):
 
     def _error(self, exc: Exception) -> Exception:
         msg = str(exc)
-        return TargetGone(msg) if any(m in msg for m in GONE_MESSAGES) else GdbError(msg)
+        if any(m in msg for m in GONE_MESSAGES):
+            return TargetGone(msg)
+        if any(m in msg for m in DETACHED_MESSAGES):
+            return TargetGone(f"gdb is not attached to QEMU's gdbstub (target remote :PORT): {msg}")
+        return GdbError(msg)
 
     def execute(self, command: str) -> str:
         try:
