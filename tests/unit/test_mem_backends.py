@@ -137,3 +137,16 @@ def test_mtree_parser_on_a_3g_guest_with_ram_above_4g():
     # 0x100000000 (file offset 2 GiB) and 0x13ffffff8.
     text = (DATA / "info_mtree_f_3g.txt").read_text()
     assert parse_mtree_ram(text) == [(0, 0xA0000), (0x100000, 2 * GiB), (4 * GiB, 5 * GiB)]
+
+
+def test_synthetic_u64_helpers_and_bounds():
+    m = SyntheticMemory(1 << 20)
+    m.write_u64_array(0x3000, range(512))
+    assert m.read_u64_array(0x3000, 512).tolist() == list(range(512))
+    m.write_u64(0xFFFF8, -1)  # last word of RAM; values are taken modulo 2**64
+    assert m.read(0xFFFF8, 8) == b"\xff" * 8
+    with pytest.raises(MemoryReadError):
+        m.read_u64(0xFFFFC)  # would run past the end: no short read
+    with pytest.raises(ValueError):
+        m.write(0x100000, b"x")
+    assert "synthetic" in m.describe()
