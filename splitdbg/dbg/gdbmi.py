@@ -140,7 +140,11 @@ class GdbMI(Debugger):
     def close(self) -> None:
         if self._gdb is not None:
             try:
-                if self.target:
+                if self.target and not self.gone:
+                    # QEMU keeps PhyMemMode across connections: the next client (the user's gdb)
+                    # must find virtual addressing, as it expects.
+                    self.interrupt()
+                    self.set_physical(False)
                     self._mi("-target-detach", timeout=5)
             except SplitdbgError:
                 pass
