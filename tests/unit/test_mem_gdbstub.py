@@ -170,7 +170,6 @@ def test_in_process_debugger_without_a_target_says_so():
     # Inside a real gdb (its own Python): no `target remote` yet -> TargetGone, not gdb.error.
     import os
     import subprocess
-    import sys
 
     import numpy
 
