@@ -47,7 +47,8 @@ while IFS= read -r line; do
 done < <(cat "$here"/config/*.config)
 [ $bad = 0 ] || exit 1
 
-( cd "$out/build" && make -j"$jobs" bzImage vmlinux modules_prepare scripts_gdb ) >> "$log" 2>&1 \
+# `modules` also writes Module.symvers, which out-of-tree modules link against.
+( cd "$out/build" && make -j"$jobs" bzImage vmlinux modules scripts_gdb ) >> "$log" 2>&1 \
   || { echo "build-kernel: build failed; see $log" >&2; tail -30 "$log" >&2; exit 1; }
 cp "$out/build/arch/x86/boot/bzImage" "$out/build/vmlinux" "$out/"
 ln -sfn "$out/build/scripts/gdb/vmlinux-gdb.py" "$out/vmlinux-gdb.py"

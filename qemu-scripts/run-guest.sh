@@ -5,9 +5,10 @@
 #   SPLITDBG-GUEST {"port":..,"ram_file":..,"ram_size":..,"monitor":..,"qmp":..,"serial_log":..,...,"pid":..}
 #
 # Options: --port N (gdbstub, default 1234)  --smp N (1)  --mem MiB (512)  --stopped (wait for gdb)
-#          --paging 4|5 (5 = -cpu max with LA57)  --kernel F  --initrd F  --append "ARGS"
+#          --paging 4|5 (5 = -cpu max with LA57)  --cpu MODEL (overrides --paging's model)
+#          --kernel F  --initrd F  --append "ARGS"
 set -euo pipefail
-port=1234 smp=1 mem=512 stopped=0 paging=4 kernel="" initrd="" append=""
+port=1234 smp=1 mem=512 stopped=0 paging=4 kernel="" initrd="" append="" cpu_override=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port=$2; shift 2 ;;
@@ -18,12 +19,14 @@ while [ $# -gt 0 ]; do
     --kernel) kernel=$2; shift 2 ;;
     --initrd) initrd=$2; shift 2 ;;
     --append) append=$2; shift 2 ;;
+    --cpu) cpu_override=$2; shift 2 ;;
     *) echo "run-guest: unknown option $1" >&2; exit 2 ;;
   esac
 done
 [ -f "$kernel" ] || { echo "run-guest: kernel '$kernel' not found (make guest builds it)" >&2; exit 1; }
 [ -f "$initrd" ] || { echo "run-guest: initrd '$initrd' not found (make guest builds it)" >&2; exit 1; }
 case "$paging" in 4) cpu="max,la57=off" ;; 5) cpu="max" ;; *) echo "run-guest: --paging 4 or 5" >&2; exit 2 ;; esac
+[ -n "$cpu_override" ] && cpu=$cpu_override
 
 dir=${SPLITDBG_RUN:-/tmp/splitdbg}/guest-$port
 if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then

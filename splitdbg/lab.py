@@ -228,7 +228,8 @@ class Guest:
 
 
 def up(port: int = 1234, smp: int = 1, mem_mib: int = 512, paging: int = 4, stopped: bool = False,
-       append: str = "", wait: bool = True, timeout: float = 120.0, arts: dict | None = None) -> Guest:
+       append: str = "", wait: bool = True, timeout: float = 120.0, arts: dict | None = None,
+       cpu: str | None = None) -> Guest:
     """Boot a guest (detached) and, unless stopped or told not to, wait for init's ready marker."""
     arts = arts or artifacts()
     cmd = [str(REPO / "qemu-scripts" / "run-guest.sh"), "--port", str(port), "--smp", str(smp),
@@ -236,6 +237,8 @@ def up(port: int = 1234, smp: int = 1, mem_mib: int = 512, paging: int = 4, stop
            "--initrd", arts["initrd"], "--append", append]
     if stopped:
         cmd.append("--stopped")
+    if cpu:
+        cmd += ["--cpu", cpu]   # a QEMU CPU model, e.g. "max,la57=off,-svm"
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise LabError(proc.stderr.strip() or f"run-guest.sh failed ({proc.returncode})")

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * splitkernel ABI: shared by the module (kernel/module), the guest tools (kernel/tools) and the
+ * debugger (splitdbg/target/module_abi.py mirrors it; keep both in step and bump SK_ABI_VERSION).
+ *
+ * Everything the debugger reads lives in guest-physical memory and is reached from the debug
+ * descriptor (struct sk_descriptor), which carries its own physical address so that a scan for
+ * SK_MAGIC can confirm a hit. All pointers in these structures are guest-physical addresses.
+ */
+#ifndef SPLITKERNEL_H
+#define SPLITKERNEL_H
+
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/ioctl.h>
+#else
+#include <stdint.h>
+#include <sys/ioctl.h>
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef uint64_t __u64;
+#endif
+
+#define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
+#define SK_ABI_VERSION  1
+
+#define SK_MAX_CPUS        8
+#define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
+#define SK_MAX_PGDS        64       /* address spaces (mm pgds) per container */
+#define SK_MAX_ISOLATED    64       /* private page copies per container */
+#define SK_RING_ENTRIES    4096     /* per CPU, a power of two */
+
+/* Vendors */
+#define SK_VENDOR_SVM 1
+#define SK_VENDOR_VMX 2
+
+/* Event kinds */
+#define SK_EV_EXIT        1   /* a VM exit of interest (exit_code says which) */
+#define SK_EV_VIOLATION   2   /* a permission violation in a container (NPF / EPT violation) */
+#define SK_EV_CR3_SWITCH  3   /* intercepted CR3 write; extra = new CR3; container = the one now active */
+#define SK_EV_HYPERCALL   4   /* VMMCALL from the guest side; extra = hypercall number */
+#define SK_EV_ENTER_NR    5   /* return to non-root mode after handling an exit */
+#define SK_EV_CR4_BLOCKED 6   /* an attempt to clear CR4.SMEP/SMAP; extra = value written */
+#define SK_EV_LIFECYCLE   7   /* CPU virtualised (extra=1) / devirtualised (extra=0) */
+
+/* Actions taken by the root-mode handler */
+#define SK_ACT_NONE     0
+#define SK_ACT_ALLOW    1   /* policy log: logged, the access was allowed to proceed */
+#define SK_ACT_DENY     2   /* policy deny: #GP injected, the offending task dies, the kernel stays up */
+#define SK_ACT_ISOLATE  3   /* policy isolate: the page now maps a private copy in this container */
+#define SK_ACT_SWITCH   4   /* container switched */
+#define SK_ACT_EMULATE  5   /* instruction emulated (CR3/CR4/MSR write) */
+
+/* Region kinds: what a violation hit */
+#define SK_REGION_NONE        0
+#define SK_REGION_TEXT        1   /* kernel text */
+#define SK_REGION_RODATA      2   /* kernel read-only data */
+#define SK_REGION_MODULE_TEXT 3   /* text of a module loaded before the container was made */
+#define SK_REGION_SK_STATE    4   /* the module's own state (tables, rings, VMCBs) */
+#define SK_REGION_PROTECTED   5   /* another container's protected page */
+#define SK_NR_REGIONS         6
+
+/* Per-region policies, packed 4 bits per region kind into sk_enter.policy */
+#define SK_POL_DENY     0
+#define SK_POL_ISOLATE  1
+#define SK_POL_LOG      2
+#define SK_POLICY(region, pol) ((__u32)(pol) << (4 * (region)))
+#define SK_POLICY_OF(policy, region) (((policy) >> (4 * (region))) & 0xf)
+#define SK_POLICY_DEFAULT 0  /* deny everywhere */
+
+struct sk_event {               /* 96 bytes */
+	__u64 seq;                  /* per-CPU sequence number, from 1 */
+	__u64 tsc;
+	__u32 cpu;
+	__u32 container;
+	__u32 pid;                  /* tgid of the guest task running (0 if unknown) */
+	__u32 kind;                 /* SK_EV_* */
+	__u64 exit_code;            /* SVM exit code / VMX basic exit reason */
+	__u64 exitinfo1;            /* SVM EXITINFO1 / VMX exit qualification */
+	__u64 exitinfo2;            /* SVM EXITINFO2 / VMX guest-physical address */
+	__u64 rip;                  /* guest RIP */
+	__u64 cr3;                  /* guest CR3 */
+	__u64 slat_root;            /* nCR3 / EPTP in force when the exit happened */
+	__u16 cpl;
+	__u16 region;               /* SK_REGION_* for violations */
+	__u32 action;               /* SK_ACT_* */
+	__u64 extra;                /* kind-specific: new CR3, hypercall number, copy address, ... */
+};
+
+struct sk_ring {                /* per CPU; entries follow the header */
+	__u64 head;                 /* events ever written (the next seq is head + 1) */
+	__u64 overflow;             /* events overwritten before... i.e. max(0, head - entries) at write time */
+	__u32 entries;              /* SK_RING_ENTRIES */
+	__u32 event_size;           /* sizeof(struct sk_event) */
+	__u32 cpu;
+	__u32 reserved;
+	struct sk_event ev[];       /* ev[(seq - 1) % entries] */
+};
+
+struct sk_counters {
+	__u64 exits;                /* every VM exit taken while this container was active */
+	__u64 exits_npf;
+	__u64 exits_cr3;
+	__u64 exits_vmmcall;
+	__u64 exits_other;
+	__u64 cr3_switches_in;      /* times this container became active */
+	__u64 violations[SK_NR_REGIONS];
+	__u64 denied, allowed, isolated;
+	__u64 cr4_blocked;
+};
+
+struct sk_container {           /* in the module's pool; array of SK_MAX_CONTAINERS */
+	__u32 id;
+	__u32 active;               /* 1 in use, 2 released (freed once no address space and no CPU uses it) */
+	__u32 owner_pid;            /* tgid of the process that entered (0 for the root container) */
+	__u32 policy;               /* SK_POLICY(region, pol) */
+	__u64 ncr3;                 /* physical address of the top-level nested table (nCR3) */
+	__u32 npgds;
+	__u32 nisolated;
+	__u64 pgds[SK_MAX_PGDS];    /* guest CR3 (pgd physical address) of each address space */
+	__u64 iso_gpa[SK_MAX_ISOLATED];   /* pages isolated: guest-physical ... */
+	__u64 iso_copy[SK_MAX_ISOLATED];  /* ... and the private copy they now map */
+	struct sk_counters counters;
+	char owner_comm[16];
+};
+
+struct sk_descriptor {
+	__u64 magic;                /* SK_MAGIC */
+	__u32 version;              /* SK_ABI_VERSION */
+	__u32 size;                 /* sizeof(struct sk_descriptor) */
+	__u64 self_pa;              /* physical address of this descriptor */
+	__u32 vendor;               /* SK_VENDOR_* */
+	__u32 ncpus;                /* CPUs virtualised */
+	__u32 cpu_mask;             /* bit per CPU currently under the root-mode handler */
+	__u32 max_containers;
+	__u64 containers_pa;        /* struct sk_container[max_containers] */
+	__u32 container_size;
+	__u32 event_size;
+	__u32 ring_entries;
+	__u32 reserved0;
+	__u64 rings_pa[SK_MAX_CPUS];
+	__u64 vmcb_pa[SK_MAX_CPUS]; /* VMCB (SVM) or VMCS (VMX) of each CPU */
+	__u64 pool_pa;              /* the module's private memory: tables, rings, VMCBs */
+	__u64 pool_size;
+	__u64 kernel_text_pa, kernel_text_end_pa;
+	__u64 rodata_pa, rodata_end_pa;
+	__u64 total_exits;
+	__u64 hypercalls;
+	__u64 load_count;           /* incremented each time the module virtualises the CPUs */
+};
+
+/* ioctls on /dev/splitkernel */
+struct sk_enter {
+	__u32 policy;               /* in: SK_POLICY(...) or SK_POLICY_DEFAULT */
+	__u32 container;            /* out: container id */
+};
+
+struct sk_query {
+	__u32 pid;                  /* in: tgid, 0 = caller */
+	__u32 mode;                 /* out: 0 = root (R), 1 = non-root container (NR) */
+	__u32 container;            /* out */
+	__u32 vendor;               /* out */
+	struct sk_counters counters;   /* out: the container's counters */
+};
+
+#define SK_IOC_MAGIC  's'
+#define SK_IOC_ENTER  _IOWR(SK_IOC_MAGIC, 1, struct sk_enter)
+#define SK_IOC_QUERY  _IOWR(SK_IOC_MAGIC, 2, struct sk_query)
+
+/* Hypercalls (VMMCALL; RAX = number, RBX/RCX/RDX = arguments, RAX = result) */
+#define SK_HC_PING            0x5301   /* returns SK_MAGIC */
+#define SK_HC_DEVIRT          0x5302   /* this CPU leaves the root-mode handler (unload) */
+#define SK_HC_NEW_CONTAINER   0x5303   /* rbx = policy, rcx = owner tgid: returns id or -1 */
+#define SK_HC_ADD_PGD         0x5304   /* rbx = container, rcx = pgd pa: 0 or -1 */
+#define SK_HC_DEL_PGD         0x5305   /* rbx = pgd pa */
+#define SK_HC_FREE_CONTAINER  0x5306   /* rbx = container */
+#define SK_HC_QUERY           0x5307   /* rbx = container, rcx = kernel address of struct sk_counters */
+#define SK_HC_RELEASE         0x5308   /* rbx = container: its last process exited */
+
+#endif

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * splitkernel: per-process second-level page-table containers for Linux 6.1 (AMD SVM + NPT).
+ *
+ * Guest side: load/unload, /dev/splitkernel (ENTER, QUERY), /proc/splitkernel, and kprobes that
+ * keep containers attached to processes across fork and exec and drop address spaces when they
+ * are freed. Container state itself belongs to the root-mode handler (sk_svm.c, sk_npt.c) and
+ * is changed only through hypercalls. Design: docs/module.md.
+ */
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/init.h>
+#include <linux/miscdevice.h>
+#include <linux/fs.h>
+#include <linux/uaccess.h>
+#include <linux/kprobes.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/mm.h>
+#include <linux/vmalloc.h>
+#include <linux/proc_fs.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/cpumask.h>
+#include "sk.h"
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("split kernel: per-process nested-paging containers");
+
+struct sk_state sk;
+/* The debug descriptor: in the module's data, found by its magic (and self_pa) in physical memory. */
+union sk_desc_page sk_desc_page __aligned(PAGE_SIZE) = { .d = { .magic = SK_MAGIC, .version = SK_ABI_VERSION,
+								 .size = sizeof(struct sk_descriptor) } };
+
+/* ---- which processes are contained (guest-side bookkeeping) ------------------------------ */
+
+#define SK_MAX_TASKS 1024
+static struct { pid_t tgid; u32 container; } sk_tasks[SK_MAX_TASKS];
+static u64 sk_pgds[SK_MAX_CONTAINERS * SK_MAX_PGDS];   /* pgds registered with the handler */
+static DEFINE_RAW_SPINLOCK(sk_tasks_lock);
+
+static u32 container_of_tgid(pid_t tgid)
+{
+	unsigned long flags;
+	u32 id = 0;
+	int i;
+
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
+	for (i = 0; i < SK_MAX_TASKS; i++)
+		if (sk_tasks[i].tgid == tgid && sk_tasks[i].container) {
+			id = sk_tasks[i].container;
+			break;
+		}
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	return id;
+}
+
+static void set_tgid(pid_t tgid, u32 id)
+{
+	unsigned long flags;
+	int i, free = -1;
+
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
+	for (i = 0; i < SK_MAX_TASKS; i++) {
+		if (sk_tasks[i].tgid == tgid && sk_tasks[i].container) {
+			sk_tasks[i].container = id;
+			free = -2;
+			break;
+		}
+		if (free == -1 && !sk_tasks[i].container)
+			free = i;
+	}
+	if (free >= 0 && id) {
+		sk_tasks[free].tgid = tgid;
+		sk_tasks[free].container = id;
+	}
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+}
+
+static void add_pgd(u32 id, pgd_t *pgd)
+{
+	unsigned long flags;
+	u64 pa = __pa(pgd);
+	int i;
+
+	if (sk_hypercall(SK_HC_ADD_PGD, id, pa, 0))
+		return;
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
+	for (i = 0; i < ARRAY_SIZE(sk_pgds); i++)
+		if (!sk_pgds[i] || sk_pgds[i] == pa) {
+			sk_pgds[i] = pa;
+			break;
+		}
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+}
+
+/* ---- kprobes: fork, exec, address-space teardown, exit ------------------------------------ */
+
+static int copy_process_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	struct task_struct *p = (struct task_struct *)regs_return_value(regs);
+	u32 id;
+
+	if (IS_ERR_OR_NULL(p))
+		return 0;
+	id = container_of_tgid(current->tgid);
+	if (!id)
+		return 0;
+	set_tgid(p->tgid, id);
+	if (p->mm && p->mm != current->mm)
+		add_pgd(id, p->mm->pgd);     /* fork: the child's new address space joins the container */
+	return 0;
+}
+
+static struct kretprobe kp_fork = { .kp.symbol_name = "copy_process", .handler = copy_process_ret,
+				    .maxactive = 32 };
+
+static int setup_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	u32 id = container_of_tgid(current->tgid);
+
+	/* exec: begin_new_exec has switched to the new mm; it joins the caller's container. */
+	if (id && current->mm)
+		add_pgd(id, current->mm->pgd);
+	return 0;
+}
+
+static struct kprobe kp_exec = { .symbol_name = "setup_new_exec", .pre_handler = setup_new_exec_pre };
+
+static int pgd_free_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	u64 pa = __pa((void *)regs->si);     /* pgd_free(struct mm_struct *mm, pgd_t *pgd) */
+	unsigned long flags;
+	int i, hit = 0;
+
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
+	for (i = 0; i < ARRAY_SIZE(sk_pgds); i++)
+		if (sk_pgds[i] == pa) {
+			sk_pgds[i] = 0;
+			hit = 1;
+		}
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	if (hit)
+		sk_hypercall(SK_HC_DEL_PGD, pa, 0, 0);
+	return 0;
+}
+
+static struct kprobe kp_pgd_free = { .symbol_name = "pgd_free", .pre_handler = pgd_free_pre };
+
+static int do_exit_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	unsigned long flags;
+	u32 id;
+	int i, others = 0;
+
+	if (current->pid != current->tgid || !(id = container_of_tgid(current->tgid)))
+		return 0;
+	set_tgid(current->tgid, 0);
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
+	for (i = 0; i < SK_MAX_TASKS; i++)
+		others |= sk_tasks[i].container == id;
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	/* The last process of the container: the handler frees it once its address spaces are gone. */
+	if (!others)
+		sk_hypercall(SK_HC_RELEASE, id, 0, 0);
+	return 0;
+}
+
+static struct kprobe kp_exit = { .symbol_name = "do_exit", .pre_handler = do_exit_pre };
+
+/* ---- /dev/splitkernel --------------------------------------------------------------------- */
+
+static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	struct sk_enter en;
+	struct sk_query q;
+	struct sk_counters *cnt;
+	s64 id;
+
+	switch (cmd) {
+	case SK_IOC_ENTER:
+		if (copy_from_user(&en, (void __user *)arg, sizeof(en)))
+			return -EFAULT;
+		if (container_of_tgid(current->tgid))
+			return -EBUSY;
+		id = (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en.policy, current->tgid, (u64)current->comm);
+		if (id <= 0)
+			return -ENOSPC;
+		set_tgid(current->tgid, id);
+		add_pgd(id, current->mm->pgd);   /* takes effect at once: the handler switches nCR3 */
+		en.container = id;
+		return copy_to_user((void __user *)arg, &en, sizeof(en)) ? -EFAULT : 0;
+	case SK_IOC_QUERY:
+		if (copy_from_user(&q, (void __user *)arg, sizeof(q)))
+			return -EFAULT;
+		q.container = container_of_tgid(q.pid ? q.pid : current->tgid);
+		q.mode = q.container ? 1 : 0;
+		q.vendor = SK_VENDOR_SVM;
+		cnt = kzalloc(sizeof(*cnt), GFP_KERNEL);
+		if (!cnt)
+			return -ENOMEM;
+		sk_hypercall(SK_HC_QUERY, q.container, (u64)cnt, 0);
+		q.counters = *cnt;
+		kfree(cnt);
+		return copy_to_user((void __user *)arg, &q, sizeof(q)) ? -EFAULT : 0;
+	}
+	return -ENOTTY;
+}
+
+static const struct file_operations sk_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = sk_ioctl,
+};
+
+static struct miscdevice sk_misc = { .minor = MISC_DYNAMIC_MINOR, .name = "splitkernel", .fops = &sk_fops,
+				     .mode = 0666 };
+
+/* /proc/splitkernel: one line per contained process: "tgid container". */
+static int sk_proc_show(struct seq_file *m, void *v)
+{
+	int i;
+
+	seq_printf(m, "# splitkernel abi %d, cpus 0x%x, exits %llu, hypercalls %llu\n", SK_ABI_VERSION,
+		   sk_desc.cpu_mask, sk_desc.total_exits, sk_desc.hypercalls);
+	for (i = 0; i < SK_MAX_TASKS; i++)
+		if (sk_tasks[i].container)
+			seq_printf(m, "%d %u\n", sk_tasks[i].tgid, sk_tasks[i].container);
+	return 0;
+}
+
+/* ---- load and unload ---------------------------------------------------------------------- */
+
+static unsigned long lookup(const char *name)
+{
+	/* kallsyms_lookup_name is not exported since 5.7: a kprobe resolves it for us once. */
+	static unsigned long (*kln)(const char *);
+	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
+
+	if (!kln) {
+		if (register_kprobe(&kp))
+			return 0;
+		kln = (void *)kp.addr;
+		unregister_kprobe(&kp);
+	}
+	return kln(name);
+}
+
+static void add_module_text(struct module *mod)
+{
+	unsigned long a;
+
+	for (a = (unsigned long)mod->core_layout.base;
+	     a < (unsigned long)mod->core_layout.base + mod->core_layout.text_size && sk.nmodtext < ARRAY_SIZE(sk.modtext);
+	     a += PAGE_SIZE)
+		sk.modtext[sk.nmodtext++] = PFN_PHYS(vmalloc_to_pfn((void *)a));
+}
+
+static int collect_regions(void)
+{
+	unsigned long text = lookup("_text"), etext = lookup("_etext");
+	unsigned long ro = lookup("__start_rodata"), ero = lookup("__end_rodata");
+	unsigned long modules = lookup("modules"), top = lookup("init_top_pgt");
+	struct module *mod;
+
+	if (!text || !etext || !ro || !ero || !modules || !top)
+		return -ENOENT;
+	sk.host_cr3 = __pa_symbol(top);
+	sk.text_pa = __pa_symbol(text);
+	sk.text_end_pa = __pa_symbol(etext);
+	sk.rodata_pa = __pa_symbol(ro);
+	sk.rodata_end_pa = __pa_symbol(ero);
+	/* Text of every module loaded now, this one included (list head is `modules`). */
+	rcu_read_lock();   /* the module list is RCU-protected; module_mutex is not exported */
+	add_module_text(THIS_MODULE);
+	list_for_each_entry_rcu(mod, &THIS_MODULE->list, list) {
+		if ((unsigned long)&mod->list == modules)
+			continue;
+		add_module_text(mod);
+	}
+	rcu_read_unlock();
+	sk.desc_page_pa = PFN_PHYS(vmalloc_to_pfn(&sk_desc));
+	return 0;
+}
+
+static int carve_pool(void)
+{
+	int cpu, n = 0;
+	struct sk_cpu *c;
+
+	/* Pool pages, before launch, handed out in order (sk_page_alloc). */
+	sk.containers = sk_page_alloc();
+	for (n = 1; n * PAGE_SIZE < SK_MAX_CONTAINERS * sizeof(struct sk_container); n++)
+		sk_page_alloc();    /* contiguous: the allocator hands pages out in order at first */
+	sk.msrpm = sk_page_alloc();
+	sk_page_alloc();        /* MSRPM is 8 KiB */
+	sk.iopm = sk_page_alloc();
+	sk_page_alloc();
+	sk_page_alloc();        /* IOPM is 12 KiB */
+	if (!sk.iopm)
+		return -ENOMEM;
+	/* Intercept writes to EFER (0xc0000080) and any access to VM_HSAVE_PA (0xc0010117). */
+	((u8 *)sk.msrpm)[0x800 + (0x080 * 2) / 8] |= 2;
+	((u8 *)sk.msrpm)[0x1000 + (0x117 * 2) / 8] |= 3 << ((0x117 * 2) % 8);
+	for_each_online_cpu(cpu) {
+		int i, pages = (sizeof(struct sk_ring) + SK_RING_ENTRIES * sizeof(struct sk_event)) / PAGE_SIZE + 1;
+
+		if (cpu >= SK_MAX_CPUS)
+			return -E2BIG;
+		c = sk_page_alloc();
+		if (!c)
+			return -ENOMEM;
+		c->cpu = cpu;
+		c->vmcb = sk_page_alloc();
+		c->hsave = sk_page_alloc();
+		c->stack = sk_page_alloc();
+		for (i = 1; i < SK_HOST_STACK / PAGE_SIZE; i++)
+			sk_page_alloc();
+		c->ring = sk_page_alloc();
+		for (i = 1; i < pages; i++)
+			sk_page_alloc();
+		if (!c->ring)
+			return -ENOMEM;
+		c->vmcb_pa = sk_pa(c->vmcb);
+		/* The top slot of the host stack holds c: sk_vmrun.S finds it there after every exit. */
+		c->host_rsp = (u64)(c->stack + SK_HOST_STACK - 64);
+		*(struct sk_cpu **)c->host_rsp = c;
+		c->ring->entries = SK_RING_ENTRIES;
+		c->ring->event_size = sizeof(struct sk_event);
+		c->ring->cpu = cpu;
+		sk.cpus[cpu] = c;
+		sk_desc.rings_pa[cpu] = sk_pa(c->ring);
+		sk_desc.vmcb_pa[cpu] = c->vmcb_pa;
+		sk.ncpus++;
+	}
+	return 0;
+}
+
+static struct proc_dir_entry *sk_proc;
+
+static int __init sk_init(void)
+{
+	const char *why = NULL;
+	int r;
+
+	if (!sk_svm_supported(&why)) {
+		pr_err("splitkernel: not loading: %s\n", why);
+		return -ENODEV;
+	}
+	r = collect_regions();
+	if (r) {
+		pr_err("splitkernel: kernel symbols not found (%d)\n", r);
+		return r;
+	}
+	r = sk_pool_init();
+	if (r)
+		return r;
+	r = carve_pool();
+	if (!r)
+		r = sk_build_tables();
+	if (r) {
+		pr_err("splitkernel: out of pool memory while setting up (%d)\n", r);
+		sk_pool_free();
+		return r;
+	}
+	sk.containers[0].active = 1;
+	sk.containers[0].ncr3 = sk.root_ncr3;
+	sk_desc.self_pa = PFN_PHYS(vmalloc_to_pfn(&sk_desc)) + offset_in_page(&sk_desc);
+	sk_desc.vendor = SK_VENDOR_SVM;
+	sk_desc.ncpus = sk.ncpus;
+	sk_desc.max_containers = SK_MAX_CONTAINERS;
+	sk_desc.containers_pa = sk_pa(sk.containers);
+	sk_desc.container_size = sizeof(struct sk_container);
+	sk_desc.event_size = sizeof(struct sk_event);
+	sk_desc.ring_entries = SK_RING_ENTRIES;
+	sk_desc.pool_pa = sk.pool_pa;
+	sk_desc.pool_size = SK_POOL_SIZE;
+	sk_desc.kernel_text_pa = sk.text_pa;
+	sk_desc.kernel_text_end_pa = sk.text_end_pa;
+	sk_desc.rodata_pa = sk.rodata_pa;
+	sk_desc.rodata_end_pa = sk.rodata_end_pa;
+	sk_desc.load_count++;
+
+	r = sk_svm_virtualize_all();
+	if (r) {
+		pr_err("splitkernel: a CPU could not enter SVM (VMEXIT_INVALID); nothing changed\n");
+		sk_svm_devirtualize_all();
+		sk_pool_free();
+		return r;
+	}
+	r = register_kretprobe(&kp_fork);
+	r = r ?: register_kprobe(&kp_exec);
+	r = r ?: register_kprobe(&kp_pgd_free);
+	r = r ?: register_kprobe(&kp_exit);
+	r = r ?: misc_register(&sk_misc);
+	if (r) {
+		pr_err("splitkernel: hooks or device failed (%d)\n", r);
+		unregister_kretprobe(&kp_fork);
+		unregister_kprobe(&kp_exec);
+		unregister_kprobe(&kp_pgd_free);
+		unregister_kprobe(&kp_exit);
+		sk_svm_devirtualize_all();
+		sk_pool_free();
+		return r;
+	}
+	sk_proc = proc_create_single("splitkernel", 0444, NULL, sk_proc_show);
+	pr_info("splitkernel: %d CPU(s) under the root-mode handler (SVM, nested paging); descriptor at %#llx, pool %#llx+%#lx\n",
+		sk.ncpus, sk_desc.self_pa, sk.pool_pa, SK_POOL_SIZE);
+	return 0;
+}
+
+static void __exit sk_exit(void)
+{
+	proc_remove(sk_proc);
+	misc_deregister(&sk_misc);
+	unregister_kprobe(&kp_exit);
+	unregister_kprobe(&kp_pgd_free);
+	unregister_kprobe(&kp_exec);
+	unregister_kretprobe(&kp_fork);
+	sk_svm_devirtualize_all();
+	sk_pool_free();
+	memset(sk_tasks, 0, sizeof(sk_tasks));
+	memset(sk_pgds, 0, sizeof(sk_pgds));
+	memset(&sk, 0, sizeof(sk));
+	pr_info("splitkernel: unloaded, every CPU back to native\n");
+}
+
+module_init(sk_init);
+module_exit(sk_exit);

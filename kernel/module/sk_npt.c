@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The module's private pool, nested page tables and containers.
+ *
+ * Everything here lives in one 4 MiB, 4 MiB-aligned block of physically contiguous memory (the
+ * pool), which is absent from every nested table the guest runs under: two 2 MiB nested entries
+ * hide it whole. Before launch the guest side builds the root and template tables here; after
+ * launch only the root-mode handler touches the pool, under sk_lock() (a plain test-and-set
+ * lock: host handlers never sleep or wait for the guest, so it cannot deadlock).
+ */
+#include <linux/kernel.h>
+#include <linux/mm.h>
+#include <linux/gfp.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/bitmap.h>
+#include <asm/io.h>
+#include <asm/special_insns.h>
+#include "sk.h"
+
+#define NP_P   (1ULL << 0)
+#define NP_RW  (1ULL << 1)
+#define NP_US  (1ULL << 2)
+#define NP_PS  (1ULL << 7)
+#define NP_NX  (1ULL << 63)
+#define NP_RWX (NP_P | NP_RW | NP_US)
+#define NP_ADDR 0x000ffffffffff000ULL
+
+static u32 sk_lock_word;
+
+void sk_lock(void)
+{
+	while (__atomic_exchange_n(&sk_lock_word, 1, __ATOMIC_ACQUIRE))
+		cpu_relax();
+}
+
+void sk_unlock(void)
+{
+	__atomic_store_n(&sk_lock_word, 0, __ATOMIC_RELEASE);
+}
+
+static inline u64 *tbl(u64 pa) { return (u64 *)phys_to_virt(pa); }
+
+int sk_pool_init(void)
+{
+	struct page *pg = alloc_pages(GFP_KERNEL | __GFP_ZERO, SK_POOL_ORDER);
+
+	if (!pg)
+		return -ENOMEM;
+	sk.pool = page_address(pg);
+	sk.pool_pa = page_to_phys(pg);
+	sk.page_used = bitmap_zalloc(SK_POOL_PAGES, GFP_KERNEL);
+	if (!sk.page_used) {
+		__free_pages(pg, SK_POOL_ORDER);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void sk_pool_free(void)
+{
+	if (sk.pool)
+		__free_pages(virt_to_page(sk.pool), SK_POOL_ORDER);
+	bitmap_free(sk.page_used);
+	sk.pool = NULL;
+	sk.page_used = NULL;
+}
+
+/* Callers hold sk_lock() after launch. */
+static void *page_alloc_locked(void)
+{
+	unsigned long i = find_first_zero_bit(sk.page_used, SK_POOL_PAGES);
+	void *p;
+
+	if (i >= SK_POOL_PAGES)
+		return NULL;
+	__set_bit(i, sk.page_used);
+	p = (u8 *)sk.pool + i * PAGE_SIZE;
+	memset(p, 0, PAGE_SIZE);
+	return p;
+}
+
+void *sk_page_alloc(void)
+{
+	void *p;
+
+	sk_lock();
+	p = page_alloc_locked();
+	sk_unlock();
+	return p;
+}
+
+static void page_free_locked(void *p)
+{
+	__clear_bit(((u8 *)p - (u8 *)sk.pool) / PAGE_SIZE, sk.page_used);
+}
+
+void sk_page_free(void *p)
+{
+	sk_lock();
+	page_free_locked(p);
+	sk_unlock();
+}
+
+/* Split a large leaf (or fill a missing table) one level down, keeping the mapping. */
+static int split(u64 *entry, int level)
+{
+	u64 e = *entry, *t;
+	u64 size = level == 3 ? (1ULL << 21) : PAGE_SIZE;
+	int i;
+
+	t = page_alloc_locked();
+	if (!t)
+		return -ENOMEM;
+	if (e & NP_P) {
+		u64 base = e & NP_ADDR & ~((size << 9) - 1);
+		u64 flags = e & ~NP_ADDR & ~NP_PS;
+
+		for (i = 0; i < 512; i++)
+			t[i] = (base + i * size) | flags | (level == 3 ? NP_PS : 0);
+	}
+	*entry = sk_pa(t) | NP_RWX;   /* permissions are decided at the leaves */
+	return 0;
+}
+
+/* Map one 4 KiB guest-physical page to hpa with `flags` in the tables under ncr3 (lock held). */
+static int map_4k_locked(u64 ncr3, u64 gpa, u64 hpa, u64 flags)
+{
+	u64 *t = tbl(ncr3), *e;
+	int level;
+
+	for (level = sk.nlevels; level > 1; level--) {
+		e = &t[(gpa >> (12 + 9 * (level - 1))) & 511];
+		if (!(*e & NP_P) || (level <= 3 && (*e & NP_PS))) {
+			if (split(e, level))
+				return -ENOMEM;
+		}
+		t = tbl(*e & NP_ADDR);
+	}
+	t[(gpa >> 12) & 511] = (hpa & NP_ADDR) | flags;
+	return 0;
+}
+
+int sk_map_4k(u64 ncr3, u64 gpa, u64 hpa, u64 flags)
+{
+	int r;
+
+	sk_lock();
+	r = map_4k_locked(ncr3, gpa, hpa, flags);
+	sk.gen++;
+	sk_unlock();
+	return r;
+}
+
+static void hide_pool(u64 ncr3)
+{
+	/* The pool is two whole 2 MiB pages: make their nested PDEs not present. */
+	u64 *pml4 = tbl(ncr3), *pdpt, *pd;
+	u64 gpa;
+
+	if (sk.nlevels == 5)
+		pml4 = tbl(pml4[0] & NP_ADDR);
+	for (gpa = sk.pool_pa; gpa < sk.pool_pa + SK_POOL_SIZE; gpa += 1ULL << 21) {
+		pdpt = tbl(pml4[(gpa >> 39) & 511] & NP_ADDR);
+		if (pdpt[(gpa >> 30) & 511] & NP_PS)
+			split(&pdpt[(gpa >> 30) & 511], 3);
+		pd = tbl(pdpt[(gpa >> 30) & 511] & NP_ADDR);
+		pd[(gpa >> 21) & 511] = 0;
+	}
+}
+
+/*
+ * Identity map of the first 512 GiB with 1 GiB pages (RAM and MMIO), pool hidden. Nested tables
+ * have as many levels as the host's own paging: a PML5 on top when the kernel runs with LA57.
+ */
+static u64 build_identity(void)
+{
+	u64 *pml4 = page_alloc_locked(), *pdpt = page_alloc_locked(), *top = pml4;
+	int i;
+
+	if (!pml4 || !pdpt)
+		return 0;
+	for (i = 0; i < 512; i++)
+		pdpt[i] = ((u64)i << 30) | NP_RWX | NP_PS;
+	pml4[0] = sk_pa(pdpt) | NP_RWX;
+	if (sk.nlevels == 5) {
+		top = page_alloc_locked();
+		if (!top)
+			return 0;
+		top[0] = sk_pa(pml4) | NP_RWX;
+	}
+	hide_pool(sk_pa(top));
+	return sk_pa(top);
+}
+
+static int protect_range(u64 ncr3, u64 start, u64 end, u64 flags)
+{
+	u64 pa;
+
+	for (pa = start & PAGE_MASK; pa < end; pa += PAGE_SIZE)
+		if (map_4k_locked(ncr3, pa, pa, flags))
+			return -ENOMEM;
+	return 0;
+}
+
+/* Before launch: the root container and the template every non-root container is cloned from. */
+int sk_build_tables(void)
+{
+	u32 i;
+	int r = 0;
+
+	sk.nlevels = (native_read_cr4() & X86_CR4_LA57) ? 5 : 4;
+	sk.root_ncr3 = build_identity();
+	sk.tmpl_ncr3 = build_identity();
+	if (!sk.root_ncr3 || !sk.tmpl_ncr3)
+		return -ENOMEM;
+	/* Non-root: kernel text, module text and rodata read-only; our descriptor read-only. */
+	r |= protect_range(sk.tmpl_ncr3, sk.text_pa, sk.text_end_pa, NP_P | NP_US);
+	/* Rodata stays executable at this level: the vDSO that user space runs lives in it, and the
+	 * guest's own page tables already make kernel rodata non-executable. */
+	r |= protect_range(sk.tmpl_ncr3, sk.rodata_pa, sk.rodata_end_pa, NP_P | NP_US);
+	for (i = 0; i < sk.nmodtext; i++)
+		r |= map_4k_locked(sk.tmpl_ncr3, sk.modtext[i], sk.modtext[i], NP_P | NP_US);
+	r |= map_4k_locked(sk.tmpl_ncr3, sk.desc_page_pa, sk.desc_page_pa, NP_P | NP_US | NP_NX);
+	return r ? -ENOMEM : 0;
+}
+
+static u64 clone_table(u64 src, int level)
+{
+	u64 *s = tbl(src), *d = page_alloc_locked();
+	int i;
+
+	if (!d)
+		return 0;
+	memcpy(d, s, PAGE_SIZE);
+	if (level == 1)
+		return sk_pa(d);
+	for (i = 0; i < 512; i++) {
+		if ((s[i] & NP_P) && !(level <= 3 && (s[i] & NP_PS))) {
+			u64 child = clone_table(s[i] & NP_ADDR, level - 1);
+
+			if (!child)
+				return 0;   /* the pages taken so far are leaked until unload: the pool is freed whole */
+			d[i] = child | (s[i] & ~NP_ADDR);
+		}
+	}
+	return sk_pa(d);
+}
+
+static void free_table(u64 pa, int level)
+{
+	u64 *t = tbl(pa);
+	int i;
+
+	if (level > 1)
+		for (i = 0; i < 512; i++)
+			if ((t[i] & NP_P) && !(level <= 3 && (t[i] & NP_PS)))
+				free_table(t[i] & NP_ADDR, level - 1);
+	page_free_locked(t);
+}
+
+int sk_container_new(u32 policy, u32 owner, const char *comm)
+{
+	struct sk_container *ct;
+	int id, r = -1;
+
+	sk_lock();
+	for (id = 1; id < SK_MAX_CONTAINERS; id++) {
+		ct = &sk.containers[id];
+		if (ct->active)
+			continue;
+		memset(ct, 0, sizeof(*ct));
+		ct->ncr3 = clone_table(sk.tmpl_ncr3, sk.nlevels);
+		if (!ct->ncr3)
+			break;
+		ct->id = id;
+		ct->owner_pid = owner;
+		ct->policy = policy;
+		if (comm)
+			memcpy(ct->owner_comm, comm, sizeof(ct->owner_comm) - 1);
+		ct->active = 1;
+		r = id;
+		break;
+	}
+	sk_unlock();
+	return r;
+}
+
+/* Free released containers that no address space and no CPU uses any more (host side). */
+void sk_container_reap(void)
+{
+	u32 id, cpu;
+
+	for (id = 1; id < SK_MAX_CONTAINERS; id++) {
+		struct sk_container *ct = &sk.containers[id];
+
+		if (ct->active != 2 || ct->npgds)
+			continue;
+		for (cpu = 0; cpu < SK_MAX_CPUS; cpu++)
+			if (sk.cpus[cpu] && READ_ONCE(sk.cpus[cpu]->container) == id)
+				break;
+		if (cpu == SK_MAX_CPUS)
+			sk_container_free(id);
+	}
+}
+
+int sk_container_free(u32 id)
+{
+	struct sk_container *ct;
+	u32 i;
+
+	if (id == 0 || id >= SK_MAX_CONTAINERS)
+		return -1;
+	sk_lock();
+	ct = &sk.containers[id];
+	if (ct->active) {
+		free_table(ct->ncr3, sk.nlevels);
+		for (i = 0; i < ct->nisolated; i++)
+			page_free_locked(phys_to_virt(ct->iso_copy[i]));
+		ct->active = 0;
+		ct->npgds = 0;
+		sk.gen++;
+	}
+	sk_unlock();
+	return 0;
+}
+
+int sk_container_add_pgd(u32 id, u64 pgd)
+{
+	struct sk_container *ct;
+	int r = -1;
+	u32 i, j;
+
+	if (id == 0 || id >= SK_MAX_CONTAINERS)
+		return -1;
+	pgd &= NP_ADDR;
+	sk_lock();
+	ct = &sk.containers[id];
+	if (ct->active == 1) {
+		/* An address space belongs to one container: drop it from any other first. */
+		for (j = 1; j < SK_MAX_CONTAINERS; j++)
+			for (i = 0; i < sk.containers[j].npgds; i++)
+				if (sk.containers[j].pgds[i] == pgd)
+					sk.containers[j].pgds[i] = sk.containers[j].pgds[--sk.containers[j].npgds];
+		if (ct->npgds < SK_MAX_PGDS) {
+			ct->pgds[ct->npgds++] = pgd;
+			r = 0;
+		}
+	}
+	sk_unlock();
+	return r;
+}
+
+void sk_container_del_pgd(u64 pgd)
+{
+	u32 i, j;
+
+	pgd &= NP_ADDR;
+	sk_lock();
+	for (j = 1; j < SK_MAX_CONTAINERS; j++)
+		for (i = 0; i < sk.containers[j].npgds; i++)
+			if (sk.containers[j].pgds[i] == pgd)
+				sk.containers[j].pgds[i] = sk.containers[j].pgds[--sk.containers[j].npgds];
+	sk_unlock();
+}
+
+u32 sk_container_of_pgd(u64 pgd)
+{
+	u32 i, j, id = 0;
+
+	pgd &= NP_ADDR;
+	sk_lock();
+	for (j = 1; j < SK_MAX_CONTAINERS && !id; j++)
+		if (sk.containers[j].active)
+			for (i = 0; i < sk.containers[j].npgds; i++)
+				if (sk.containers[j].pgds[i] == pgd) {
+					id = j;
+					break;
+				}
+	sk_unlock();
+	return id;
+}
+
+u32 sk_region_of(u64 gpa, u32 container)
+{
+	u32 i;
+
+	if (gpa >= sk.pool_pa && gpa < sk.pool_pa + SK_POOL_SIZE)
+		return SK_REGION_SK_STATE;
+	if ((gpa & PAGE_MASK) == sk.desc_page_pa)
+		return SK_REGION_SK_STATE;
+	if (gpa >= sk.text_pa && gpa < sk.text_end_pa)
+		return SK_REGION_TEXT;
+	if (gpa >= sk.rodata_pa && gpa < sk.rodata_end_pa)
+		return SK_REGION_RODATA;
+	for (i = 0; i < sk.nmodtext; i++)
+		if ((gpa & PAGE_MASK) == sk.modtext[i])
+			return SK_REGION_MODULE_TEXT;
+	return SK_REGION_NONE;
+}

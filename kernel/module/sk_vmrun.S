@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Entering and leaving the root-mode (R) handler. The running kernel becomes the SVM guest in
+ * place: sk_launch() records its own return point and stack as the guest's RIP/RSP, switches to
+ * the per-CPU host stack and runs the VMRUN loop; the guest "returns" from sk_launch in guest
+ * mode. objtool is off for this file (Kbuild): the stack switches are deliberate.
+ */
+#include <linux/linkage.h>
+
+#define C_HOST_RSP  0
+#define C_GUEST_RSP 8
+#define C_GUEST_RIP 16
+#define C_VMCB_PA   24
+
+	.text
+/* int sk_launch(struct sk_cpu *c): returns 0 in guest mode, or an error if the first VMRUN failed. */
+SYM_FUNC_START(sk_launch)
+	push %rbp
+	push %rbx
+	push %r12
+	push %r13
+	push %r14
+	push %r15
+	mov %rsp, C_GUEST_RSP(%rdi)
+	lea .Lguest_resumes(%rip), %rax
+	mov %rax, C_GUEST_RIP(%rdi)
+	mov C_HOST_RSP(%rdi), %rsp      /* the slot at the top holds c */
+	call sk_svm_prepare_vmcb        /* rdi = c: VMCB guest state from the captured rsp/rip */
+	clgi
+.Lloop:
+	mov (%rsp), %rax
+	mov C_VMCB_PA(%rax), %rax
+	vmrun %rax
+	/* #VMEXIT: GIF=0; guest GPRs (but RAX, RSP) are in the registers. */
+	push %rax
+	push %rbx
+	push %rcx
+	push %rdx
+	push %rbp
+	push %rsi
+	push %rdi
+	push %r8
+	push %r9
+	push %r10
+	push %r11
+	push %r12
+	push %r13
+	push %r14
+	push %r15
+	mov 15*8(%rsp), %rdi            /* c */
+	mov %rsp, %rsi                  /* struct sk_gprs * */
+	call sk_svm_handle_exit
+	test %eax, %eax
+	jnz .Lleave
+	pop %r15
+	pop %r14
+	pop %r13
+	pop %r12
+	pop %r11
+	pop %r10
+	pop %r9
+	pop %r8
+	pop %rdi
+	pop %rsi
+	pop %rbp
+	pop %rdx
+	pop %rcx
+	pop %rbx
+	pop %rax
+	jmp .Lloop
+
+.Lleave:
+	/*
+	 * Back to native: sk_svm_handle_exit has turned SVM off, restored CR3, put the guest's RAX
+	 * in the frame and built [RFLAGS][RIP] on the guest's stack at c->guest_rsp. eax = 1 after
+	 * a devirtualisation hypercall; eax = 2 when the first VMRUN failed (return the error).
+	 */
+	mov 15*8(%rsp), %rdi
+	mov C_GUEST_RSP(%rdi), %rcx
+	mov %rcx, 15*8(%rsp)            /* the slot that held c now holds the stack to return on */
+	pop %r15
+	pop %r14
+	pop %r13
+	pop %r12
+	pop %r11
+	pop %r10
+	pop %r9
+	pop %r8
+	pop %rdi
+	pop %rsi
+	pop %rbp
+	pop %rdx
+	pop %rcx
+	pop %rbx
+	pop %rax
+	pop %rsp
+	popfq
+	ret
+
+SYM_INNER_LABEL(sk_launch_failed, SYM_L_GLOBAL)
+	mov $-5, %eax                   /* -EIO: the CPU could not enter the guest */
+	jmp .Lpop_and_return
+.Lguest_resumes:
+	xor %eax, %eax
+.Lpop_and_return:
+	pop %r15
+	pop %r14
+	pop %r13
+	pop %r12
+	pop %rbx
+	pop %rbp
+	ret
+SYM_FUNC_END(sk_launch)

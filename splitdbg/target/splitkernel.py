@@ -1,0 +1,246 @@
+"""The split-kernel module's state, read from guest-physical memory.
+
+Mirrors kernel/include/splitkernel.h (checked against the module's own DWARF by the tests). The
+debug descriptor is found without symbols: it fills a page of its own and starts with SK_MAGIC
+and its own physical address, so a scan of page starts finds and confirms it.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import MemoryReadError, SplitdbgError
+
+SK_MAGIC = 0x4E524B54494C5053
+SK_ABI_VERSION = 1
+MAX_CPUS = 8
+NR_REGIONS = 6
+
+VENDORS = {1: "SVM", 2: "VMX"}
+EVENT_KINDS = {1: "exit", 2: "violation", 3: "cr3-switch", 4: "hypercall", 5: "enter-nr", 6: "cr4-blocked",
+               7: "lifecycle"}
+ACTIONS = {0: "none", 1: "allow", 2: "deny", 3: "isolate", 4: "switch", 5: "emulate"}
+REGIONS = {0: "none", 1: "text", 2: "rodata", 3: "module-text", 4: "sk-state", 5: "protected"}
+POLICIES = {0: "deny", 1: "isolate", 2: "log"}
+HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304: "ADD_PGD", 0x5305: "DEL_PGD",
+              0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE"}
+
+# struct layouts, field by field as in the header (little-endian, natural alignment = packed here)
+EVENT = struct.Struct("<QQIIIIQQQQQQHHIQ")
+EVENT_FIELDS = ("seq", "tsc", "cpu", "container", "pid", "kind", "exit_code", "exitinfo1", "exitinfo2", "rip",
+                "cr3", "slat_root", "cpl", "region", "action", "extra")
+RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, reserved
+COUNTERS = struct.Struct("<6Q6Q4Q")
+COUNTER_FIELDS = ("exits", "exits_npf", "exits_cr3", "exits_vmmcall", "exits_other", "cr3_switches_in")
+CONTAINER_HEAD = struct.Struct("<IIIIQII")     # id, active, owner_pid, policy, ncr3, npgds, nisolated
+MAX_PGDS, MAX_ISOLATED = 64, 64
+CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16
+DESCRIPTOR = struct.Struct("<QIIQIIIIQIIII8Q8QQQQQQQQQQ")
+DESCRIPTOR_FIELDS = ("magic", "version", "size", "self_pa", "vendor", "ncpus", "cpu_mask", "max_containers",
+                     "containers_pa", "container_size", "event_size", "ring_entries", "reserved0") + \
+    tuple(f"rings_pa{i}" for i in range(MAX_CPUS)) + tuple(f"vmcb_pa{i}" for i in range(MAX_CPUS)) + \
+    ("pool_pa", "pool_size", "kernel_text_pa", "kernel_text_end_pa", "rodata_pa", "rodata_end_pa", "total_exits",
+     "hypercalls", "load_count")
+
+
+class ModuleNotLoaded(SplitdbgError):
+    """No split-kernel descriptor in guest memory."""
+
+
+class AbiMismatch(SplitdbgError):
+    pass
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    tsc: int
+    cpu: int
+    container: int
+    pid: int
+    kind: int
+    exit_code: int
+    exitinfo1: int
+    exitinfo2: int
+    rip: int
+    cr3: int
+    slat_root: int
+    cpl: int
+    region: int
+    action: int
+    extra: int
+
+    @property
+    def kind_name(self) -> str:
+        return EVENT_KINDS.get(self.kind, str(self.kind))
+
+    @property
+    def action_name(self) -> str:
+        return ACTIONS.get(self.action, str(self.action))
+
+    @property
+    def region_name(self) -> str:
+        return REGIONS.get(self.region, str(self.region))
+
+    def as_dict(self) -> dict:
+        d = {f: getattr(self, f) for f in EVENT_FIELDS}
+        d.update(kind_name=self.kind_name, action_name=self.action_name, region_name=self.region_name)
+        return d
+
+
+@dataclass(frozen=True)
+class Counters:
+    exits: int
+    exits_npf: int
+    exits_cr3: int
+    exits_vmmcall: int
+    exits_other: int
+    cr3_switches_in: int
+    violations: dict
+    denied: int
+    allowed: int
+    isolated: int
+    cr4_blocked: int
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Counters":
+        v = COUNTERS.unpack(raw)
+        return cls(*v[:6], {REGIONS[i]: v[6 + i] for i in range(NR_REGIONS)}, *v[12:16])
+
+
+@dataclass(frozen=True)
+class Container:
+    id: int
+    owner_pid: int
+    owner_comm: str
+    policy: dict          # region name -> policy name
+    ncr3: int
+    pgds: tuple[int, ...]
+    isolated: tuple[tuple[int, int], ...]   # (guest-physical page, private copy)
+    counters: Counters
+    released: bool = False   # its last process exited; freed once no address space uses it
+
+    @property
+    def is_root(self) -> bool:
+        return self.id == 0
+
+
+@dataclass
+class Ring:
+    cpu: int
+    head: int
+    overflow: int
+    entries: int
+    events: list[Event] = field(default_factory=list)
+
+
+def find_descriptor(mem, hint: int | None = None) -> int:
+    """Physical address of the descriptor: a page start holding SK_MAGIC and its own address."""
+    if hint is not None and _is_descriptor(mem, hint):
+        return hint
+    for start, end in mem.ram_ranges():
+        chunk = 64 << 20
+        for base in range(start, end, chunk):
+            n = min(chunk, end - base)
+            words = np.frombuffer(mem.read(base, n), dtype="<u8")[::512]   # first word of each page
+            for i in np.flatnonzero(words == np.uint64(SK_MAGIC)).tolist():
+                pa = base + i * 4096
+                if _is_descriptor(mem, pa):
+                    return pa
+    raise ModuleNotLoaded("no split-kernel descriptor in guest memory: is splitkernel.ko loaded?")
+
+
+def _is_descriptor(mem, pa: int) -> bool:
+    try:
+        magic, _version, _size, self_pa = struct.unpack_from("<QIIQ", mem.read(pa, 24))
+    except MemoryReadError:
+        return False
+    return magic == SK_MAGIC and self_pa == pa
+
+
+class SplitKernel:
+    """The module's state in one guest: descriptor, containers, rings. Re-read with refresh()."""
+
+    def __init__(self, mem, descriptor_pa: int | None = None):
+        self.mem = mem
+        self.pa = find_descriptor(mem, descriptor_pa)
+        self.refresh()
+
+    def refresh(self) -> None:
+        raw = self.mem.read(self.pa, DESCRIPTOR.size)
+        d = dict(zip(DESCRIPTOR_FIELDS, DESCRIPTOR.unpack(raw)))
+        if d["magic"] != SK_MAGIC or d["self_pa"] != self.pa:
+            raise ModuleNotLoaded("the split-kernel descriptor is gone (module unloaded or guest rebooted)")
+        if d["version"] != SK_ABI_VERSION or d["size"] != DESCRIPTOR.size or d["event_size"] != EVENT.size \
+                or d["container_size"] != CONTAINER_SIZE:
+            raise AbiMismatch(f"module ABI version {d['version']} (descriptor {d['size']} bytes, event "
+                              f"{d['event_size']}, container {d['container_size']}) differs from splitdbg's "
+                              f"version {SK_ABI_VERSION} ({DESCRIPTOR.size}, {EVENT.size}, {CONTAINER_SIZE})")
+        self.d = d
+
+    # -- descriptor ---------------------------------------------------------------------------
+    @property
+    def vendor(self) -> str:
+        return VENDORS.get(self.d["vendor"], "?")
+
+    @property
+    def cpus(self) -> list[int]:
+        return [i for i in range(MAX_CPUS) if self.d["cpu_mask"] >> i & 1]
+
+    def vmcb_pa(self, cpu: int) -> int:
+        return self.d[f"vmcb_pa{cpu}"]
+
+    # -- containers ---------------------------------------------------------------------------
+    def containers(self) -> list[Container]:
+        out = []
+        size = self.d["container_size"]
+        raw = self.mem.read(self.d["containers_pa"], size * self.d["max_containers"])
+        for i in range(self.d["max_containers"]):
+            c = raw[i * size:(i + 1) * size]
+            cid, active, owner, policy, ncr3, npgds, niso = CONTAINER_HEAD.unpack_from(c)
+            if not active:
+                continue
+            o = CONTAINER_HEAD.size
+            pgds = struct.unpack_from(f"<{MAX_PGDS}Q", c, o)[:npgds]
+            gpas = struct.unpack_from(f"<{MAX_ISOLATED}Q", c, o + 8 * MAX_PGDS)[:niso]
+            copies = struct.unpack_from(f"<{MAX_ISOLATED}Q", c, o + 8 * (MAX_PGDS + MAX_ISOLATED))[:niso]
+            o += 8 * (MAX_PGDS + 2 * MAX_ISOLATED)
+            counters = Counters.unpack(c[o:o + COUNTERS.size])
+            comm = c[o + COUNTERS.size:o + COUNTERS.size + 16].split(b"\0", 1)[0].decode(errors="replace")
+            pol = {REGIONS[r]: POLICIES.get(policy >> (4 * r) & 0xF, "?") for r in (1, 2, 3)}
+            out.append(Container(i, owner, comm, pol, ncr3, tuple(pgds), tuple(zip(gpas, copies)), counters,
+                                 released=active == 2))
+        return out
+
+    def container_of_cr3(self, cr3: int) -> int:
+        pgd = cr3 & 0x000FFFFFFFFFF000
+        for c in self.containers():
+            if pgd in c.pgds:
+                return c.id
+        return 0
+
+    # -- rings --------------------------------------------------------------------------------
+    def ring(self, cpu: int, since: int = 0) -> Ring:
+        """Events of one CPU's ring with seq > since (those still in the ring), oldest first."""
+        pa = self.d[f"rings_pa{cpu}"]
+        head, overflow, entries, event_size, rcpu, _ = RING_HEADER.unpack(self.mem.read(pa, RING_HEADER.size))
+        ring = Ring(rcpu, head, overflow, entries)
+        first = max(since + 1, head - entries + 1, 1)
+        if head < first:
+            return ring
+        # Read the whole array once (384 KiB) and pick the live slots; torn or stale ones are skipped.
+        raw = self.mem.read(pa + RING_HEADER.size, entries * event_size)
+        for seq in range(first, head + 1):
+            slot = (seq - 1) % entries
+            ev = Event(*EVENT.unpack_from(raw, slot * event_size))
+            if ev.seq == seq:
+                ring.events.append(ev)
+        return ring
+
+    def events(self, since: dict[int, int] | None = None) -> list[Event]:
+        """Events of every CPU (newer than since[cpu]), merged in TSC order."""
+        since = since or {}
+        evs = [e for cpu in self.cpus for e in self.ring(cpu, since.get(cpu, 0)).events]
+        return sorted(evs, key=lambda e: (e.tsc, e.cpu, e.seq))
