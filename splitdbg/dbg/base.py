@@ -4,7 +4,18 @@ import re
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
-from ..errors import NotAvailable
+from ..errors import NotAvailable, SplitdbgError
+
+
+class GdbError(SplitdbgError):
+    """gdb refused or failed a command (the message is gdb's)."""
+
+
+# gdb's words for a stub that went away (QEMU killed or crashed, connection dropped, never attached).
+GONE_MESSAGES = ("Remote connection closed", "Remote communication error", "The program is not being run",
+                 "Connection reset by peer", "Broken pipe")
+# ... and what it says with no remote target (never attached, or dropped after the stub died).
+DETACHED_MESSAGES = ("not supported by this target", "No registers", "The program has no registers")
 
 # gdb prints some registers as flag sets ("[ PDBR=1166 PCID=0 ]"); `info registers` gives the raw
 # hex value first on every line, which is what we parse.

@@ -9,18 +9,11 @@ import time
 from pygdbmi.gdbcontroller import GdbController
 
 from ..errors import SplitdbgError, TargetGone
-from .base import Debugger
+from .base import DETACHED_MESSAGES, GONE_MESSAGES, Debugger, GdbError  # noqa: F401 (GdbError re-exported)
 
 
-class GdbError(SplitdbgError):
-    pass
-
-
-# gdb's words for a stub that went away (QEMU killed or crashed, connection dropped).
-_GONE = ("Remote connection closed", "Remote communication error", "The program is not being run",
-         "Connection reset by peer", "Broken pipe")
-# ... and what it says afterwards, having dropped the remote target (only meaningful once attached).
-_DETACHED = ("not supported by this target", "No registers", "The program has no registers")
+_GONE = GONE_MESSAGES
+_DETACHED = DETACHED_MESSAGES  # only meaningful once attached
 
 
 def _mi_quote(s: str) -> str:
@@ -41,6 +34,7 @@ class GdbMI(Debugger):
         self._tokens = itertools.count(100)
         self.target = None
         self.gone: str | None = None  # why the stub went away, once it has
+        self.running = False  # from gdb's *running / *stopped records
         self._mi("-gdb-set mi-async on")
         self._mi("-gdb-set pagination off")
         self._mi("-gdb-set confirm off")
@@ -77,7 +71,8 @@ class GdbMI(Debugger):
         try:
             self._gdb.write(f"{token}{command}", read_response=False)
         except (OSError, ValueError) as exc:
-            raise TargetGone(f"gdb is gone: {exc}") from exc
+            self.gone = f"gdb is gone: {exc}"
+            raise TargetGone(self.gone) from exc
         console: list[str] = []
         deadline = time.monotonic() + (timeout or self.timeout)
         stdout = self._gdb.gdb_process.stdout
@@ -87,7 +82,8 @@ class GdbMI(Debugger):
             try:
                 responses = self._gdb.get_gdb_response(timeout_sec=0, raise_error_on_timeout=False)
             except (OSError, ValueError) as exc:
-                raise TargetGone(f"gdb is gone: {exc}") from exc
+                self.gone = f"gdb is gone: {exc}"
+                raise TargetGone(self.gone) from exc
             for r in responses:
                 if r["type"] in ("console", "target") and r.get("payload"):
                     console.append(r["payload"])
@@ -99,8 +95,8 @@ class GdbMI(Debugger):
                             raise TargetGone(f"gdbstub at {self.target} is gone: {msg}")
                         raise GdbError(msg)
                     return r, console
-                elif r["type"] == "notify" and r.get("message") == "thread-group-exited":
-                    pass
+                else:
+                    self._note_async(r)
             if self._gdb.gdb_process is None or self._gdb.gdb_process.poll() is not None:
                 self.gone = "gdb exited"
                 raise TargetGone("gdb exited")
@@ -120,24 +116,35 @@ class GdbMI(Debugger):
             raise GdbError(f"short read at {addr:#x}: {len(out)} of {size} bytes")
         return bytes(out)
 
-    def interrupt(self) -> None:
-        self._mi("-exec-interrupt --all")
-        self._wait_stopped()
+    def _note_async(self, r: dict) -> None:
+        if r["type"] == "notify" and r.get("message") in ("running", "stopped"):
+            self.running = r["message"] == "running"
 
-    def _wait_stopped(self, timeout: float = 10.0) -> None:
+    def interrupt(self, timeout: float = 10.0) -> None:
+        """Stop every vCPU and wait until gdb says so (at once when already stopped)."""
+        if not self.running:
+            return
+        self._mi("-exec-interrupt --all")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while self.running and time.monotonic() < deadline:
             for r in self._gdb.get_gdb_response(timeout_sec=0.002, raise_error_on_timeout=False):
-                if r["type"] == "notify" and r["message"] == "stopped":
-                    return
+                self._note_async(r)
+        if self.running:
+            raise GdbError(f"the target did not stop within {timeout:.0f}s of an interrupt")
 
     def cont(self) -> None:
-        self._mi("-exec-continue --all")
+        if not self.running:
+            self._mi("-exec-continue --all")
+            self.running = True  # *running may come after ^running: do not wait for it
 
     def close(self) -> None:
         if self._gdb is not None:
             try:
-                if self.target:
+                if self.target and not self.gone:
+                    # QEMU keeps PhyMemMode across connections: the next client (the user's gdb)
+                    # must find virtual addressing, as it expects.
+                    self.interrupt()
+                    self.set_physical(False)
                     self._mi("-target-detach", timeout=5)
             except SplitdbgError:
                 pass

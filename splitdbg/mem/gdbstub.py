@@ -63,4 +63,5 @@ class GdbstubMemory(PhysicalMemory):
 
     def describe(self):
         total = sum(e - s for s, e in self._ranges)
-        return f"gdbstub through gdb ({total >> 20} MiB of RAM, physical mode per read)"
+        how = "physical mode kept on in our gdb" if self.dbg.keeps_physical_mode else "physical mode per read"
+        return f"gdbstub through gdb ({total >> 20} MiB of RAM, {how})"

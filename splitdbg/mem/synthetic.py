@@ -39,6 +39,10 @@ class SyntheticMemory(PhysicalMemory):
     def write_u64(self, addr: int, value: int) -> None:
         self.write(addr, (value & (2**64 - 1)).to_bytes(8, "little"))
 
+    def write_u64_array(self, addr: int, values) -> None:
+        """Little-endian u64s from addr on, e.g. a whole table page of 512 entries."""
+        self.write(addr, b"".join((int(v) & (2**64 - 1)).to_bytes(8, "little") for v in values))
+
     def read_u64(self, addr: int) -> int:
         off = addr & (PAGE - 1)
         if off <= PAGE - 8 and 0 <= addr < self.size:  # fast path: within one page

@@ -20,6 +20,8 @@ def test_q35_layout_follows_qemu():
     assert q35_ram_ranges(512 << 20) == [(0, 512 << 20, 0)]
     assert q35_ram_ranges(0xAFFFF000) == [(0, 0xAFFFF000, 0)]
     assert q35_ram_ranges(3 * GiB) == [(0, 2 * GiB, 0), (4 * GiB, 5 * GiB, 2 * GiB)]
+    # The boundary: exactly 0xb0000000 bytes no longer all fit below the hole (">=" in pc_q35.c).
+    assert q35_ram_ranges(0xB0000000) == [(0, 2 * GiB, 0), (4 * GiB, 4 * GiB + 0x30000000, 2 * GiB)]
 
 
 @pytest.fixture
@@ -126,3 +128,65 @@ def test_open_memory_prefers_the_shared_file(tmp_path):
         assert m.name == "shared-ram-file"
         with pytest.raises(NotAvailable):
             m.registers()
+
+
+def test_mtree_parser_on_a_3g_guest_with_ram_above_4g():
+    # QEMU 7.2, q35, 3 GiB, stopped before the BIOS ran (-S): the legacy VGA window and the
+    # BIOS-shadow area are not RAM yet; 2 GiB below the PCI hole, 1 GiB from 4 GiB. The same
+    # guest's RAM file read through SharedRamFile matched the gdbstub at 0x1000, 0x7ffffff8,
+    # 0x100000000 (file offset 2 GiB) and 0x13ffffff8.
+    text = (DATA / "info_mtree_f_3g.txt").read_text()
+    assert parse_mtree_ram(text) == [(0, 0xA0000), (0x100000, 2 * GiB), (4 * GiB, 5 * GiB)]
+
+
+def test_synthetic_u64_helpers_and_bounds():
+    m = SyntheticMemory(1 << 20)
+    m.write_u64_array(0x3000, range(512))
+    assert m.read_u64_array(0x3000, 512).tolist() == list(range(512))
+    m.write_u64(0xFFFF8, -1)  # last word of RAM; values are taken modulo 2**64
+    assert m.read(0xFFFF8, 8) == b"\xff" * 8
+    with pytest.raises(MemoryReadError):
+        m.read_u64(0xFFFFC)  # would run past the end: no short read
+    with pytest.raises(ValueError):
+        m.write(0x100000, b"x")
+    assert "synthetic" in m.describe()
+
+
+def test_shared_file_reads_match_the_file_property(tmp_path):
+    # Random reads near every edge of the q35 layout: bytes come from file offset gpa (low) or
+    # gpa - 4 GiB + 2 GiB (high); a read touching the hole or the end raises, never comes back short.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    path = tmp_path / "ram"
+    with open(path, "wb") as f:
+        f.truncate(3 * GiB)
+        for off in (0, 2 * GiB - 4096, 2 * GiB, 3 * GiB - 4096):
+            f.seek(off)
+            f.write(os.urandom(4096))
+    edges = [0, 2 * GiB, 4 * GiB, 5 * GiB]
+    m = SharedRamFile(str(path))
+    fd = open(path, "rb")
+
+    @settings(max_examples=300, deadline=None)
+    @given(edge=st.sampled_from(edges), delta=st.integers(-5000, 5000), size=st.integers(1, 9000))
+    def check(edge, delta, size):
+        addr = edge + delta
+        inside = [(0, 2 * GiB, 0), (4 * GiB, 5 * GiB, 2 * GiB)]
+        where = [off + addr - s for s, e, off in inside if s <= addr and addr + size <= e]
+        if addr < 0 or not where:
+            with pytest.raises(MemoryReadError):
+                m.read(addr, size)
+            return
+        fd.seek(where[0])
+        expected = fd.read(size)
+        assert m.read(addr, size) == expected
+        if size >= 8:  # the u64 fast paths agree with the file too
+            assert m.read_u64(addr) == int.from_bytes(expected[:8], "little")
+            assert m.read_u64_array(addr, size // 8).tobytes() == expected[:size // 8 * 8]
+
+    try:
+        check()
+    finally:
+        fd.close()
+        m.close()

@@ -149,3 +149,36 @@ def test_gdbmi_stub_that_dies_is_target_gone():
     with pytest.raises(TargetGone):
         GdbMI.connect(f"127.0.0.1:{srv.getsockname()[1]}", timeout=3)
     srv.close()
+
+
+@gdb_missing
+def test_gdbmi_gdb_that_exits_is_target_gone():
+    from splitdbg.dbg.gdbmi import GdbMI
+
+    dbg = GdbMI(timeout=5)
+    dbg._gdb.gdb_process.kill()
+    dbg._gdb.gdb_process.wait()
+    with pytest.raises(TargetGone):
+        dbg.execute("print 1")
+    with pytest.raises(TargetGone):  # and every later command, without waiting for a timeout
+        dbg.execute("print 2")
+    dbg.close()
+
+
+@gdb_missing
+def test_in_process_debugger_without_a_target_says_so():
+    # Inside a real gdb (its own Python): no `target remote` yet -> TargetGone, not gdb.error.
+    import os
+    import subprocess
+
+    import numpy
+
+    paths = [str(Path(__file__).resolve().parents[2]), os.path.dirname(os.path.dirname(numpy.__file__))]
+    script = (f"import sys; sys.path[:0] = {paths!r}\n"
+              "from splitdbg.dbg.inprocess import GdbInProcess\n"
+              "from splitdbg.mem import open_memory\n"
+              "d = GdbInProcess(); print('OUT', d.execute('print 6*7').strip())\n"
+              "try:\n    open_memory(d)\nexcept Exception as e:\n    print('ERR', type(e).__name__)\n")
+    out = subprocess.run(["gdb", "-q", "-nx", "-batch", "-ex", f"python exec({script!r})"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "OUT $1 = 42" in out and "ERR TargetGone" in out, out
