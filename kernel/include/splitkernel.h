@@ -52,6 +52,7 @@ typedef uint64_t __u64;
 #define SK_ACT_ISOLATE  3   /* policy isolate: the page now maps a private copy in this container */
 #define SK_ACT_SWITCH   4   /* container switched */
 #define SK_ACT_EMULATE  5   /* instruction emulated (CR3/CR4/MSR write) */
+#define SK_ACT_PROBE    6   /* a nested fault the probe armed: recorded, the entry restored, the access retried */
 
 /* Region kinds: what a violation hit */
 #define SK_REGION_NONE        0
@@ -195,5 +196,11 @@ struct sk_protect {
 #define SK_HC_RELEASE         0x5308   /* rbx = container: its last process exited */
 #define SK_HC_PROTECT         0x5309   /* rbx = page pa, rcx = flags: only in the caller's container */
 #define SK_HC_UNPROTECT       0x530a   /* rbx = page pa */
+/* Test hooks for the model's differential test (module parameter probe=1 only; own container only):
+ * read a nested entry on the path of a guest-physical address, or replace it until the next nested
+ * fault, which is recorded (SK_ACT_PROBE, extra = the replaced entry's address) and undone. */
+#define SK_HC_PROBE_GET       0x530b   /* rbx = gpa, rcx = level: returns the entry (splits to 4 KiB first) */
+#define SK_HC_PROBE_SET       0x530c   /* rbx = gpa, rcx = level, rdx = new entry */
+#define SK_HC_PROBE_CLEAR     0x530d   /* undo a change no fault consumed: returns 1 if it was still armed */
 
 #endif

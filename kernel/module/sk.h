@@ -32,6 +32,8 @@ struct sk_cpu {
 	u32 launched;        /* 1 once the first VMRUN entered the guest */
 	int launch_error;    /* exit code of a failed first VMRUN */
 	u64 flush_gen;       /* container table generation last flushed on this CPU */
+	u64 *probe_entry;    /* nested entry replaced by SK_HC_PROBE_SET, restored at the next NPF */
+	u64 probe_saved;
 };
 
 /* Pool layout, fixed at load. */
@@ -55,6 +57,7 @@ struct sk_state {
 };
 
 extern struct sk_state sk;
+extern bool sk_probe;   /* module parameter: enable the differential-test hypercalls */
 /* The descriptor fills a page of its own: non-root containers map that page read-only, and
  * nothing else the guest writes (such as THIS_MODULE's refcount) may share it. */
 union sk_desc_page {
@@ -78,6 +81,7 @@ int sk_container_free(u32 id);
 void sk_container_reap(void);
 int sk_protect(u32 owner, u64 pa, int visible_root);
 int sk_unprotect(u64 pa);
+u64 *sk_entry_ptr(u64 ncr3, u64 gpa, int level);
 int sk_container_add_pgd(u32 id, u64 pgd);
 void sk_container_del_pgd(u64 pgd);
 u32 sk_container_of_pgd(u64 pgd);

@@ -30,6 +30,9 @@ MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("split kernel: per-process nested-paging containers");
 
 struct sk_state sk;
+bool sk_probe;
+module_param_named(probe, sk_probe, bool, 0444);
+MODULE_PARM_DESC(probe, "enable SK_HC_PROBE_GET/SET, the hooks of splitdbg's differential test");
 /* The debug descriptor: in the module's data, found by its magic (and self_pa) in physical memory. */
 union sk_desc_page sk_desc_page __aligned(PAGE_SIZE) = { .d = { .magic = SK_MAGIC, .version = SK_ABI_VERSION,
 								 .size = sizeof(struct sk_descriptor) } };

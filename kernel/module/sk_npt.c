@@ -381,6 +381,28 @@ u32 sk_container_of_pgd(u64 pgd)
 	return id;
 }
 
+/* Address of the nested entry at `level` on gpa's path (splitting large pages above it), or NULL. */
+u64 *sk_entry_ptr(u64 ncr3, u64 gpa, int level)
+{
+	u64 *t = tbl(ncr3), *e = NULL;
+	int l;
+
+	sk_lock();
+	for (l = sk.nlevels; l >= level; l--) {
+		e = &t[(gpa >> (12 + 9 * (l - 1))) & 511];
+		if (l == level)
+			break;
+		if (!(*e & NP_P) || (l <= 3 && (*e & NP_PS) && split(e, l))) {
+			e = NULL;
+			break;
+		}
+		t = tbl(*e & NP_ADDR);
+	}
+	sk.gen++;
+	sk_unlock();
+	return e;
+}
+
 /* Make `pa` present only in container `owner` (and in root when visible_root). */
 int sk_protect(u32 owner, u64 pa, int visible_root)
 {

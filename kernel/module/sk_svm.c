@@ -362,6 +362,15 @@ static void do_npf(struct sk_cpu *c)
 	void *copy;
 
 	ct->counters.exits_npf++;
+	if (c->probe_entry) {
+		/* The fault the probe armed: record it, undo the change, let the access run again. */
+		extra = sk_pa(c->probe_entry);
+		*c->probe_entry = c->probe_saved;
+		c->probe_entry = NULL;
+		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
+		record(c, SK_EV_VIOLATION, region, SK_ACT_PROBE, extra);
+		return;
+	}
 	ct->counters.violations[region]++;
 	if (region == SK_REGION_NONE || region == SK_REGION_SK_STATE || region == SK_REGION_PROTECTED)
 		pol = SK_POL_DENY;   /* never negotiable */
@@ -475,6 +484,31 @@ static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 			res = (u64)(s64)(sk_unprotect(a1) < 0 ? -1 : 0);
 		break;
 	}
+	case SK_HC_PROBE_GET:
+	case SK_HC_PROBE_SET:
+		if (sk_probe && nonroot && a2 >= 1 && a2 <= (u64)sk.nlevels) {
+			u64 *e = sk_entry_ptr(sk.containers[c->container].ncr3, a1, (int)a2);
+
+			if (e && nr == SK_HC_PROBE_GET) {
+				res = *e;
+			} else if (e) {
+				c->probe_saved = *e;
+				c->probe_entry = e;
+				*e = a3;
+				res = 0;
+			}
+			v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
+		}
+		break;
+	case SK_HC_PROBE_CLEAR:
+		res = 0;
+		if (c->probe_entry) {
+			*c->probe_entry = c->probe_saved;
+			c->probe_entry = NULL;
+			v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
+			res = 1;
+		}
+		break;
 	case SK_HC_QUERY:
 		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && is_kernel_addr(a2)) {
 			memcpy((void *)a2, &sk.containers[a1].counters, sizeof(struct sk_counters));

@@ -17,11 +17,9 @@
 #include <linux/mm.h>
 #include <linux/io.h>
 #include <asm/special_insns.h>
+#include <asm/pgtable.h>
 
 MODULE_LICENSE("GPL");
-
-static char result[160];
-static unsigned long text_addr, rodata_addr;
 
 static unsigned long lookup(const char *name)
 {
@@ -36,6 +34,82 @@ static unsigned long lookup(const char *name)
 	}
 	return kln(name);
 }
+
+static char result[256];
+static struct page *probe_block;     /* 2 MiB, 2 MiB-aligned: a whole nested PDE of our own */
+static u8 *probe_va;                 /* its first page, mapped executable in the vmalloc area */
+static u64 probe_pt_pa;              /* guest-physical address of probe_va's guest PTE */
+
+static u64 hypercall(u64 nr, u64 a1, u64 a2, u64 a3)
+{
+	u64 ret;
+
+	asm volatile("vmmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
+	return ret;
+}
+
+#define HC_PROBE_GET 0x530b
+#define HC_PROBE_SET 0x530c
+#define HC_PROBE_CLEAR 0x530d
+
+static int probe_setup(void)
+{
+	unsigned int level;
+	pte_t *pte;
+
+	if (probe_block)
+		return 0;
+	probe_block = alloc_pages(GFP_KERNEL | __GFP_ZERO, 9);
+	if (!probe_block)
+		return -ENOMEM;
+	probe_va = vmap(&probe_block, 1, VM_MAP, PAGE_KERNEL);
+	if (!probe_va)
+		return -ENOMEM;
+	/* vmap() always maps non-executable: the fetch probe needs the page executable. */
+	{
+		int (*set_x)(unsigned long, int) = (void *)lookup("set_memory_x");
+
+		if (!set_x || set_x((unsigned long)probe_va, 1))
+			return -EINVAL;
+	}
+	probe_va[0] = 0xc3;                  /* ret: the fetch probe calls it */
+	pte = lookup_address((unsigned long)probe_va, &level);
+	if (!pte || level != PG_LEVEL_4K)
+		return -EINVAL;
+	probe_pt_pa = __pa(pte);
+	return 0;
+}
+
+/* probe ACCESS TARGET LEVEL OP: change one nested entry, make one access, report what happened. */
+static int probe(const char *acc, const char *target, int level, const char *op)
+{
+	u64 gpa = strcmp(target, "gpt") ? page_to_phys(probe_block) + 8 : probe_pt_pa;
+	u64 old, new, armed;
+
+	preempt_disable();
+	old = hypercall(HC_PROBE_GET, gpa, level, 0);
+	if (!strcmp(op, "np")) new = 0;
+	else if (!strcmp(op, "ro")) new = old & ~2ULL;
+	else if (!strcmp(op, "us0")) new = old & ~4ULL;
+	else if (!strcmp(op, "nx")) new = old | (1ULL << 63);
+	else if (!strcmp(op, "rsv")) new = old | (1ULL << 51);
+	else if (!strcmp(op, "rsv8")) new = old | (1ULL << 8);
+	else { preempt_enable(); return -EINVAL; }
+	hypercall(HC_PROBE_SET, gpa, level, new);
+	if (!strcmp(acc, "read"))
+		(void)READ_ONCE(*(u64 *)(probe_va + 8));
+	else if (!strcmp(acc, "write"))
+		WRITE_ONCE(*(u64 *)(probe_va + 8), 0x1234);
+	else
+		((void (*)(void))probe_va)();
+	armed = hypercall(HC_PROBE_CLEAR, 0, 0, 0);
+	preempt_enable();
+	snprintf(result, sizeof(result), "probe acc=%s target=%s level=%d op=%s gpa=%#llx va=%#lx old=%#llx new=%#llx faulted=%s\n",
+		 acc, target, level, op, gpa, (unsigned long)probe_va + (strcmp(acc, "fetch") ? 8 : 0), old, new,
+		 armed ? "no" : "yes");
+	return 0;
+}
+static unsigned long text_addr, rodata_addr;
 
 static int write_alias(unsigned long addr, u8 *before, u8 *after)
 {
@@ -79,6 +153,15 @@ static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, lof
 		asm volatile("mov %0, %%cr4" :: "r"(cr4) : "memory");
 		snprintf(result, sizeof(result), "cr4-smep before=%#lx after=%#lx smep=%s\n", cr4, now,
 			 now & X86_CR4_SMEP ? "kept" : "cleared");
+	} else if (!strncmp(cmd, "probe ", 6)) {
+		char acc[8], target[8], op[8];
+		int level, r;
+
+		if (sscanf(cmd + 6, "%7s %7s %d %7s", acc, target, &level, op) != 4)
+			return -EINVAL;
+		r = probe_setup() ?: probe(acc, target, level, op);
+		if (r)
+			return r;
 	} else if (sscanf(cmd, "read-phys %lx", &pa) == 1) {
 		snprintf(result, sizeof(result), "read-phys pa=%#lx value=%#llx\n", pa, READ_ONCE(*(u64 *)phys_to_virt(pa)));
 	} else {
@@ -108,6 +191,10 @@ static int __init sktest_init(void)
 static void __exit sktest_exit(void)
 {
 	proc_remove(entry);
+	if (probe_va)
+		vunmap(probe_va);
+	if (probe_block)
+		__free_pages(probe_block, 9);
 }
 
 module_init(sktest_init);
