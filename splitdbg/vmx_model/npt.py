@@ -62,6 +62,8 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
         large = level in (2, 3) and entry & PS
         if level >= 4:
             rsv = entry & upper_rsv
+            if entry & G and not upper_rsv & G:
+                applied.append("qemu-tcg-7.2: bit 8 of a nested PML4E/PML5E is not checked as reserved")
         elif large:
             rsv = entry & (addr_rsv | (((1 << shift) - 1) & ~0x1FFF) | (PS if level == 3 and not caps.npt_1g else 0))
         else:
