@@ -143,7 +143,7 @@ struct sk_descriptor {
 	__u32 container_size;
 	__u32 event_size;
 	__u32 ring_entries;
-	__u32 reserved0;
+	__u32 slat_levels;          /* levels of the nested tables (the host's paging: 4, or 5 with LA57) */
 	__u64 rings_pa[SK_MAX_CPUS];
 	__u64 vmcb_pa[SK_MAX_CPUS]; /* VMCB (SVM) or VMCS (VMX) of each CPU */
 	__u64 pool_pa;              /* the module's private memory: tables, rings, VMCBs */

@@ -478,6 +478,7 @@ static int __init sk_init(void)
 	sk_desc.container_size = sizeof(struct sk_container);
 	sk_desc.event_size = sizeof(struct sk_event);
 	sk_desc.ring_entries = SK_RING_ENTRIES;
+	sk_desc.slat_levels = sk.nlevels;
 	sk_desc.pool_pa = sk.pool_pa;
 	sk_desc.pool_size = SK_POOL_SIZE;
 	sk_desc.kernel_text_pa = sk.text_pa;

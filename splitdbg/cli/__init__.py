@@ -5,10 +5,12 @@ import argparse
 import sys
 
 from ..errors import SplitdbgError
+from . import check as check_cmd
 from . import gdb as gdb_cmd
+from . import inspect as inspect_cmd
 from . import lab as lab_cmd
 
-COMMANDS = [lab_cmd, gdb_cmd]
+COMMANDS = [lab_cmd, gdb_cmd, inspect_cmd, check_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except SplitdbgError as exc:
+    except (SplitdbgError, OSError, ValueError) as exc:
         print(f"splitdbg: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -40,7 +40,7 @@ CONTAINER_TAIL = struct.Struct(f"<II{MAX_PROTECTED}Q")   # nprotected, protected
 CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16 + CONTAINER_TAIL.size
 DESCRIPTOR = struct.Struct("<QIIQIIIIQIIII8Q8QQQQQQQQQQ")
 DESCRIPTOR_FIELDS = ("magic", "version", "size", "self_pa", "vendor", "ncpus", "cpu_mask", "max_containers",
-                     "containers_pa", "container_size", "event_size", "ring_entries", "reserved0") + \
+                     "containers_pa", "container_size", "event_size", "ring_entries", "slat_levels") + \
     tuple(f"rings_pa{i}" for i in range(MAX_CPUS)) + tuple(f"vmcb_pa{i}" for i in range(MAX_CPUS)) + \
     ("pool_pa", "pool_size", "kernel_text_pa", "kernel_text_end_pa", "rodata_pa", "rodata_end_pa", "total_exits",
      "hypercalls", "load_count")

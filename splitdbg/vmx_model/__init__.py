@@ -13,4 +13,4 @@ Bochs 2.7 in `quirks`. See docs/vmx_model.md.
 from .common import Caps, ModelError, Result, Step  # noqa: F401
 from .quirks import PROFILES  # noqa: F401
 from .ranges import SlatRange, slat_ranges  # noqa: F401
-from .translate import translate  # noqa: F401
+from .translate import slat_translate, translate  # noqa: F401

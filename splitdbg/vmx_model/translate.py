@@ -215,3 +215,30 @@ def _guest_denies(access, user, w, u, nx, cr0, cr4, rflags) -> str | None:
     if access == "write" and not w and cr0 & CR0_WP:
         return "supervisor-mode write to a read-only address with CR0.WP=1"
     return None
+
+
+def slat_translate(*, mem, arch: str, slat_root: int, gpa: int, access: str, final: bool = True,
+                   levels: int = 4, host_efer: int | None = None, host_cr4: int | None = None,
+                   caps: Caps | None = None, quirks: str | None = None, gva: int | None = None) -> Result:
+    """The second level alone: one guest-physical access through EPT or NPT, as the final access
+    (`final=True`) or as a guest paging-structure access. For exits that record only the GPA
+    (AMD without decode assists) this is what can be checked."""
+    if arch not in ("vmx", "svm"):
+        raise ModelError(f"arch is 'vmx' or 'svm', not {arch!r}")
+    caps = caps or Caps.default(arch)
+    if not hasattr(mem, "read_u64"):
+        mem = _U64Reader(mem)
+    t = _Translation(mem, arch, access, 0, caps, quirk_set(quirks), gva or 0)
+    if arch == "vmx":
+        t.eptp = ept.Eptp.decode(slat_root, caps)
+    else:
+        t.ncr3 = slat_root
+        t.host_nxe = bool((EFER_NXE if host_efer is None else host_efer) & EFER_NXE)
+        t.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
+        t.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 or levels == 5 else 4
+    hpa = t.slat(gpa, access, "final GPA" if final else "guest paging-structure access", final=final)
+    r = t.result
+    r.gpa = gpa
+    if hpa is not None:
+        r.hpa, r.reason = hpa, "translated"
+    return r

@@ -1,0 +1,205 @@
+"""`splitdbg check TARGET POLICY.toml`: does a live split kernel obey a policy? Exit 0 if every
+rule holds, 1 otherwise, with a readable report. The policy language is in docs/policies.md."""
+from __future__ import annotations
+
+import json
+import tomllib
+
+import networkx as nx
+
+from ..arch import x86_paging as xp
+from ..errors import SplitdbgError
+from ..target.session import Session
+from ..target.snapshot import Snapshot
+
+START_KERNEL_MAP = 0xFFFFFFFF80000000
+KINDS = ("permissions", "protected-only-in-owner", "no-aliases", "violations")
+
+
+class PolicyError(SplitdbgError):
+    pass
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="check a policy (TOML) against a live target; exit 1 when it fails")
+    p.add_argument("target", help=":PORT, HOST:PORT or a memory image")
+    p.add_argument("policy", help="policy file (TOML), see docs/policies.md")
+    p.add_argument("--vmlinux")
+    p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+
+def load_policy(path: str) -> list[dict]:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
+    rules = doc.get("rule")
+    if not isinstance(rules, list) or not rules:
+        raise PolicyError(f"{path}: no [[rule]] tables")
+    for i, r in enumerate(rules):
+        if r.get("kind") not in KINDS:
+            raise PolicyError(f"{path}: rule {i + 1} ({r.get('name', 'unnamed')}): kind must be one of {', '.join(KINDS)}")
+    return rules
+
+
+class Checker:
+    def __init__(self, session: Session, snap: Snapshot):
+        self.s, self.snap = session, snap
+        m = snap.module or {}
+        self.regions = {"kernel-text": (m.get("kernel_text_pa"), m.get("kernel_text_end_pa")),
+                        "kernel-rodata": (m.get("rodata_pa"), m.get("rodata_end_pa"))}
+
+    # -- what a rule talks about ---------------------------------------------------------------
+    def span(self, rule) -> tuple[int, int]:
+        """The guest-physical span a rule names: region, range, symbol or section."""
+        if "region" in rule:
+            lo, hi = self.regions.get(rule["region"], (None, None))
+            if lo is None:
+                raise PolicyError(f"unknown region {rule['region']!r} (or the module is not loaded): "
+                                  f"known: {', '.join(self.regions)}")
+            return lo, hi
+        if "range" in rule:
+            a, _, b = rule["range"].partition("-")
+            return int(a, 16), int(b, 16)
+        k = self.s.kernel
+        if k is None:
+            raise PolicyError("symbol and section rules need kernel symbols (--vmlinux)")
+        if "symbol" in rule:
+            sym = k.symbols.by_name.get(rule["symbol"])
+            if sym is None:
+                raise PolicyError(f"no symbol {rule['symbol']!r}")
+            pa = k.image_pa(sym.addr)
+            return pa, pa + max(sym.size, 1)
+        if "section" in rule:
+            addr, size = k.symbols.sections.get(rule["section"], (0, 0))
+            if not addr:
+                raise PolicyError(f"no section {rule['section']!r} in vmlinux")
+            return k.image_pa(addr), k.image_pa(addr) + size
+        raise PolicyError(f"rule {rule.get('name')!r} names no region, range, symbol or section")
+
+    def containers(self, rule):
+        sel = rule.get("containers", "non-root")
+        if sel == "all":
+            return self.snap.containers
+        if sel == "root":
+            return [c for c in self.snap.containers if c.id == 0]
+        if sel == "non-root":
+            return [c for c in self.snap.containers if c.id != 0]
+        if isinstance(sel, list):
+            return [c for c in self.snap.containers if c.id in sel or c.owner_comm in sel]
+        raise PolicyError(f"containers = {sel!r}: use all, root, non-root or a list of ids/commands")
+
+    # -- rules ---------------------------------------------------------------------------------
+    def permissions(self, rule) -> list[str]:
+        lo, hi = self.span(rule)
+        forbid, require = rule.get("forbid", ""), rule.get("require", "")
+        bad = []
+        for c in self.containers(rule):
+            for r in c.ranges:
+                if r.end <= lo or r.start >= hi:
+                    continue
+                got = [f for f in forbid if f in r.perms] + [f"missing {f}" for f in require if f not in r.perms]
+                if got:
+                    bad.append(f"container {c.id} ({c.owner_comm or 'root'}): {max(r.start, lo):#x}-{min(r.end, hi):#x} "
+                               f"is {r.perms} ({', '.join(got)})")
+        # Absent from the map at all counts as no permission (fine for forbid, not for require).
+        return bad
+
+    def protected_only_in_owner(self, rule) -> list[str]:
+        bad = []
+        for owner in self.snap.containers:
+            for pa in owner.protected:
+                for c in self.snap.containers:
+                    if c.id == owner.id:
+                        continue
+                    for r in c.ranges:
+                        if r.start <= pa < r.end and r.hpa + (pa - r.start) == pa:
+                            bad.append(f"protected page {pa:#x} of container {owner.id} is mapped in container {c.id}"
+                                       f" ({r.perms})")
+        return bad
+
+    def alias_graph(self, lo: int, hi: int) -> nx.DiGraph:
+        """Guest-virtual pages -> guest-physical -> frames in [lo, hi), edges marked writable when
+        both the guest tables and the container's nested table allow writes."""
+        g = nx.DiGraph()
+        mode = self.s.kernel.mode if self.s.kernel else xp.PagingMode(levels=4)
+        for c in self.containers({"containers": "non-root"}):
+            for pgd in c.pgds:
+                try:
+                    d = xp.dump(self.s.mem, pgd, mode, on_error="collect")
+                except SplitdbgError:
+                    continue
+                for gr in d.ranges:
+                    # Which part of this guest range lands on [lo, hi)?
+                    a, b = max(gr.phys, lo), min(gr.phys + gr.size, hi)
+                    if a >= b:
+                        continue
+                    for nr in c.ranges:
+                        s0, e0 = max(a, nr.start), min(b, nr.end)
+                        if s0 >= e0:
+                            continue
+                        frame = nr.hpa + (s0 - nr.start)
+                        if not (lo <= frame < hi):
+                            continue   # e.g. an isolated private copy: not the kernel's frame
+                        gva = gr.start + (s0 - gr.phys)
+                        src, mid, dst = ("gva", c.id, pgd, gva), ("gpa", c.id, s0), ("frame", frame)
+                        g.add_edge(src, mid, writable=gr.writable)
+                        g.add_edge(mid, dst, writable="w" in nr.perms)
+        return g
+
+    def no_aliases(self, rule) -> list[str]:
+        lo, hi = self.span(rule if any(k in rule for k in ("region", "range", "symbol", "section"))
+                           else {"region": "kernel-text"})
+        g = self.alias_graph(lo, hi)
+        bad = []
+        for node in g:
+            if node[0] != "gva":
+                continue
+            for mid in g.successors(node):
+                for frame in g.successors(mid):
+                    if g.edges[node, mid]["writable"] and g.edges[mid, frame]["writable"]:
+                        bad.append(f"container {node[1]} (CR3 {node[2]:#x}): guest-virtual {node[3]:#x} writes frame "
+                                   f"{frame[1]:#x} through guest-physical {mid[2]:#x}")
+        return bad
+
+    def violations(self, rule) -> list[str]:
+        limits = rule.get("max", {})
+        bad = []
+        for c in self.containers({"containers": rule.get("containers", "all")}):
+            for region, n in c.counters["violations"].items():
+                if region in limits and n > limits[region]:
+                    bad.append(f"container {c.id} ({c.owner_comm or 'root'}): {n} {region} violations (max {limits[region]})")
+        return bad
+
+    def run(self, rules) -> list[dict]:
+        results = []
+        for r in rules:
+            fn = getattr(self, r["kind"].replace("-", "_"))
+            problems = fn(r)
+            results.append({"name": r.get("name", r["kind"]), "kind": r["kind"], "ok": not problems,
+                            "problems": problems})
+        return results
+
+
+def cmd_check(args) -> int:
+    rules = load_policy(args.policy)
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as s:
+        snap = s.snapshot(crosscheck=False)
+        if snap.module is None:
+            raise SplitdbgError("the split-kernel module is not loaded: " + "; ".join(snap.notes))
+        results = Checker(s, snap).run(rules)
+    ok = all(r["ok"] for r in results)
+    if args.json:
+        print(json.dumps({"ok": ok, "rules": results}))
+    else:
+        for r in results:
+            print(f"{'PASS' if r['ok'] else 'FAIL'}  {r['name']}")
+            for p in r["problems"][:20]:
+                print(f"      {p}")
+            if len(r["problems"]) > 20:
+                print(f"      ... and {len(r['problems']) - 20} more")
+        print(f"{sum(r['ok'] for r in results)} of {len(results)} rules hold")
+    return 0 if ok else 1

@@ -1,0 +1,186 @@
+"""`splitdbg status|ps|ept|events|snapshot|diff|walk TARGET`: read-only views of a target.
+
+TARGET is :PORT or HOST:PORT (QEMU's gdbstub; the shared RAM file is used when QEMU has one),
+or a memory image / snapshot file where the command allows it."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+from ..errors import SplitdbgError
+from ..target.session import Session
+from ..target.snapshot import Snapshot
+from . import render
+
+
+def _target(p) -> None:
+    p.add_argument("target", help=":PORT, HOST:PORT or a memory image")
+    p.add_argument("--vmlinux", help="kernel with symbols (default: the lab build, when there is one)")
+    p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(sub) -> None:
+    for name, func, help_ in [("status", cmd_status, "module, CPUs, counters, memory backend"),
+                              ("ps", cmd_ps, "processes with their mode (R/NR) and container"),
+                              ("containers", cmd_containers, "containers with counters and policies"),
+                              ("snapshot", cmd_snapshot, "everything, as JSON, to a file")]:
+        p = sub.add_parser(name, help=help_)
+        _target(p)
+        if name == "snapshot":
+            p.add_argument("-o", "--output", required=True)
+        p.set_defaults(func=func)
+    p = sub.add_parser("ept", help="a container's nested page table (NPT/EPT) as merged ranges")
+    _target(p)
+    p.add_argument("container", nargs="?", type=int, default=0, help="container id (0 = root)")
+    p.add_argument("--pid", type=int, help="the container of this process instead")
+    p.add_argument("--filter", default="", help="comma list of r,w,x,u,-w,-x,protected,isolated,differs")
+    p.add_argument("--range", dest="window", help="START-END guest-physical, hex")
+    p.set_defaults(func=cmd_ept)
+    p = sub.add_parser("events", help="the module's event rings, decoded and cross-checked")
+    _target(p)
+    p.add_argument("--pid", type=int)
+    p.add_argument("--kind", choices=["exit", "violation", "cr3-switch", "hypercall", "enter-nr", "cr4-blocked",
+                                      "lifecycle"])
+    p.add_argument("--last", type=int)
+    p.set_defaults(func=cmd_events)
+    p = sub.add_parser("diff", help="compare two snapshot files: ranges added, removed, changed")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("walk", help="two-dimensional walk of a process's address through the model")
+    _target(p)
+    p.add_argument("pid", type=int)
+    p.add_argument("gva", type=lambda s: int(s, 16))
+    p.add_argument("--access", choices=["read", "write", "fetch"], default="read")
+    p.set_defaults(func=cmd_walk)
+
+
+def _snapshot(args, **kw) -> Snapshot:
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as s:
+        return s.snapshot(**kw)
+
+
+def cmd_status(args):
+    s = _snapshot(args, with_ranges=False, crosscheck=False)
+    print(json.dumps({"target": s.target, "backend": s.backend, "module": s.module, "cpus": s.cpus,
+                      "containers": len(s.containers), "notes": s.notes}) if args.json else render.status(s))
+
+
+def cmd_ps(args):
+    s = _snapshot(args, with_ranges=False, crosscheck=False)
+    if args.json:
+        print(json.dumps([dict(asdict(p), mode=p.mode) for p in s.processes or []]))
+    else:
+        print(render.ps(s))
+
+
+def cmd_containers(args):
+    s = _snapshot(args, with_ranges=False, crosscheck=False)
+    print(json.dumps([asdict(c) for c in s.containers]) if args.json else render.containers(s))
+
+
+def cmd_ept(args):
+    s = _snapshot(args, crosscheck=False)
+    cid = args.container
+    if args.pid is not None:
+        if s.processes is None:
+            raise SplitdbgError("--pid needs kernel symbols (--vmlinux)")
+        match = [p for p in s.processes if p.pid == args.pid]
+        if not match:
+            raise SplitdbgError(f"no process {args.pid}")
+        cid = match[0].container
+    c = s.container(cid)
+    if c is None:
+        raise SplitdbgError(f"no container {cid}")
+    window = tuple(int(x, 16) for x in args.window.split("-")) if args.window else None
+    flt = {f for f in args.filter.split(",") if f}
+    if args.json:
+        print(json.dumps({"container": cid, "slat": s.slat, "slat_root": c.slat_root,
+                          "ranges": [asdict(r) for r in c.ranges if (not window or (r.end > window[0] and r.start < window[1]))
+                                     and (not flt or render._match(r, flt))]}))
+    else:
+        print(render.ept(s, cid, flt, window))
+
+
+def cmd_events(args):
+    s = _snapshot(args, with_ranges=False)
+    evs = [e for e in s.events if (args.pid is None or e.pid == args.pid) and (args.kind is None or e.kind == args.kind)]
+    if args.last:
+        evs = evs[-args.last:]
+    print(json.dumps([asdict(e) for e in evs]) if args.json else render.events(s, args.pid, args.kind, args.last))
+
+
+def cmd_snapshot(args):
+    s = _snapshot(args)
+    with open(args.output, "w") as f:
+        f.write(s.to_json())
+    print(f"snapshot of {len(s.containers)} containers, {len(s.processes or [])} processes, {len(s.events)} events "
+          f"written to {args.output}")
+
+
+def diff(a: Snapshot, b: Snapshot) -> list[dict]:
+    """Per container (matched by id and owner), ranges added, removed and changed in permission."""
+    out = []
+    bc = {(c.id, c.owner_pid): c for c in b.containers}
+    ac = {(c.id, c.owner_pid): c for c in a.containers}
+    for key in sorted(set(ac) | set(bc)):
+        ca, cb = ac.get(key), bc.get(key)
+        ra = {(r.start, r.end): r for r in (ca.ranges if ca else [])}
+        rb = {(r.start, r.end): r for r in (cb.ranges if cb else [])}
+        added = [asdict(rb[k]) for k in sorted(set(rb) - set(ra))]
+        removed = [asdict(ra[k]) for k in sorted(set(ra) - set(rb))]
+        changed = [{"start": k[0], "end": k[1], "before": ra[k].perms + f"@{ra[k].hpa:#x}",
+                    "after": rb[k].perms + f"@{rb[k].hpa:#x}"}
+                   for k in sorted(set(ra) & set(rb)) if (ra[k].perms, ra[k].hpa) != (rb[k].perms, rb[k].hpa)]
+        if added or removed or changed or not ca or not cb:
+            out.append({"container": key[0], "owner_pid": key[1], "state": "added" if not ca else
+                        "removed" if not cb else "changed", "added": added, "removed": removed, "changed": changed})
+    return out
+
+
+def cmd_diff(args):
+    a, b = (Snapshot.from_json(open(p).read()) for p in (args.a, args.b))
+    d = diff(a, b)
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    if not d:
+        print("no differences")
+    for c in d:
+        print(f"container {c['container']} (owner {c['owner_pid']}): {c['state']}")
+        for r in c["added"]:
+            print(f"  + {r['start']:#x}-{r['end']:#x} -> {r['hpa']:#x} {r['perms']}")
+        for r in c["removed"]:
+            print(f"  - {r['start']:#x}-{r['end']:#x} -> {r['hpa']:#x} {r['perms']}")
+        for r in c["changed"]:
+            print(f"  ~ {r['start']:#x}-{r['end']:#x} {r['before']} -> {r['after']}")
+    return 1 if d else 0
+
+
+def cmd_walk(args):
+    from ..vmx_model import translate
+
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+        if sess.kernel is None:
+            raise SplitdbgError("walk needs kernel symbols (--vmlinux) to find the process")
+        task = next((t for t in sess.kernel.tasks() if t.pid == args.pid), None)
+        if task is None or not task.pgd:
+            raise SplitdbgError(f"no user process {args.pid}")
+        sk = sess.splitkernel()
+        regs = sess.guest_control_regs(sk)
+        cid = sk.container_of_cr3(task.pgd)
+        ncr3 = next(c.ncr3 for c in sk.containers() if c.id == cid)
+        r = translate(mem=sess.mem, arch="svm", gva=args.gva, access=args.access, cpl=0, cr0=regs["cr0"],
+                      cr3=task.pgd, cr4=regs["cr4"], efer=regs["efer"], slat_root=ncr3, host_efer=regs["efer"],
+                      host_cr4=regs["cr4"])
+    if args.json:
+        print(json.dumps(dict(r.as_dict(), container=cid, pid=args.pid)))
+        return 0
+    print(f"process {args.pid} ({task.comm}), container {cid}, guest CR3 {task.pgd:#x}, nCR3 {ncr3:#x}")
+    for st in r.steps:
+        print(f"  {st.walk:5} L{st.level} {st.purpose:28} @ {st.entry_addr:#014x} = {st.entry:#018x}")
+    print(r.explain())
+    return 0

@@ -1,0 +1,95 @@
+"""Text renderings of a Snapshot, shared by the CLI and the gdb plugin (presentation only)."""
+from __future__ import annotations
+
+from ..target.snapshot import Snapshot
+
+SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
+
+
+def status(s: Snapshot) -> str:
+    lines = [f"target         : {s.target}", f"memory backend : {s.backend}"]
+    m = s.module
+    if m is None:
+        lines.append("split kernel   : not loaded (" + "; ".join(s.notes[:1]) + ")")
+    else:
+        lines += [f"split kernel   : ABI {m['version']}, {m['vendor_name']} with nested paging ({s.slat}, "
+                  f"{m['slat_levels']} levels), descriptor at {m['descriptor_pa']:#x}",
+                  f"CPUs in R mode : {', '.join(map(str, s.cpus)) or 'none'} of {m['ncpus']}",
+                  f"containers     : {len(s.containers)} (root + {len(s.containers) - 1})",
+                  f"VM exits       : {m['total_exits']} total, {m['hypercalls']} hypercalls",
+                  f"pool           : {m['pool_pa']:#x} + {m['pool_size'] >> 20} MiB (absent from every container)"]
+    if s.processes is not None:
+        nr = sum(1 for p in s.processes if p.container)
+        lines.append(f"processes      : {len(s.processes)} ({nr} in non-root mode)")
+    lines += [f"note           : {n}" for n in s.notes]
+    return "\n".join(lines)
+
+
+def ps(s: Snapshot) -> str:
+    if s.processes is None:
+        return "no kernel symbols: give --vmlinux to list processes\n" + containers(s)
+    viol = {c.id: sum(c.counters["violations"].values()) for c in s.containers}
+    prot = {c.id: len(c.protected) for c in s.containers}
+    out = [f"{'PID':>6} {'COMM':16} {'MODE':4} {'CONT':>4} {'PROT':>4} {'VIOL':>5}  PGD"]
+    for p in s.processes:
+        c = p.container
+        out.append(f"{p.pid:>6} {p.comm:16} {p.mode:4} {c:>4} {prot.get(c, 0) if c else 0:>4} "
+                   f"{viol.get(c, 0) if c else 0:>5}  {p.pgd:#x}" if p.pgd else
+                   f"{p.pid:>6} {p.comm:16} {'R':4} {'-':>4} {'-':>4} {'-':>5}  (kernel thread)")
+    return "\n".join(out)
+
+
+def containers(s: Snapshot) -> str:
+    out = [f"{'ID':>3} {'OWNER':>6} {'COMM':16} {'nCR3':>12} {'PGDS':>4} {'EXITS':>7} {'NPF':>5} {'DENY':>4} {'ISO':>4} "
+           f"{'LOG':>4} POLICY"]
+    for c in s.containers:
+        k = c.counters
+        pol = "-" if c.id == 0 else ",".join(f"{r}={p}" for r, p in c.policy.items())
+        out.append(f"{c.id:>3} {c.owner_pid:>6} {(c.owner_comm or ('root' if c.id == 0 else '')):16} "
+                   f"{c.slat_root:>#12x} {len(c.pgds):>4} {k['exits']:>7} {k['exits_npf']:>5} {k['denied']:>4} "
+                   f"{k['isolated']:>4} {k['allowed']:>4} {pol}{' (released)' if c.released else ''}")
+    return "\n".join(out)
+
+
+def ept(s: Snapshot, cid: int, flt: set[str] | None = None, window: tuple[int, int] | None = None) -> str:
+    c = s.container(cid)
+    if c is None:
+        return f"no container {cid}"
+    out = [f"container {cid} ({'root' if cid == 0 else c.owner_comm}), {s.slat} root {c.slat_root:#x}: "
+           f"{len(c.ranges)} ranges; * = differs from the root container"]
+    for r in c.ranges:
+        if window and (r.end <= window[0] or r.start >= window[1]):
+            continue
+        if flt and not _match(r, flt):
+            continue
+        mark = "*" if r.differs_from_root else " "
+        out.append(f"{mark} {r.start:#014x}-{r.end:#014x} -> {r.hpa:#014x} {r.perms:4} {SIZE.get(r.page_size, hex(r.page_size)):>3}"
+                   f"{'  ' + r.note if r.note else ''}")
+    return "\n".join(out)
+
+
+def _match(r, flt: set[str]) -> bool:
+    for f in flt:
+        if f in ("r", "w", "x", "u") and f not in r.perms:
+            return False
+        if f in ("-r", "-w", "-x") and f[1] in r.perms:
+            return False
+        if f == "protected" and "protected" not in r.note:
+            return False
+        if f == "isolated" and "isolated" not in r.note:
+            return False
+        if f == "differs" and not r.differs_from_root:
+            return False
+    return True
+
+
+def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: int | None = None) -> str:
+    evs = [e for e in s.events if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
+    if last:
+        evs = evs[-last:]
+    out = [f"{'CPU':>3} {'SEQ':>6} {'CONT':>4} {'PID':>5} {'KIND':12} {'ACTION':8} {'REGION':12} "
+           f"{'EXITINFO1':>12} {'EXITINFO2':>14} {'RIP':>18}  CHECK"]
+    for e in evs:
+        out.append(f"{e.cpu:>3} {e.seq:>6} {e.container:>4} {e.pid:>5} {e.kind:12} {e.action:8} {e.region:12} "
+                   f"{e.exitinfo1:>#12x} {e.exitinfo2:>#14x} {e.rip:>#18x}  {e.check}")
+    return "\n".join(out)

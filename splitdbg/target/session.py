@@ -1,0 +1,101 @@
+"""A connection to a target: a QEMU gdbstub (`:1234`, `host:1234`) or a memory image file.
+
+For a live QEMU target, gdb (pygdbmi) attaches just long enough to find the shared RAM file and
+read the vCPU registers, then detaches so the guest runs on while we read its memory from the
+file. Without a shared file, gdb stays attached (the guest stays stopped) and memory is read
+through the gdbstub.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..dbg.gdbmi import GdbMI
+from ..errors import SplitdbgError
+from ..mem import ImageFile, open_memory
+from ..vmx_model import vmcb
+from . import snapshot as snap
+from .kernel import Kernel
+from .splitkernel import ModuleNotLoaded, SplitKernel
+
+
+def default_vmlinux() -> str | None:
+    try:
+        from .. import lab
+
+        return lab.artifacts()["vmlinux"]
+    except (SplitdbgError, KeyError, OSError):
+        return None
+
+
+class Session:
+    def __init__(self, target: str, vmlinux: str | None = None, prefer: str = "auto", keep_gdb: bool = False):
+        self.target = target
+        self.dbg = None
+        self.regs: dict[str, int] = {}
+        if os.path.exists(target) and not target.startswith(":"):
+            self.mem = ImageFile(target)
+        else:
+            host, _, port = target.rpartition(":")
+            if not port.isdigit():
+                raise SplitdbgError(f"target {target!r}: expected :PORT, HOST:PORT or a memory image file")
+            self.dbg = GdbMI.connect(f"{host or 'localhost'}:{port}")
+            try:
+                self.mem = open_memory(self.dbg, prefer=prefer)
+                self.regs = self.dbg.read_registers(("cr0", "cr3", "cr4", "efer"))
+            except SplitdbgError:
+                self.dbg.close()
+                raise
+            if self.mem.name == "shared-ram-file" and not keep_gdb:
+                self.dbg.close()          # the guest runs on; we read its RAM file
+                self.dbg = None
+        vmlinux = vmlinux if vmlinux is not None else default_vmlinux()
+        self.kernel = None
+        self.kernel_error = None
+        if vmlinux and Path(vmlinux).exists():
+            try:
+                self.kernel = Kernel(self.mem, vmlinux)
+            except SplitdbgError as exc:
+                self.kernel_error = str(exc)
+
+    @property
+    def backend(self) -> str:
+        return self.mem.describe()
+
+    def splitkernel(self) -> SplitKernel:
+        return SplitKernel(self.mem)
+
+    def guest_control_regs(self, sk: SplitKernel | None = None) -> dict[str, int]:
+        """CR0, CR4, EFER of the guest: from a VMCB when the module runs, else from gdb."""
+        try:
+            sk = sk or self.splitkernel()
+            save = vmcb.decode(self.mem.read(sk.vmcb_pa(sk.cpus[0]), 4096))["save"]
+            return {"cr0": save["cr0"], "cr4": save["cr4"], "efer": save["efer"], "cr3": save["cr3"]}
+        except (ModuleNotLoaded, IndexError):
+            if self.regs:
+                return self.regs
+            raise SplitdbgError("no CPU state: the module is not loaded and the target has no registers")
+
+    def snapshot(self, **kw) -> snap.Snapshot:
+        if self.kernel is not None:
+            self.kernel.flush()
+        regs = None
+        try:
+            regs = self.guest_control_regs()
+        except SplitdbgError:
+            pass
+        s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=self.kernel, guest_regs=regs, **kw)
+        if self.kernel_error:
+            s.notes.append(f"kernel symbols unusable: {self.kernel_error}")
+        return s
+
+    def close(self) -> None:
+        if self.dbg is not None:
+            self.dbg.close()
+        self.mem.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,195 @@
+"""One snapshot of a split kernel: the data model every presentation layer renders.
+
+A Snapshot is plain data (dataclasses of ints and strings) and round-trips through JSON, so the
+CLI, the gdb plugin, the TUI, `splitdbg diff` and CI checks all see the same thing. Building it
+is the only place that reads guest memory (`take`).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..vmx_model import slat_ranges
+from ..vmx_model.crosscheck import crosscheck_event
+from .splitkernel import ModuleNotLoaded, SplitKernel
+
+FORMAT = "splitdbg-snapshot/1"
+
+
+@dataclass
+class RangeRec:
+    start: int          # guest-physical
+    end: int
+    hpa: int
+    perms: str          # "rwxu": read, write, execute, user (nested entries: every access is a user access)
+    page_size: int
+    differs_from_root: bool = False
+    note: str = ""      # "protected", "isolated copy", ...
+
+
+@dataclass
+class ContainerRec:
+    id: int
+    owner_pid: int
+    owner_comm: str
+    released: bool
+    policy: dict
+    slat_root: int
+    pgds: list[int]
+    protected: list[int]
+    isolated: list[list[int]]
+    counters: dict
+    ranges: list[RangeRec] = field(default_factory=list)
+
+
+@dataclass
+class ProcessRec:
+    pid: int
+    tgid: int
+    comm: str
+    pgd: int
+    container: int
+
+    @property
+    def mode(self) -> str:
+        return "NR" if self.container else "R"
+
+
+@dataclass
+class EventRec:
+    seq: int
+    tsc: int
+    cpu: int
+    container: int
+    pid: int
+    kind: str
+    action: str
+    region: str
+    exit_code: int
+    exitinfo1: int
+    exitinfo2: int
+    rip: int
+    cr3: int
+    slat_root: int
+    extra: int
+    check: str = ""      # the model's verdict for violations: "agree", "differs: ...", or ""
+
+
+@dataclass
+class Snapshot:
+    format: str
+    taken: float
+    target: str
+    backend: str
+    module: dict | None
+    slat: str                         # "NPT" or "EPT"
+    cpus: list[int]
+    containers: list[ContainerRec]
+    processes: list[ProcessRec] | None   # None without kernel symbols
+    events: list[EventRec]
+    notes: list[str] = field(default_factory=list)
+
+    def container(self, cid: int) -> ContainerRec | None:
+        return next((c for c in self.containers if c.id == cid), None)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        for p, rec in zip(d["processes"] or [], self.processes or []):
+            p["mode"] = rec.mode
+        return json.dumps(d, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Snapshot":
+        d = json.loads(text)
+        if d.get("format") != FORMAT:
+            raise ValueError(f"not a splitdbg snapshot (format {d.get('format')!r})")
+        conts = [ContainerRec(**{**c, "ranges": [RangeRec(**r) for r in c["ranges"]]}) for c in d["containers"]]
+        procs = None if d["processes"] is None else [ProcessRec(**{k: v for k, v in p.items() if k != "mode"})
+                                                     for p in d["processes"]]
+        return cls(**{**d, "containers": conts, "processes": procs, "events": [EventRec(**e) for e in d["events"]]})
+
+
+def container_ranges(sk: SplitKernel, ncr3: int) -> list[RangeRec]:
+    levels = sk.d.get("slat_levels") or 4
+    return [RangeRec(r.start, r.end, r.hpa, r.perms, r.page_size)
+            for r in slat_ranges(sk.mem, "svm", ncr3, levels=levels)]
+
+
+def mark_differences(root: list[RangeRec], other: list[RangeRec]) -> None:
+    """Set differs_from_root on each range of `other` whose mapping or permissions differ from
+    the root container's over any part of it."""
+    import bisect
+
+    starts = [r.start for r in root]
+    for r in other:
+        i = max(bisect.bisect_right(starts, r.start) - 1, 0)
+        pos, differs = r.start, False
+        while pos < r.end and not differs:
+            if i >= len(root) or root[i].start > pos:
+                differs = True          # root maps nothing here
+                break
+            rr = root[i]
+            if rr.end <= pos:
+                i += 1
+                continue
+            if rr.perms != r.perms or rr.hpa + (pos - rr.start) != r.hpa + (pos - r.start):
+                differs = True
+            pos = min(rr.end, r.end)
+            i += 1
+        r.differs_from_root = differs
+
+
+def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: bool = True,
+         crosscheck: bool = True, guest_regs: dict | None = None) -> Snapshot:
+    """Read everything once. `kernel` (target.kernel.Kernel) adds processes; without it, the
+    module's state alone (found by its magic) still makes a snapshot."""
+    notes = []
+    try:
+        sk = SplitKernel(mem)
+    except ModuleNotLoaded as exc:
+        sk = None
+        notes.append(str(exc))
+    containers, events, module, cpus = [], [], None, []
+    if sk is not None:
+        module = {k: v for k, v in sk.d.items() if not k.startswith(("rings_pa", "vmcb_pa"))}
+        module["vendor_name"] = sk.vendor
+        module["descriptor_pa"] = sk.pa
+        cpus = sk.cpus
+        root_ranges = None
+        for c in sk.containers():
+            rec = ContainerRec(c.id, c.owner_pid, c.owner_comm, c.released, c.policy, c.ncr3, list(c.pgds),
+                               list(c.protected), [list(x) for x in c.isolated], asdict(c.counters))
+            if with_ranges:
+                rec.ranges = container_ranges(sk, c.ncr3)
+                prot = set(p for cc in sk.containers() for p in cc.protected)
+                iso = {g: cp for g, cp in c.isolated}
+                for r in rec.ranges:
+                    if r.start in iso:
+                        r.note = "isolated copy"
+                    elif r.start in c.protected:
+                        r.note = "protected (own)"
+                if c.id == 0:
+                    root_ranges = rec.ranges
+                elif root_ranges is not None:
+                    mark_differences(root_ranges, rec.ranges)
+                    for r in rec.ranges:
+                        if not r.note and r.differs_from_root and r.end - r.start == 0x1000 and r.start in prot:
+                            r.note = "protected (other)"
+            containers.append(rec)
+        for e in sk.events():
+            rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
+                           e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra)
+            if crosscheck and e.kind_name == "violation":
+                rec.check = crosscheck_event(sk.mem, e, levels=sk.d.get("slat_levels") or 4,
+                                             host_efer=(guest_regs or {}).get("efer"))
+            events.append(rec)
+    processes = None
+    if kernel is not None:
+        processes = []
+        for t in kernel.tasks():
+            cid = sk.container_of_cr3(t.pgd) if (sk is not None and t.pgd) else 0
+            processes.append(ProcessRec(t.pid, t.tgid, t.comm, t.pgd, cid))
+    else:
+        notes.append("no kernel symbols (vmlinux): processes are not listed")
+    return Snapshot(FORMAT, time.time(), target, backend, module, "NPT", cpus, containers, processes, events, notes)
