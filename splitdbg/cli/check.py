@@ -101,6 +101,8 @@ class Checker:
             for r in c.ranges:
                 if r.end <= lo or r.start >= hi:
                     continue
+                if not (lo <= r.hpa + (max(r.start, lo) - r.start) < hi):
+                    continue   # the span's addresses map a private copy here (isolate): not the frames named
                 got = [f for f in forbid if f in r.perms] + [f"missing {f}" for f in require if f not in r.perms]
                 if got:
                     bad.append(f"container {c.id} ({c.owner_comm or 'root'}): {max(r.start, lo):#x}-{min(r.end, hi):#x} "

@@ -58,19 +58,22 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_walk)
 
 
-def _snapshot(args, **kw) -> Snapshot:
+def _snapshot(args, need_module: bool = True, **kw) -> Snapshot:
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as s:
-        return s.snapshot(**kw)
+        snap = s.snapshot(**kw)
+    if need_module and snap.module is None:
+        raise SplitdbgError("the split-kernel module is not loaded: " + "; ".join(snap.notes))
+    return snap
 
 
 def cmd_status(args):
-    s = _snapshot(args, with_ranges=False, crosscheck=False)
+    s = _snapshot(args, need_module=False, with_ranges=False, crosscheck=False)
     print(json.dumps({"target": s.target, "backend": s.backend, "module": s.module, "cpus": s.cpus,
                       "containers": len(s.containers), "notes": s.notes}) if args.json else render.status(s))
 
 
 def cmd_ps(args):
-    s = _snapshot(args, with_ranges=False, crosscheck=False)
+    s = _snapshot(args, need_module=False, with_ranges=False, crosscheck=False)
     if args.json:
         print(json.dumps([dict(asdict(p), mode=p.mode) for p in s.processes or []]))
     else:
@@ -146,7 +149,7 @@ def cmd_diff(args):
     d = diff(a, b)
     if args.json:
         print(json.dumps(d))
-        return 0
+        return 1 if d else 0
     if not d:
         print("no differences")
     for c in d:

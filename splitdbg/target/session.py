@@ -55,8 +55,9 @@ class Session:
         if vmlinux and Path(vmlinux).exists():
             try:
                 self.kernel = Kernel(self.mem, vmlinux)
+                self.kernel.kernel_cr3 and self.kernel.mode   # fails here if this memory is not that kernel's
             except SplitdbgError as exc:
-                self.kernel_error = str(exc)
+                self.kernel, self.kernel_error = None, str(exc)
 
     @property
     def backend(self) -> str:
@@ -84,7 +85,14 @@ class Session:
             regs = self.guest_control_regs()
         except SplitdbgError:
             pass
-        s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=self.kernel, guest_regs=regs, **kw)
+        try:
+            s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=self.kernel, guest_regs=regs, **kw)
+        except SplitdbgError as exc:
+            if self.kernel is None:
+                raise
+            # A kernel we cannot read (rebooting, another kernel): the module's view still works.
+            self.kernel_error = str(exc)
+            s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=None, guest_regs=regs, **kw)
         if self.kernel_error:
             s.notes.append(f"kernel symbols unusable: {self.kernel_error}")
         return s

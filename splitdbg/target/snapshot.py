@@ -182,7 +182,8 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra)
             if crosscheck and e.kind_name == "violation":
                 rec.check = crosscheck_event(sk.mem, e, levels=sk.d.get("slat_levels") or 4,
-                                             host_efer=(guest_regs or {}).get("efer"))
+                                             host_efer=(guest_regs or {}).get("efer"),
+                                             live_roots={c.slat_root for c in containers})
             events.append(rec)
     processes = None
     if kernel is not None:

@@ -14,10 +14,12 @@ def npf_access(exitinfo1: int) -> tuple[str, bool]:
 
 
 def crosscheck_event(mem, event, *, levels: int = 4, host_efer: int | None = None,
-                     host_cr4: int | None = None) -> str:
+                     host_cr4: int | None = None, live_roots: set[int] | None = None) -> str:
     """Recompute an NPF event from the container's current tables (event.slat_root)."""
     if event.exit_code != 0x400:
         return ""
+    if live_roots is not None and event.slat_root not in live_roots:
+        return "not checkable now: its container has been freed"
     access, final = npf_access(event.exitinfo1)
     kw = dict(mem=mem, arch="svm", slat_root=event.slat_root, gpa=event.exitinfo2, access=access, final=final,
               levels=levels, host_efer=host_efer, host_cr4=host_cr4)

@@ -7,6 +7,8 @@
  *   peek-text | peek-rodata     the byte as this context sees it (through its container)
  *   cr4-smep                    clear CR4.SMEP with a raw MOV to CR4, report what stuck, restore
  *   read-phys PA                read 8 bytes of physical memory through the direct map
+ *   map-text | unmap-text       keep (or drop) a writable guest alias of the kernel-text frame
+ *   probe ACC TARGET LEVEL OP   the differential test's probe (see tests/integration/test_model_differential.py)
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
@@ -110,6 +112,7 @@ static int probe(const char *acc, const char *target, int level, const char *op)
 	return 0;
 }
 static unsigned long text_addr, rodata_addr;
+static u8 *text_alias;               /* map-text: a writable alias kept until unmap-text */
 
 static int write_alias(unsigned long addr, u8 *before, u8 *after)
 {
@@ -153,6 +156,17 @@ static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, lof
 		asm volatile("mov %0, %%cr4" :: "r"(cr4) : "memory");
 		snprintf(result, sizeof(result), "cr4-smep before=%#lx after=%#lx smep=%s\n", cr4, now,
 			 now & X86_CR4_SMEP ? "kept" : "cleared");
+	} else if (!strcmp(cmd, "map-text")) {
+		struct page *pg = pfn_to_page(__pa_symbol(text_addr) >> PAGE_SHIFT);
+
+		if (!text_alias)
+			text_alias = vmap(&pg, 1, VM_MAP, PAGE_KERNEL);
+		snprintf(result, sizeof(result), "map-text pa=%#llx alias=%px\n", (u64)__pa_symbol(text_addr), text_alias);
+	} else if (!strcmp(cmd, "unmap-text")) {
+		if (text_alias)
+			vunmap(text_alias);
+		text_alias = NULL;
+		snprintf(result, sizeof(result), "unmap-text\n");
 	} else if (!strncmp(cmd, "probe ", 6)) {
 		char acc[8], target[8], op[8];
 		int level, r;
@@ -191,6 +205,8 @@ static int __init sktest_init(void)
 static void __exit sktest_exit(void)
 {
 	proc_remove(entry);
+	if (text_alias)
+		vunmap(text_alias);
 	if (probe_va)
 		vunmap(probe_va);
 	if (probe_block)

@@ -1,0 +1,145 @@
+"""The splitdbg command line against the real guest running the module and its scenarios; each
+output checked against the guest's own truth (/proc, the module's counters, QEMU)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import boot
+
+POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.toml"
+
+
+def splitdbg(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "splitdbg", *args], capture_output=True, text=True, timeout=300)
+    if check_rc is not None:
+        assert p.returncode == check_rc, f"splitdbg {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+@pytest.fixture(scope="module")
+def guest():
+    g = boot(paging=4, smp=2, append="splitdbg.load=splitkernel,sktest", base_port=15700)
+    yield g
+    g.down()
+
+
+def background(guest, cmd: str) -> int:
+    rc, out = guest.run(f"{cmd} >/dev/null 2>&1 & echo $!")
+    time.sleep(0.5)
+    return int(out.strip())
+
+
+def test_status_and_ps_match_the_guest(guest):
+    nr = background(guest, "split-run -- sleep 300")
+    st = json.loads(splitdbg("status", f":{guest.port}", "--json").stdout)
+    assert st["module"]["vendor_name"] == "SVM" and st["cpus"] == [0, 1]
+    assert st["backend"].startswith("shared RAM file")
+    ps = json.loads(splitdbg("ps", f":{guest.port}", "--json").stdout)
+    proc = guest.run("for d in /proc/[0-9]*; do echo ${d#/proc/}; done")[1].split()
+    ours = {p["pid"] for p in ps if p["pid"]}
+    assert len(ours & {int(x) for x in proc}) >= len(proc) - 3    # the listing itself comes and goes
+    (sleeper,) = [p for p in ps if p["pid"] == nr]
+    assert sleeper["mode"] == "NR" and sleeper["comm"] == "sleep" and sleeper["container"] > 0
+    # /proc/splitkernel says the same
+    assert re.search(rf"^{nr} {sleeper['container']}$", guest.run("cat /proc/splitkernel")[1], re.M)
+    assert all(p["mode"] == "R" for p in ps if p["pid"] == 1)
+    guest.run(f"kill {nr}")
+
+
+def test_events_and_counters_agree_with_the_module(guest):
+    guest.run("split-scenarios kwriter-text-isolate", timeout=120)
+    # The denied writer dies; its parent keeps the container (and so its tables) alive.
+    keeper = background(guest, "split-run -- sh -c 'sh -c \"echo write-text > /proc/sktest\"; sleep 300; true'")
+    evs = json.loads(splitdbg("events", f":{guest.port}", "--kind", "violation", "--json").stdout)
+    assert {e["action"] for e in evs} >= {"deny", "isolate"}
+    ps = json.loads(splitdbg("ps", f":{guest.port}", "--json").stdout)
+    cid = next(p["container"] for p in ps if p["pid"] == keeper)
+    denied = [e for e in evs if e["action"] == "deny" and e["container"] == cid]
+    # The denied write still faults in the container's current tables: the model must agree.
+    assert denied and all(e["check"] == "agree" for e in denied), denied
+    isolated = [e for e in evs if e["action"] == "isolate"]
+    assert all(e["check"].startswith("not checkable") for e in isolated)
+    containers = json.loads(splitdbg("containers", f":{guest.port}", "--json").stdout)
+    (mine,) = [c for c in containers if c["id"] == cid]
+    assert mine["counters"]["denied"] == len(denied) and mine["counters"]["violations"]["text"] == len(denied)
+    guest.run(f"kill {keeper}")
+    text = splitdbg("events", f":{guest.port}", "--kind", "violation").stdout
+    assert "agree" in text and "EXITINFO1" in text
+
+
+def test_ept_of_root_and_of_a_container(guest):
+    nr = background(guest, "split-run -p text=isolate -- sh -c 'echo write-text > /proc/sktest; sleep 300; true'")
+    ps = json.loads(splitdbg("ps", f":{guest.port}", "--json").stdout)
+    cid = next(p["container"] for p in ps if p["pid"] == nr)
+    root = json.loads(splitdbg("ept", f":{guest.port}", "0", "--json").stdout)
+    st = json.loads(splitdbg("status", f":{guest.port}", "--json").stdout)["module"]
+    # The root container is an identity map of everything but the module's pool.
+    assert all(r["start"] == r["hpa"] for r in root["ranges"])
+    assert not any(r["start"] <= st["pool_pa"] < r["end"] for r in root["ranges"])
+    c = json.loads(splitdbg("ept", f":{guest.port}", "--pid", str(nr), "--json").stdout)
+    assert c["container"] == cid
+    text = [r for r in c["ranges"] if r["start"] < st["kernel_text_end_pa"] and r["end"] > st["kernel_text_pa"]]
+    assert text and all("w" not in r["perms"] or r["note"] == "isolated copy" for r in text)
+    iso = [r for r in c["ranges"] if r["note"] == "isolated copy"]
+    assert len(iso) == 1 and iso[0]["hpa"] != iso[0]["start"] and "w" in iso[0]["perms"]
+    filtered = json.loads(splitdbg("ept", f":{guest.port}", str(cid), "--filter", "isolated", "--json").stdout)
+    assert filtered["ranges"] == iso
+    guest.run(f"kill {nr}")
+
+
+def test_policy_holds_then_fails_when_a_scenario_breaks_it(guest, tmp_path):
+    nr = background(guest, "split-run -- sleep 300")
+    ok = splitdbg("check", f":{guest.port}", str(POLICY))
+    assert "4 of 4 rules hold" in ok.stdout
+    # Under `log`, the kernel writer gets a writable text page in its container, and a kept
+    # writable alias makes the no-aliases rule fail too.
+    bad = background(guest, "split-run -p text=log -- sh -c 'echo write-text > /proc/sktest; echo map-text > /proc/sktest;"
+                            " sleep 300; true'")
+    fail = splitdbg("check", f":{guest.port}", str(POLICY), check_rc=1)
+    assert "FAIL  kernel text is never writable" in fail.stdout
+    assert "FAIL  no guest-virtual alias writes a kernel-text frame" in fail.stdout
+    assert "PASS  kernel rodata is never writable" in fail.stdout
+    res = json.loads(splitdbg("check", f":{guest.port}", str(POLICY), "--json", check_rc=1).stdout)
+    assert not res["ok"] and sum(r["ok"] for r in res["rules"]) == 2
+    guest.run(f"echo unmap-text > /proc/sktest; kill {bad} {nr}; split-run -p text=log -- sh -c 'echo write-text > /proc/sktest'")
+    # A bad policy file is a clear error, not a traceback.
+    (tmp_path / "bad.toml").write_text("[[rule]]\nkind = 'nonsense'\n")
+    err = splitdbg("check", f":{guest.port}", str(tmp_path / "bad.toml"), check_rc=2)
+    assert "kind must be one of" in err.stderr
+
+
+def test_snapshots_and_diff(guest, tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    splitdbg("snapshot", f":{guest.port}", "-o", str(a))
+    nr = background(guest, "split-run -p rodata=isolate -- sh -c 'echo write-rodata > /proc/sktest; sleep 300; true'")
+    splitdbg("snapshot", f":{guest.port}", "-o", str(b))
+    d = json.loads(splitdbg("diff", str(a), str(b), "--json", check_rc=1).stdout)
+    new = [c for c in d if c["state"] == "added"]
+    assert new, d
+    isolated = [r for c in new for r in c["added"] if r["note"] == "isolated copy"]
+    assert len(isolated) == 1
+    assert splitdbg("diff", str(a), str(a), check_rc=0).stdout.strip() == "no differences"
+    guest.run(f"kill {nr}")
+
+
+def test_walk_through_the_model(guest):
+    nr = background(guest, "split-run -- sleep 300")
+    w = json.loads(splitdbg("walk", f":{guest.port}", str(nr), "ffffffff81000000", "--json").stdout)
+    assert w["kind"] == "ok" and w["hpa"] == 0x1000000 and w["container"] > 0
+    assert [s["walk"] for s in w["steps"]].count("guest") >= 3
+    guest.run(f"kill {nr}")
+
+
+def test_bad_targets_are_clear_errors(tmp_path):
+    p = splitdbg("status", ":1", check_rc=2)
+    assert "splitdbg:" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "img").write_bytes(bytes(1 << 20))
+    p = splitdbg("events", str(tmp_path / "img"), check_rc=2)
+    assert "not loaded" in p.stderr
