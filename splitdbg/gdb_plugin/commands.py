@@ -1,23 +1,35 @@
-"""The `split` prefix command and its subcommands (one class each)."""
+"""The `split` prefix command and its subcommands (one class each), rendering snapshots."""
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+from dataclasses import asdict
 
 import gdb
 
 from ..arch import x86_paging as xp
+from ..cli import render
+from ..cli.check import Checker, load_policy
 from ..dbg.inprocess import GdbInProcess
 from ..errors import SplitdbgError
+from ..target import snapshot as snap
+from ..vmx_model import translate, vmcb
 from . import session
 
 
 class Split(gdb.Command):
     """Inspect a split kernel's containers and the guest's page tables.
 
-split status              which memory backend is in use, CPU paging state
-split pagetable [CR3]     merged ranges of an address space (default: the current CR3)"""
+split status                 module, CPUs, counters, memory backend
+split ps                     processes with mode (R/NR), container, protected pages, violations
+split ept [ID|--pid P]       a container's nested table as merged ranges (* = differs from root)
+split walk PID GVA           the two-dimensional walk through the model
+split events                 the event rings, decoded and cross-checked
+split vmcb CPU               a CPU's VMCB, decoded
+split check POLICY.toml      check a policy;  split snapshot FILE: save everything as JSON
+split pagetable [CR3]        a guest address space's merged ranges
+Every command takes --json. `set split-backend auto|shared-ram-file|gdbstub` picks the memory backend."""
 
     def __init__(self):
         super().__init__("split", gdb.COMMAND_DATA, gdb.COMPLETE_COMMAND, prefix=True)
@@ -32,14 +44,16 @@ class _Command(gdb.Command):
     """Base: parses arguments with argparse, turns our errors into gdb errors."""
 
     name = ""
+    complete = gdb.COMPLETE_NONE
 
     def __init__(self):
-        super().__init__(f"split {self.name}", gdb.COMMAND_DATA)
+        super().__init__(f"split {self.name}", gdb.COMMAND_DATA, self.complete)
         self.parser = _Parser(prog=f"split {self.name}", add_help=False)
+        self.parser.add_argument("--json", action="store_true")
         self.arguments(self.parser)
 
     def arguments(self, parser):
-        parser.add_argument("--json", action="store_true")
+        pass
 
     def invoke(self, arg, from_tty):
         args = self.parser.parse_args(shlex.split(arg))
@@ -48,6 +62,10 @@ class _Command(gdb.Command):
         except SplitdbgError as exc:
             raise gdb.GdbError(str(exc))
 
+    def snapshot(self, **kw) -> snap.Snapshot:
+        mem = session.memory()
+        return snap.take(mem, target="gdb", backend=mem.describe(), kernel=session.kernel(), **kw)
+
 
 def _paging_state():
     regs = GdbInProcess().read_registers(("cr0", "cr3", "cr4", "efer"))
@@ -55,22 +73,197 @@ def _paging_state():
 
 
 class Status(_Command):
-    """Memory backend in use and the current CPU's paging state.
+    """Module present and version, CPUs in root mode, global counters, memory backend.
 Usage: split status [--json]"""
 
     name = "status"
 
     def run(self, args):
-        mem = session.memory()
+        s = self.snapshot(with_ranges=False, crosscheck=False)
         cr3, mode = _paging_state()
-        info = {"backend": mem.name, "backend_detail": mem.describe(), "cr3": cr3, "paging_levels": mode.levels,
-                "nxe": mode.nxe, "module": None}
         if args.json:
-            gdb.write(json.dumps(info) + "\n")
+            gdb.write(json.dumps({"backend": session.memory().name, "backend_detail": s.backend, "cr3": cr3,
+                                  "paging_levels": mode.levels, "nxe": mode.nxe, "module": s.module,
+                                  "cpus": s.cpus, "containers": len(s.containers)}) + "\n")
             return
-        gdb.write(f"memory backend : {mem.describe()}\n")
-        gdb.write(f"paging         : {mode.levels}-level, EFER.NXE={int(mode.nxe)}, CR3={cr3:#x}\n")
-        gdb.write("split kernel   : not inspected yet (module introspection comes with the module)\n")
+        gdb.write(render.status(s) + "\n")
+        gdb.write(f"this vCPU      : {mode.levels}-level paging, EFER.NXE={int(mode.nxe)}, CR3={cr3:#x}\n")
+
+
+class Ps(_Command):
+    """Processes with pid, comm, mode (R or NR), container, protected pages, violations.
+Usage: split ps [--json]"""
+
+    name = "ps"
+
+    def run(self, args):
+        s = self.snapshot(with_ranges=False, crosscheck=False)
+        if args.json:
+            gdb.write(json.dumps([dict(asdict(p), mode=p.mode) for p in s.processes or []]) + "\n")
+        else:
+            gdb.write(render.ps(s) + "\n")
+
+
+class Ept(_Command):
+    """A container's nested page table (NPT/EPT) as merged ranges.
+Ranges that differ from the root container are marked with *.
+Usage: split ept [ID | --pid PID | --root] [--filter r,w,x,-w,protected,isolated,differs] [--range A-B] [--json]"""
+
+    name = "ept"
+
+    def arguments(self, parser):
+        parser.add_argument("container", nargs="?", type=int, default=0)
+        parser.add_argument("--pid", type=int)
+        parser.add_argument("--root", action="store_true")
+        parser.add_argument("--filter", default="")
+        parser.add_argument("--range", dest="window")
+
+    def run(self, args):
+        s = self.snapshot(crosscheck=False)
+        cid = 0 if args.root else args.container
+        if args.pid is not None:
+            match = [p for p in s.processes or [] if p.pid == args.pid]
+            if not match:
+                raise SplitdbgError(f"no process {args.pid} (or no kernel symbols)")
+            cid = match[0].container
+        window = tuple(int(x, 16) for x in args.window.split("-")) if args.window else None
+        flt = {f for f in args.filter.split(",") if f}
+        c = s.container(cid)
+        if c is None:
+            raise SplitdbgError(f"no container {cid}")
+        if args.json:
+            gdb.write(json.dumps({"container": cid, "slat": s.slat, "ranges": [asdict(r) for r in c.ranges]}) + "\n")
+        else:
+            gdb.write(render.ept(s, cid, flt, window) + "\n")
+
+
+class Events(_Command):
+    """The module's per-CPU event rings, decoded; each violation cross-checked with the model.
+Usage: split events [--pid N] [--kind K] [--last N] [--json]"""
+
+    name = "events"
+
+    def arguments(self, parser):
+        parser.add_argument("--pid", type=int)
+        parser.add_argument("--kind")
+        parser.add_argument("--last", type=int)
+
+    def run(self, args):
+        s = self.snapshot(with_ranges=False)
+        if args.json:
+            evs = [asdict(e) for e in s.events if (args.pid is None or e.pid == args.pid)
+                   and (args.kind is None or e.kind == args.kind)]
+            gdb.write(json.dumps(evs[-args.last:] if args.last else evs) + "\n")
+        else:
+            gdb.write(render.events(s, args.pid, args.kind, args.last) + "\n")
+
+
+class Vmcb(_Command):
+    """The decoded VMCB of a CPU (control area and state-save area, APM names).
+Usage: split vmcb CPU [--json]"""
+
+    name = "vmcb"
+
+    def arguments(self, parser):
+        parser.add_argument("cpu", type=int)
+
+    def run(self, args):
+        from ..target.splitkernel import SplitKernel
+
+        sk = SplitKernel(session.memory())
+        if args.cpu not in sk.cpus:
+            raise SplitdbgError(f"CPU {args.cpu} is not under the root-mode handler (CPUs: {sk.cpus})")
+        d = vmcb.decode(sk.mem.read(sk.vmcb_pa(args.cpu), 4096))
+        if args.json:
+            gdb.write(json.dumps(d) + "\n")
+            return
+        c, sv = d["control"], d["save"]
+        gdb.write(f"VMCB of CPU {args.cpu} at {sk.vmcb_pa(args.cpu):#x}\n")
+        gdb.write(f"  last exit      {c['decoded']['exit']} ({c['exit_code']:#x})  EXITINFO1 {c['exit_info_1']:#x}"
+                  f"  EXITINFO2 {c['exit_info_2']:#x}\n")
+        gdb.write(f"  nested paging  {c['decoded']['np_enable']}  nCR3 {c['nested_cr3']:#x}  ASID {c['asid']}\n")
+        gdb.write(f"  intercepts     CR writes {c['decoded']['cr_write_intercepts']}  {' '.join(c['decoded']['intercepts'])}\n")
+        gdb.write(f"  guest          RIP {sv['rip']:#x}  RSP {sv['rsp']:#x}  CR3 {sv['cr3']:#x}  CR0 {sv['cr0']:#x}"
+                  f"  CR4 {sv['cr4']:#x}  EFER {sv['efer']:#x}  CPL {sv['cpl']}\n")
+
+
+class Walk(_Command):
+    """The two-dimensional walk of a process's virtual address, through the model.
+Guest tables, each entry read through the container's nested table, then the final access.
+Usage: split walk PID GVA [--access read|write|fetch] [--json]"""
+
+    name = "walk"
+
+    def arguments(self, parser):
+        parser.add_argument("pid", type=int)
+        parser.add_argument("gva", type=lambda v: int(v, 16))
+        parser.add_argument("--access", choices=["read", "write", "fetch"], default="read")
+
+    def run(self, args):
+        from ..target.splitkernel import SplitKernel
+
+        k = session.kernel()
+        if k is None:
+            raise SplitdbgError("walk needs the kernel's symbols: load vmlinux in gdb (file vmlinux)")
+        task = next((t for t in k.tasks() if t.pid == args.pid), None)
+        if task is None or not task.pgd:
+            raise SplitdbgError(f"no user process {args.pid}")
+        sk = SplitKernel(session.memory())
+        save = vmcb.decode(sk.mem.read(sk.vmcb_pa(sk.cpus[0]), 4096))["save"]
+        cid = sk.container_of_cr3(task.pgd)
+        ncr3 = next(c.ncr3 for c in sk.containers() if c.id == cid)
+        r = translate(mem=sk.mem, arch="svm", gva=args.gva, access=args.access, cpl=0, cr0=save["cr0"], cr3=task.pgd,
+                      cr4=save["cr4"], efer=save["efer"], slat_root=ncr3, host_efer=save["efer"], host_cr4=save["cr4"])
+        if args.json:
+            gdb.write(json.dumps(dict(r.as_dict(), container=cid)) + "\n")
+            return
+        for st in r.steps:
+            gdb.write(f"  {st.walk:5} L{st.level} {st.purpose:28} @ {st.entry_addr:#014x} = {st.entry:#018x}\n")
+        gdb.write(r.explain() + "\n")
+
+
+class Check(_Command):
+    """Check a policy file (TOML, see docs/policies.md) against the target.
+Usage: split check POLICY.toml [--json]"""
+
+    name = "check"
+    complete = gdb.COMPLETE_FILENAME
+
+    def arguments(self, parser):
+        parser.add_argument("policy")
+
+    def run(self, args):
+        rules = load_policy(args.policy)
+        s = self.snapshot(crosscheck=False)
+
+        class _Sess:   # what Checker needs of a session
+            mem, kernel = session.memory(), session.kernel()
+
+        results = Checker(_Sess, s).run(rules)
+        if args.json:
+            gdb.write(json.dumps(results) + "\n")
+            return
+        for r in results:
+            gdb.write(f"{'PASS' if r['ok'] else 'FAIL'}  {r['name']}\n")
+            for p in r["problems"][:10]:
+                gdb.write(f"      {p}\n")
+
+
+class Snap(_Command):
+    """Save a snapshot of every container, process and event as JSON (for splitdbg diff).
+Usage: split snapshot FILE"""
+
+    name = "snapshot"
+    complete = gdb.COMPLETE_FILENAME
+
+    def arguments(self, parser):
+        parser.add_argument("file")
+
+    def run(self, args):
+        s = self.snapshot()
+        with open(args.file, "w") as f:
+            f.write(s.to_json())
+        gdb.write(f"snapshot written to {args.file}\n")
 
 
 class PageTable(_Command):
@@ -81,7 +274,6 @@ Without CR3, the current vCPU's. Ranges merge when virtually and physically cont
     name = "pagetable"
 
     def arguments(self, parser):
-        super().arguments(parser)
         parser.add_argument("cr3", nargs="?", type=lambda s: int(s, 0))
         parser.add_argument("--range", dest="window")
 
@@ -106,5 +298,5 @@ Without CR3, the current vCPU's. Ranges merge when virtually and physically cont
 
 
 Split()
-Status()
-PageTable()
+for _cls in (Status, Ps, Ept, Events, Vmcb, Walk, Check, Snap, PageTable):
+    _cls()

@@ -8,6 +8,7 @@ from ..dbg.inprocess import GdbInProcess
 from ..mem import open_memory
 
 _memory = None
+_kernel = None
 
 
 class Backend(gdb.Parameter):
@@ -33,11 +34,31 @@ def memory():
     return _memory
 
 
+def kernel():
+    """The guest kernel (symbols from the file gdb has loaded), or None without one."""
+    global _kernel
+    if _kernel is None:
+        path = gdb.current_progspace().filename
+        if not path:
+            return None
+        from ..errors import SplitdbgError
+        from ..target.kernel import Kernel
+
+        try:
+            _kernel = Kernel(memory(), path)
+        except SplitdbgError:
+            return None
+    _kernel.flush()
+    return _kernel
+
+
 def _forget(*_):
-    global _memory
+    global _memory, _kernel
     if _memory is not None:
         _memory.close()
     _memory = None
+    _kernel = None
+_kernel = None
 
 
 gdb.events.exited.connect(_forget)

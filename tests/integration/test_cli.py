@@ -143,3 +143,26 @@ def test_bad_targets_are_clear_errors(tmp_path):
     (tmp_path / "img").write_bytes(bytes(1 << 20))
     p = splitdbg("events", str(tmp_path / "img"), check_rc=2)
     assert "not loaded" in p.stderr
+
+
+def test_gdb_plugin_shows_the_same_state(guest):
+    from .test_gdb_plugin import gdb_batch
+
+    nr = background(guest, "split-run -- sleep 300")
+    out = gdb_batch(guest.port, "split ps --json", "split vmcb 0 --json", "split events --kind violation --json",
+                    "split ept --pid %d --json" % nr, "split walk %d ffffffff81000000 --json" % nr)
+    docs = []
+    for line in out.splitlines():
+        try:
+            docs.append(json.loads(line))
+        except ValueError:
+            pass                       # gdb's own lines ("[Inferior 1 (process 1) detached]")
+    ps, vm, evs, ept, walk = docs
+    cli_ps = json.loads(splitdbg("ps", f":{guest.port}", "--json").stdout)
+    assert {(p["pid"], p["mode"], p["container"]) for p in ps if p["pid"] == nr} == \
+        {(p["pid"], p["mode"], p["container"]) for p in cli_ps if p["pid"] == nr}
+    assert vm["control"]["decoded"]["np_enable"] and 3 in vm["control"]["decoded"]["cr_write_intercepts"]
+    assert ept["container"] == next(p["container"] for p in cli_ps if p["pid"] == nr)
+    assert walk["kind"] == "ok" and walk["hpa"] == 0x1000000
+    assert isinstance(evs, list)
+    guest.run(f"kill {nr}")
