@@ -44,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--kind", choices=["exit", "violation", "cr3-switch", "hypercall", "enter-nr", "cr4-blocked",
                                       "lifecycle"])
     p.add_argument("--last", type=int)
+    p.add_argument("--follow", action="store_true", help="keep printing new events (Ctrl-C stops)")
+    p.add_argument("--for", dest="seconds", type=float, help="with --follow: stop after this many seconds")
     p.set_defaults(func=cmd_events)
     p = sub.add_parser("diff", help="compare two snapshot files: ranges added, removed, changed")
     p.add_argument("a")
@@ -109,6 +111,8 @@ def cmd_ept(args):
 
 
 def cmd_events(args):
+    if args.follow:
+        return follow_events(args)
     s = _snapshot(args, with_ranges=False)
     evs = [e for e in s.events if (args.pid is None or e.pid == args.pid) and (args.kind is None or e.kind == args.kind)]
     if args.last:
@@ -186,4 +190,42 @@ def cmd_walk(args):
     for st in r.steps:
         print(f"  {st.walk:5} L{st.level} {st.purpose:28} @ {st.entry_addr:#014x} = {st.entry:#018x}")
     print(r.explain())
+    return 0
+
+
+def follow_events(args) -> int:
+    """Poll the rings (from the shared RAM file, the guest keeps running) and print what is new."""
+    import time
+
+    from ..target.splitkernel import ModuleNotLoaded
+    from ..vmx_model.crosscheck import crosscheck_event
+
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+        sk = sess.splitkernel()
+        since = {cpu: sk.ring(cpu).head for cpu in sk.cpus}
+        if not args.json:
+            print(render.EVENTS_HEADER, flush=True)
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                try:
+                    sk.refresh()
+                except ModuleNotLoaded as exc:
+                    print(f"splitdbg: {exc}", file=sys.stderr)
+                    return 2
+                live = {c.ncr3 for c in sk.containers()}
+                for e in sk.events(since):
+                    since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
+                    if (args.pid is not None and e.pid != args.pid) or (args.kind and e.kind_name != args.kind):
+                        continue
+                    check = crosscheck_event(sk.mem, e, levels=sk.d["slat_levels"] or 4, live_roots=live) \
+                        if e.kind_name == "violation" else ""
+                    if args.json:
+                        print(json.dumps(dict(e.as_dict(), check=check)), flush=True)
+                    else:
+                        print(render.event_line(e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name,
+                                                e.region_name, e.exitinfo1, e.exitinfo2, e.rip, check), flush=True)
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            pass
     return 0

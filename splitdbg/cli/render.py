@@ -83,13 +83,18 @@ def _match(r, flt: set[str]) -> bool:
     return True
 
 
+EVENTS_HEADER = (f"{'CPU':>3} {'SEQ':>6} {'CONT':>4} {'PID':>5} {'KIND':12} {'ACTION':8} {'REGION':12} "
+                 f"{'EXITINFO1':>12} {'EXITINFO2':>14} {'RIP':>18}  CHECK")
+
+
+def event_line(cpu, seq, container, pid, kind, action, region, exitinfo1, exitinfo2, rip, check) -> str:
+    return (f"{cpu:>3} {seq:>6} {container:>4} {pid:>5} {kind:12} {action:8} {region:12} "
+            f"{exitinfo1:>#12x} {exitinfo2:>#14x} {rip:>#18x}  {check}")
+
+
 def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: int | None = None) -> str:
     evs = [e for e in s.events if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
     if last:
         evs = evs[-last:]
-    out = [f"{'CPU':>3} {'SEQ':>6} {'CONT':>4} {'PID':>5} {'KIND':12} {'ACTION':8} {'REGION':12} "
-           f"{'EXITINFO1':>12} {'EXITINFO2':>14} {'RIP':>18}  CHECK"]
-    for e in evs:
-        out.append(f"{e.cpu:>3} {e.seq:>6} {e.container:>4} {e.pid:>5} {e.kind:12} {e.action:8} {e.region:12} "
-                   f"{e.exitinfo1:>#12x} {e.exitinfo2:>#14x} {e.rip:>#18x}  {e.check}")
-    return "\n".join(out)
+    return "\n".join([EVENTS_HEADER] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
+                                                    e.exitinfo1, e.exitinfo2, e.rip, e.check) for e in evs])

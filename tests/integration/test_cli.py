@@ -166,3 +166,25 @@ def test_gdb_plugin_shows_the_same_state(guest):
     assert walk["kind"] == "ok" and walk["hpa"] == 0x1000000
     assert isinstance(evs, list)
     guest.run(f"kill {nr}")
+
+
+def test_events_follow_sees_a_new_violation(guest):
+    p = subprocess.Popen([sys.executable, "-m", "splitdbg", "events", f":{guest.port}", "--follow", "--for", "20",
+                          "--kind", "violation", "--json"], stdout=subprocess.PIPE, text=True)
+    time.sleep(3)                      # attached and following
+    t0 = time.monotonic()
+    guest.run("split-run -p rodata=isolate -- sh -c 'echo write-rodata > /proc/sktest'")
+    line = p.stdout.readline()
+    delay = time.monotonic() - t0
+    p.terminate()
+    ev = json.loads(line)
+    assert ev["kind_name"] == "violation" and ev["region_name"] == "rodata" and ev["action_name"] == "isolate"
+    assert delay < 10
+
+
+def test_pytest_plugin_runs_user_checks(guest):
+    example = Path(__file__).resolve().parents[2] / "examples" / "regression"
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example),
+                        f"--splitdbg-target=:{guest.port}"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "3 passed" in p.stdout
