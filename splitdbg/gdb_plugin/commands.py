@@ -300,3 +300,41 @@ Without CR3, the current vCPU's. Ranges merge when virtually and physically cont
 Split()
 for _cls in (Status, Ps, Ept, Events, Vmcb, Walk, Check, Snap, PageTable):
     _cls()
+
+
+class Symbols(_Command):
+    """Load the symbols of the guest's modules at their real section addresses.
+Usage: split symbols [DIR]   (DIR holds NAME.ko files; default: the lab's build/guest-root tree)
+Section addresses come from the kernel's own module list in guest memory."""
+
+    name = "symbols"
+    complete = gdb.COMPLETE_FILENAME
+
+    def arguments(self, parser):
+        parser.add_argument("dir", nargs="?")
+
+    def run(self, args):
+        from pathlib import Path
+
+        from ..lab import REPO
+
+        k = session.kernel()
+        if k is None:
+            raise SplitdbgError("load vmlinux first (file vmlinux): the module list is read through its symbols")
+        where = Path(args.dir) if args.dir else REPO / "build" / "guest-root" / "lib" / "modules" / "splitdbg"
+        loaded = []
+        for mod in k.modules():
+            ko = where / f"{mod.name}.ko"
+            if not ko.exists():
+                gdb.write(f"{mod.name}: no {ko}; skipped\n")
+                continue
+            sections = k.module_sections(mod)
+            text = sections.pop(".text", mod.base)
+            extra = " ".join(f"-s {name} {addr:#x}" for name, addr in sections.items()
+                             if name.startswith((".data", ".bss", ".rodata")))
+            gdb.execute(f"add-symbol-file {ko} {text:#x} {extra}", to_string=True)
+            loaded.append(f"{mod.name} (.text {text:#x})")
+        gdb.write(("loaded symbols of " + ", ".join(loaded) if loaded else "no module symbols loaded") + "\n")
+
+
+Symbols()

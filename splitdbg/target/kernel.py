@@ -46,7 +46,8 @@ class LoadedModule:
 class Kernel:
     """A Linux 6.1 x86-64 kernel in guest memory, with vmlinux's symbols and DWARF."""
 
-    STRUCTS = ("task_struct", "mm_struct", "module", "module_layout", "list_head")
+    STRUCTS = ("task_struct", "mm_struct", "module", "module_layout", "list_head", "module_sect_attrs",
+               "module_sect_attr", "bin_attribute", "attribute")
 
     def __init__(self, mem, vmlinux: str, mode: x86_paging.PagingMode | None = None):
         self.mem = mem
@@ -159,4 +160,24 @@ class Kernel:
                                     self.u32(base + t.offsetof("module_layout", "size")),
                                     self.u32(base + t.offsetof("module_layout", "text_size")),
                                     self.u32(base + t.offsetof("module_layout", "ro_size"))))
+        return out
+
+    def module_sections(self, mod: LoadedModule) -> dict[str, int]:
+        """Section name -> load address of a module (module->sect_attrs, as /sys/module/X/sections)."""
+        t = self.types
+        attrs = self.u64(mod.addr + t.offsetof("module", "sect_attrs"))
+        if not attrs:
+            return {}
+        n = self.u32(attrs + t.offsetof("module_sect_attrs", "nsections"))
+        if n > 256:
+            raise KernelError(f"module {mod.name}: {n} sections: corrupt sect_attrs")
+        first = attrs + t.offsetof("module_sect_attrs", "attrs")
+        size = t.sizeof("module_sect_attr")
+        name_off = t.offsetof("module_sect_attr", "battr") + t.offsetof("bin_attribute", "attr") + \
+            t.offsetof("attribute", "name")
+        out = {}
+        for i in range(n):
+            a = first + i * size
+            name = self.cstr(self.u64(a + name_off), 64)
+            out[name] = self.u64(a + t.offsetof("module_sect_attr", "address"))
         return out

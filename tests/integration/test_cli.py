@@ -188,3 +188,16 @@ def test_pytest_plugin_runs_user_checks(guest):
                         f"--splitdbg-target=:{guest.port}"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "3 passed" in p.stdout
+
+
+def test_gdb_loads_module_symbols_at_their_addresses(guest):
+    from .test_gdb_plugin import gdb_batch
+
+    sections = guest.run("cat /sys/module/splitkernel/sections/.text")[1].strip()
+    out = gdb_batch(guest.port, "split symbols", "info address sk_svm_handle_exit", "p/x &sk_desc_page")
+    assert "loaded symbols of" in out and "splitkernel" in out
+    text = int(sections, 16)
+    addr = int(re.search(r"sk_svm_handle_exit\" is a function at address (0x[0-9a-f]+)", out).group(1), 16)
+    assert text <= addr < text + 0x10000
+    desc = int(re.search(r"^\$1 = (0x[0-9a-f]+)", out, re.M).group(1), 16)
+    assert desc >= 0xffffffffa0000000          # the descriptor, in the module's data
