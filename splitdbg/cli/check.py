@@ -81,15 +81,21 @@ class Checker:
         raise PolicyError(f"rule {rule.get('name')!r} names no region, range, symbol or section")
 
     def containers(self, rule):
-        sel = rule.get("containers", "non-root")
+        # A released container without address spaces can never run again: its tables only await
+        # reaping by the handler, so no rule applies to them.
+        live = [c for c in self.snap.containers if not (c.released and not c.pgds)]
+        return self._select(live, rule.get("containers", "non-root"))
+
+    @staticmethod
+    def _select(containers, sel):
         if sel == "all":
-            return self.snap.containers
+            return containers
         if sel == "root":
-            return [c for c in self.snap.containers if c.id == 0]
+            return [c for c in containers if c.id == 0]
         if sel == "non-root":
-            return [c for c in self.snap.containers if c.id != 0]
+            return [c for c in containers if c.id != 0]
         if isinstance(sel, list):
-            return [c for c in self.snap.containers if c.id in sel or c.owner_comm in sel]
+            return [c for c in containers if c.id in sel or c.owner_comm in sel]
         raise PolicyError(f"containers = {sel!r}: use all, root, non-root or a list of ids/commands")
 
     # -- rules ---------------------------------------------------------------------------------

@@ -36,6 +36,15 @@ def background(guest, cmd: str) -> int:
     return int(out.strip())
 
 
+def stop(guest, *pids: int) -> None:
+    """End these processes and everything else in their containers (their children too)."""
+    for pid in pids:
+        guest.run(f"c=$(awk '$1 == {pid} {{print $2}}' /proc/splitkernel); "
+                  f"[ -n \"$c\" ] && kill $(awk -v c=$c '$2 == c {{print $1}}' /proc/splitkernel) 2>/dev/null; "
+                  f"kill {pid} 2>/dev/null; true")
+    time.sleep(0.3)
+
+
 def test_status_and_ps_match_the_guest(guest):
     nr = background(guest, "split-run -- sleep 300")
     st = json.loads(splitdbg("status", f":{guest.port}", "--json").stdout)
@@ -50,7 +59,7 @@ def test_status_and_ps_match_the_guest(guest):
     # /proc/splitkernel says the same
     assert re.search(rf"^{nr} {sleeper['container']}$", guest.run("cat /proc/splitkernel")[1], re.M)
     assert all(p["mode"] == "R" for p in ps if p["pid"] == 1)
-    guest.run(f"kill {nr}")
+    stop(guest, nr)
 
 
 def test_events_and_counters_agree_with_the_module(guest):
@@ -69,7 +78,7 @@ def test_events_and_counters_agree_with_the_module(guest):
     containers = json.loads(splitdbg("containers", f":{guest.port}", "--json").stdout)
     (mine,) = [c for c in containers if c["id"] == cid]
     assert mine["counters"]["denied"] == len(denied) and mine["counters"]["violations"]["text"] == len(denied)
-    guest.run(f"kill {keeper}")
+    stop(guest, keeper)
     text = splitdbg("events", f":{guest.port}", "--kind", "violation").stdout
     assert "agree" in text and "EXITINFO1" in text
 
@@ -91,7 +100,7 @@ def test_ept_of_root_and_of_a_container(guest):
     assert len(iso) == 1 and iso[0]["hpa"] != iso[0]["start"] and "w" in iso[0]["perms"]
     filtered = json.loads(splitdbg("ept", f":{guest.port}", str(cid), "--filter", "isolated", "--json").stdout)
     assert filtered["ranges"] == iso
-    guest.run(f"kill {nr}")
+    stop(guest, nr)
 
 
 def test_policy_holds_then_fails_when_a_scenario_breaks_it(guest, tmp_path):
@@ -108,7 +117,8 @@ def test_policy_holds_then_fails_when_a_scenario_breaks_it(guest, tmp_path):
     assert "PASS  kernel rodata is never writable" in fail.stdout
     res = json.loads(splitdbg("check", f":{guest.port}", str(POLICY), "--json", check_rc=1).stdout)
     assert not res["ok"] and sum(r["ok"] for r in res["rules"]) == 2
-    guest.run(f"echo unmap-text > /proc/sktest; kill {bad} {nr}; split-run -p text=log -- sh -c 'echo write-text > /proc/sktest'")
+    stop(guest, bad, nr)
+    guest.run("echo unmap-text > /proc/sktest; split-run -p text=log -- sh -c 'echo write-text > /proc/sktest'")
     # A bad policy file is a clear error, not a traceback.
     (tmp_path / "bad.toml").write_text("[[rule]]\nkind = 'nonsense'\n")
     err = splitdbg("check", f":{guest.port}", str(tmp_path / "bad.toml"), check_rc=2)
@@ -126,7 +136,7 @@ def test_snapshots_and_diff(guest, tmp_path):
     isolated = [r for c in new for r in c["added"] if r["note"] == "isolated copy"]
     assert len(isolated) == 1
     assert splitdbg("diff", str(a), str(a), check_rc=0).stdout.strip() == "no differences"
-    guest.run(f"kill {nr}")
+    stop(guest, nr)
 
 
 def test_walk_through_the_model(guest):
@@ -134,7 +144,7 @@ def test_walk_through_the_model(guest):
     w = json.loads(splitdbg("walk", f":{guest.port}", str(nr), "ffffffff81000000", "--json").stdout)
     assert w["kind"] == "ok" and w["hpa"] == 0x1000000 and w["container"] > 0
     assert [s["walk"] for s in w["steps"]].count("guest") >= 3
-    guest.run(f"kill {nr}")
+    stop(guest, nr)
 
 
 def test_bad_targets_are_clear_errors(tmp_path):
@@ -165,7 +175,7 @@ def test_gdb_plugin_shows_the_same_state(guest):
     assert ept["container"] == next(p["container"] for p in cli_ps if p["pid"] == nr)
     assert walk["kind"] == "ok" and walk["hpa"] == 0x1000000
     assert isinstance(evs, list)
-    guest.run(f"kill {nr}")
+    stop(guest, nr)
 
 
 def test_events_follow_sees_a_new_violation(guest):
