@@ -105,7 +105,7 @@ class EptOutcome:
 
 
 def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpose: str,
-         linear_user: bool | None = None) -> EptOutcome:
+         linear_user: bool | None = None, memo: dict | None = None) -> EptOutcome:
     """Translate `gpa` for `access` ("read"/"write"/"fetch"). `linear_user` is the U/S of the guest
     linear address (only for fetches under MBEC: XU decides for user addresses, X otherwise)."""
     table = eptp.pml_addr
@@ -113,7 +113,16 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
     addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
     addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1)
     read_u64 = mem.read_u64
-    for level in range(eptp.levels, 0, -1):
+    top = eptp.levels
+    key = (table, gpa >> 21)
+    if memo is not None and key in memo:
+        # Fault-free upper levels of this 2 MiB region, from an earlier walk of this translation.
+        upper, table, acc_r, acc_w, acc_x, acc_xu = memo[key]
+        for level, entry_addr, entry in upper:
+            steps.append(Step("ept", level, entry_addr, entry, purpose))
+        top = 1
+    upper = []
+    for level in range(top, 0, -1):
         entry_addr = table + 8 * ((gpa >> SHIFT[level]) & 0x1FF)
         entry = read_u64(entry_addr)
         steps.append(Step("ept", level, entry_addr, entry, purpose))
@@ -154,6 +163,10 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
             return EptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level,
                               rwx_bits=rwx, page_size=size)
         table = entry & addr_mask
+        if memo is not None:
+            upper.append((level, entry_addr, entry))
+            if level == 2:
+                memo[key] = (upper, table, acc_r, acc_w, acc_x, acc_xu)
     raise AssertionError("unreachable")
 
 

@@ -28,8 +28,11 @@ class NptOutcome:
 
 
 def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
-         steps: list, purpose: str, quirks: set, applied: list) -> NptOutcome:
-    """Translate a guest-physical address through the nested tables (a user access of `access`)."""
+         steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None) -> NptOutcome:
+    """Translate a guest-physical address through the nested tables (a user access of `access`).
+
+    `memo` (one dict per 2D translation) remembers the fault-free upper levels by 2 MiB region: the
+    guest's tables usually sit in one region, so the later nested walks redo only the last level."""
     addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
     table = ncr3 & addr_mask
     write, fetch = access == "write", access == "fetch"
@@ -45,14 +48,22 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
     base_code = PF_US | (PF_RW if write else 0) | fetch_bit
     # Must-be-zero bits (APM vol. 2, 5.3.3, figures 5-18..5-25): above MAXPHYADDR; NX without host
     # EFER.NXE; bits 8:7 of PML4E/PML5E (QEMU 7.2 checks only bit 7); address bits below a large
-    # page. Masks per level, computed once per walk, computed once per walk (the loop below is the model's hot path).
+    # page. Masks per level, computed once per walk (the loop below is the model's hot path).
     addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1) | (0 if host_nxe else NX)
     upper_rsv = addr_rsv | PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
     read_u64 = mem.read_u64
     append = steps.append
     w = u = 1
     nx = 0
-    for level in range(levels, 0, -1):
+    top = levels
+    key = (table, gpa >> 21)
+    if memo is not None and key in memo:
+        upper, table, w, u, nx = memo[key]
+        for level, entry_addr, entry in upper:
+            append(Step("npt", level, entry_addr, entry, purpose))
+        top = 1
+    upper = []
+    for level in range(top, 0, -1):
         shift = SHIFT[level]
         entry_addr = table + 8 * ((gpa >> shift) & 0x1FF)
         entry = read_u64(entry_addr)
@@ -91,6 +102,10 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
                 return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P, reason=why, perms=perms)
             return NptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level, page_size=size)
         table = entry & addr_mask
+        if memo is not None:
+            upper.append((level, entry_addr, entry))
+            if level == 2:
+                memo[key] = (upper, table, w, u, nx)
     raise AssertionError("unreachable")
 
 

@@ -63,6 +63,7 @@ class _Translation:
         self.mem, self.arch, self.access, self.cpl, self.caps, self.quirks = mem, arch, access, cpl, caps, quirks
         self.steps: list[Step] = []
         self.applied: list[str] = []
+        self.npt_memo: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
         self.result = Result(kind="ok", arch=arch, gva=gva, access=access, steps=self.steps, quirks_applied=self.applied)
 
     # -- the guest walk -----------------------------------------------------------------------
@@ -150,7 +151,7 @@ class _Translation:
         r = self.result
         if self.arch == "vmx":
             out = ept.walk(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
-                           linear_user=bool(linear[0]) if linear else None)
+                           linear_user=bool(linear[0]) if linear else None, memo=self.npt_memo)
             if out.kind == "ok":
                 return out.hpa
             r.kind, r.gpa, r.level, r.reason = out.kind, gpa, out.level, out.reason
@@ -160,7 +161,7 @@ class _Translation:
                 r.guest_linear = r.gva
             return None
         out = npt.walk(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe, self.host_smep,
-                       self.steps, purpose, self.quirks, self.applied)
+                       self.steps, purpose, self.quirks, self.applied, self.npt_memo)
         if out.kind == "ok":
             return out.hpa
         r.kind, r.gpa, r.level, r.reason = "npf", gpa, out.level, out.reason
