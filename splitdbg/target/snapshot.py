@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import time
+
+from ..errors import SplitdbgError
 from dataclasses import asdict, dataclass, field
 
 from ..vmx_model import slat_ranges
 from ..vmx_model.crosscheck import crosscheck_event
+from .detail import event_detail
 from .splitkernel import ModuleNotLoaded, SplitKernel
 
 FORMAT = "splitdbg-snapshot/1"
@@ -74,6 +77,7 @@ class EventRec:
     slat_root: int
     extra: int
     check: str = ""      # the model's verdict for violations: "agree", "differs: ...", or ""
+    detail: dict | None = None   # violations: decoded exit information, symbol, disassembly, walk
 
 
 @dataclass
@@ -140,6 +144,25 @@ def mark_differences(root: list[RangeRec], other: list[RangeRec]) -> None:
         r.differs_from_root = differs
 
 
+def module_symbols(kernel):
+    """Symbols of the loaded modules whose .ko the lab built (for symbolizing RIPs in modules)."""
+    if kernel is None:
+        return None
+    from ..lab import REPO
+    from .symbols import ModuleSymbols
+
+    ms = ModuleSymbols()
+    where = REPO / "build" / "guest-root" / "lib" / "modules" / "splitdbg"
+    try:
+        for m in kernel.modules():
+            ko = where / f"{m.name}.ko"
+            if ko.exists():
+                ms.add(m.name, ko, kernel.module_sections(m).get(".text", m.base), m.text_size or m.size)
+    except SplitdbgError:
+        return None
+    return ms
+
+
 def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: bool = True,
          crosscheck: bool = True, guest_regs: dict | None = None) -> Snapshot:
     """Read everything once. `kernel` (target.kernel.Kernel) adds processes; without it, the
@@ -177,6 +200,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                         if not r.note and r.differs_from_root and r.end - r.start == 0x1000 and r.start in prot:
                             r.note = "protected (other)"
             containers.append(rec)
+        modsyms = module_symbols(kernel)
         for e in sk.events():
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra)
@@ -184,6 +208,8 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                 rec.check = crosscheck_event(sk.mem, e, levels=sk.d.get("slat_levels") or 4,
                                              host_efer=(guest_regs or {}).get("efer"),
                                              live_roots={c.slat_root for c in containers})
+                rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.d.get("slat_levels") or 4,
+                                          verdict=rec.check)
             events.append(rec)
     processes = None
     if kernel is not None:

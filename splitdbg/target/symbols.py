@@ -25,6 +25,7 @@ class Symbol:
     addr: int
     size: int
     kind: str  # STT_FUNC, STT_OBJECT, ...
+    section: str = ""   # the section it lives in (addresses are section offsets in a relocatable .ko)
 
 
 class ElfSymbols:
@@ -42,11 +43,14 @@ class ElfSymbols:
                 table = elf.get_section_by_name(".symtab")
                 if not isinstance(table, SymbolTableSection):
                     raise SymbolError(f"{self.path} has no symbol table (stripped?)")
+                names = [sec.name for sec in elf.iter_sections()]
                 syms = []
                 for sym in table.iter_symbols():
                     kind = sym["st_info"]["type"]
-                    if sym.name and kind in ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE") and sym["st_shndx"] != "SHN_UNDEF":
-                        syms.append(Symbol(sym.name, sym["st_value"], sym["st_size"], kind))
+                    shndx = sym["st_shndx"]
+                    if sym.name and kind in ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE") and shndx != "SHN_UNDEF":
+                        sec = names[shndx] if isinstance(shndx, int) and shndx < len(names) else ""
+                        syms.append(Symbol(sym.name, sym["st_value"], sym["st_size"], kind, sec))
         except (OSError, ELFError) as exc:
             raise SymbolError(f"cannot read symbols from {self.path}: {exc}") from exc
         self.by_name: dict[str, Symbol] = {}
@@ -78,6 +82,8 @@ class ElfSymbols:
         sym = self._sorted[i]
         if sym.size and addr >= sym.addr + sym.size:
             return None
+        if not sym.size and addr - sym.addr > 0x10000:
+            return None   # a bare label far below (such as _end): not where addr is
         return sym, addr - sym.addr
 
     def symbolize(self, addr: int) -> str:
@@ -95,3 +101,25 @@ def _build_id(elf: ELFFile) -> str | None:
                 if note["n_type"] == "NT_GNU_BUILD_ID":
                     return note["n_desc"]
     return None
+
+
+class ModuleSymbols:
+    """Text symbols of loaded modules: each .ko's own symbol table placed at its load address."""
+
+    def __init__(self):
+        self.modules: list[tuple[str, int, int, ElfSymbols]] = []   # name, text base, text size, symbols
+
+    def add(self, name: str, ko_path: str | Path, text_base: int, text_size: int) -> None:
+        self.modules.append((name, text_base, text_size, ElfSymbols(ko_path)))
+
+    def lookup(self, addr: int) -> tuple[Symbol, int] | None:
+        for name, base, size, syms in self.modules:
+            if base <= addr < base + size:
+                best = None
+                for s in syms.by_name.values():
+                    if s.section == ".text" and s.addr <= addr - base and (best is None or s.addr > best.addr):
+                        best = s
+                if best is not None:
+                    return Symbol(f"{best.name} [{name}]", base + best.addr, best.size, best.kind, ".text"), \
+                        addr - base - best.addr
+        return None

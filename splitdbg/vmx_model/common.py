@@ -63,7 +63,7 @@ class Result:
 
     kind: str                      # ok | guest_pf | ept_violation | ept_misconfig | npf
     arch: str
-    gva: int
+    gva: int | None        # None for a second-level walk alone
     access: str
     gpa: int | None = None         # the guest-physical address involved (final, or of the guest entry)
     hpa: int | None = None         # host-physical address (kind == "ok")

@@ -10,7 +10,12 @@ def _bits(d: dict) -> str:
 
 def explain(r) -> str:
     slat = "EPT" if r.arch == "vmx" else "NPT"
-    head = f"{r.access} of guest-virtual {r.gva:#x}"
+    if r.gva is None:   # a second-level walk alone (slat_translate)
+        head = f"{r.access} of guest-physical {r.gpa:#x}"
+        if r.kind == "ok":
+            return f"{head} translates to host-physical {r.hpa:#x} through {slat}."
+    else:
+        head = f"{r.access} of guest-virtual {r.gva:#x}"
     if r.kind == "ok":
         text = f"{head} translates to guest-physical {r.gpa:#x} and host-physical {r.hpa:#x} through the guest tables and {slat}."
     elif r.kind == "guest_pf":

@@ -229,7 +229,7 @@ def slat_translate(*, mem, arch: str, slat_root: int, gpa: int, access: str, fin
     caps = caps or Caps.default(arch)
     if not hasattr(mem, "read_u64"):
         mem = _U64Reader(mem)
-    t = _Translation(mem, arch, access, 0, caps, quirk_set(quirks), gva or 0)
+    t = _Translation(mem, arch, access, 0, caps, quirk_set(quirks), gva)
     if arch == "vmx":
         t.eptp = ept.Eptp.decode(slat_root, caps)
     else:
