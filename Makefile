@@ -16,7 +16,8 @@ APT_PACKAGES := qemu-system-x86 qemu-utils gdb busybox-static linux-source-6.1 b
 # Directories with guest-side code (modules, tools, probes); each Makefile takes KDIR and DESTDIR
 # and installs into the staging tree that becomes the initramfs.
 # The demo loads the split-kernel module once it exists.
-DEMO_LOAD := $(if $(wildcard kernel/module/Makefile),--load splitkernel,)
+comma := ,
+DEMO_LOAD := $(if $(wildcard kernel/module/Makefile),--load splitkernel$(comma)sktest,)
 GUEST_DIRS := $(patsubst %/Makefile,%,$(wildcard kernel/module/Makefile kernel/tools/Makefile kernel/probes/*/Makefile))
 
 .PHONY: all deps venv kernel guest test test-unit demo bench clean help
@@ -57,10 +58,11 @@ test-unit: venv
 test: deps venv guest
 	$(PY) -m pytest -q tests
 
+# The demo: a guest with the module loaded, a scenario loop running in it, and the TUI attached.
 demo: deps venv guest
 	@$(PY) -m splitdbg lab down --port $(PORT) --quiet || true
-	$(PY) -m splitdbg lab up --port $(PORT) --smp $(SMP) $(DEMO_LOAD)
-	$(PY) -m splitdbg gdb :$(PORT)
+	$(PY) -m splitdbg lab up --port $(PORT) --smp $(SMP) $(DEMO_LOAD) --run "split-demo"
+	$(PY) -m splitdbg attach :$(PORT)
 
 bench: deps venv guest
 	$(PY) bench/run_all.py

@@ -9,8 +9,9 @@ from . import check as check_cmd
 from . import gdb as gdb_cmd
 from . import inspect as inspect_cmd
 from . import lab as lab_cmd
+from . import tui as tui_cmd
 
-COMMANDS = [lab_cmd, gdb_cmd, inspect_cmd, check_cmd]
+COMMANDS = [lab_cmd, gdb_cmd, inspect_cmd, check_cmd, tui_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -178,6 +178,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         module = {k: v for k, v in sk.d.items() if not k.startswith(("rings_pa", "vmcb_pa"))}
         module["vendor_name"] = sk.vendor
         module["descriptor_pa"] = sk.pa
+        module["ring_overflow"] = sum(sk.ring_header(cpu)[1] for cpu in sk.cpus)
         cpus = sk.cpus
         root_ranges = None
         for c in sk.containers():

@@ -228,6 +228,10 @@ class SplitKernel:
         return 0
 
     # -- rings --------------------------------------------------------------------------------
+    def ring_header(self, cpu: int) -> tuple[int, int, int, int, int, int]:
+        """(head, overflow, entries, event_size, cpu, reserved) of one CPU's ring."""
+        return RING_HEADER.unpack(self.mem.read(self.d[f"rings_pa{cpu}"], RING_HEADER.size))
+
     def ring(self, cpu: int, since: int = 0) -> Ring:
         """Events of one CPU's ring with seq > since (those still in the ring), oldest first."""
         pa = self.d[f"rings_pa{cpu}"]

@@ -1,0 +1,45 @@
+"""`splitdbg attach TARGET`, `splitdbg record TARGET -o FILE`, `splitdbg replay FILE`."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("attach", help="the live TUI of a split kernel")
+    p.add_argument("target", help=":PORT or HOST:PORT")
+    p.add_argument("--vmlinux")
+    p.add_argument("--record", help="also record every snapshot to FILE (for replay)")
+    p.add_argument("--interval", type=float, default=0.5)
+    p.set_defaults(func=cmd_attach)
+    p = sub.add_parser("replay", help="the TUI on a recording, without a guest")
+    p.add_argument("file")
+    p.add_argument("--interval", type=float, default=0.5)
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("record", help="record snapshots of a live target to a file")
+    p.add_argument("target")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--vmlinux")
+    p.set_defaults(func=cmd_record)
+
+
+def cmd_attach(args) -> int:
+    from ..tui.app import SplitdbgApp
+    from ..tui.source import LiveSource
+
+    SplitdbgApp(LiveSource(args.target, vmlinux=args.vmlinux, record=args.record), interval=args.interval).run()
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from ..tui.app import SplitdbgApp
+    from ..tui.source import ReplaySource
+
+    SplitdbgApp(ReplaySource(args.file), interval=args.interval).run()
+    return 0
+
+
+def cmd_record(args) -> int:
+    from ..tui.source import record
+
+    n = record(args.target, args.output, args.seconds, vmlinux=args.vmlinux)
+    print(f"{n} snapshots recorded to {args.output}")
+    return 0

@@ -1,0 +1,346 @@
+"""`splitdbg attach :1234` / `splitdbg replay FILE`: the live view of a split kernel.
+
+The app renders Snapshots (splitdbg.target.snapshot) and nothing else: a worker thread polls the
+source (live target or recording) and posts each snapshot as a message; widgets update from it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+
+from rich.markup import escape as esc
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Footer, Input, Sparkline, Static, TabbedContent, TabPane
+
+from ..errors import SplitdbgError
+from ..target.snapshot import EventRec, Snapshot
+
+SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
+HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation VM exits
+
+[b]Keys[/b]
+  1 2 3       containers / container map / events
+  enter       open the selected container's map, or an event's detail
+  /           filter (events: pid=N, kind=K or text; map: r w x -w differs isolated protected)
+  p           pause / resume the event log;  f: follow the newest event
+  s           save the screen as SVG;  e: export the events as JSON lines
+  ?           this help;  q: quit
+
+Nothing here writes guest memory. The guest keeps running while it is watched (shared RAM file).
+"""
+
+
+class SnapshotArrived(Message):
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        super().__init__()
+
+
+class TargetLost(Message):
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__()
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP, id="help")
+
+
+class EventDetail(ModalScreen):
+    """Decoded exit information, symbolized RIP with disassembly, the walk, the model's verdict."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "close")]
+
+    def __init__(self, ev: EventRec) -> None:
+        super().__init__()
+        self.ev = ev
+
+    def compose(self) -> ComposeResult:
+        e, d = self.ev, self.ev.detail or {}
+        # The verdict first: it is what a reader opens the detail for. Dynamic text is escaped:
+        # symbols such as "sk_write [sktest]" look like markup.
+        lines = [f"[b]model's verdict:[/b] {esc(e.check or d.get('verdict') or 'no check (not a violation)')}",
+                 f"[b]{e.kind} on CPU {e.cpu}, seq {e.seq}[/b]: container {e.container}, pid {e.pid}, "
+                 f"action [b]{e.action}[/b], region {e.region}",
+                 f"exit code {e.exit_code:#x}   EXITINFO1 {e.exitinfo1:#x}   EXITINFO2 {e.exitinfo2:#x}",
+                 f"guest CR3 {e.cr3:#x}   nCR3 {e.slat_root:#x}"]
+        if d.get("decoded"):
+            lines.append("EXITINFO1: " + ", ".join(k for k, v in d["decoded"].items() if v is True))
+        if d.get("walk_outcome"):
+            lines.append(esc(d["walk_outcome"]))
+        if d.get("walk"):
+            lines.append("[b]nested walk of the faulting guest-physical address[/b]")
+            for s in d["walk"]:
+                f = s["fields"]
+                flags = " ".join(k for k in ("P", "RW", "US", "NX") if f.get(k)) + (" leaf" if f.get("leaf") else "")
+                lines.append(f"  L{s['level']} @ {s['entry_addr']:#014x} = {s['entry']:#018x}  {flags}")
+        lines.append(f"RIP {e.rip:#x}  {esc(d.get('symbol') or '(no symbol)')}")
+        lines += [f"  {esc(l)}" for l in d.get("disassembly", [])]
+        yield VerticalScroll(Static("\n".join(lines), id="detail-text"), id="detail")
+
+
+class SplitdbgApp(App):
+    CSS_PATH = "splitdbg.tcss"
+    TITLE = "splitdbg"
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "help", "help"),
+        Binding("1", "tab('containers')", "containers"),
+        Binding("2", "tab('map')", "map"),
+        Binding("3", "tab('events')", "events"),
+        Binding("slash", "filter", "filter"),
+        Binding("p", "pause", "pause"),
+        Binding("f", "follow", "follow"),
+        Binding("s", "svg", "save SVG"),
+        Binding("e", "export", "export events"),
+    ]
+
+    paused = reactive(False)
+    selected_container = reactive(0)
+
+    def __init__(self, source, interval: float = 0.5, polls: int | None = None) -> None:
+        super().__init__()
+        self.source, self.interval, self.polls = source, interval, polls
+        self.snap: Snapshot | None = None
+        self.rates: deque[float] = deque([0.0] * 60, maxlen=60)
+        self._last_exits: tuple[float, int] | None = None
+        self.event_filter = ""
+        self.map_filter = ""
+        self.events_shown: list[EventRec] = []
+        self.lost: str | None = None
+        self.first_full_screen: float | None = None
+        self.started = time.monotonic()
+
+    # -- layout --------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="top"):
+            yield Static("connecting...", id="status")
+            yield Sparkline(list(self.rates), id="rate")
+        with TabbedContent(id="tabs", initial="containers"):
+            with TabPane("Containers", id="containers"):
+                yield DataTable(id="containers-table", cursor_type="row")
+            with TabPane("Map", id="map"):
+                with Vertical():
+                    yield Static("", id="strip")
+                    yield DataTable(id="ranges-table", cursor_type="row")
+            with TabPane("Events", id="events"):
+                yield DataTable(id="events-table", cursor_type="row")
+        yield Input(placeholder="filter", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#containers-table", DataTable).add_columns(
+            "id", "owner", "comm", "nCR3", "pgds", "exits", "NPF", "deny", "iso", "log", "prot", "policy")
+        self.query_one("#ranges-table", DataTable).add_columns("", "guest-physical", "host-physical", "perm", "size", "note")
+        self.query_one("#events-table", DataTable).add_columns(
+            "cpu", "seq", "cont", "pid", "kind", "action", "region", "EXITINFO1", "EXITINFO2", "RIP", "check")
+        self.query_one("#filter", Input).display = False
+        self.query_one("#containers-table", DataTable).focus()   # keys go to the app, not the hidden filter
+        self.poller()
+
+    # -- data ----------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True)
+    def poller(self) -> None:
+        n = 0
+        while self.polls is None or n < self.polls:
+            try:
+                snap = self.source.poll()
+                self.post_message(SnapshotArrived(snap))
+            except SplitdbgError as exc:
+                self.post_message(TargetLost(str(exc)))
+                time.sleep(2)            # then try again: the target may come back
+            except OSError as exc:
+                self.post_message(TargetLost(f"{type(exc).__name__}: {exc}"))
+                time.sleep(2)
+            n += 1
+            time.sleep(self.interval)
+
+    def on_target_lost(self, msg: TargetLost) -> None:
+        self.lost = msg.why
+        self.render_status()
+
+    def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
+        self.lost = None
+        self.snap = s = msg.snap
+        if s.module:
+            now, exits = s.taken, s.module["total_exits"]
+            if self._last_exits and now > self._last_exits[0]:
+                self.rates.append(max(0.0, (exits - self._last_exits[1]) / (now - self._last_exits[0])))
+            self._last_exits = (now, exits)
+        self.query_one("#rate", Sparkline).data = list(self.rates)
+        self.render_status()
+        self.render_containers()
+        self.render_map()
+        if not self.paused:
+            self.render_events()
+        if self.first_full_screen is None:
+            self.first_full_screen = time.monotonic() - self.started
+
+    # -- rendering -----------------------------------------------------------------------------
+    def render_status(self) -> None:
+        s = self.snap
+        if self.lost:
+            txt = Text(f"target lost: {self.lost} (retrying)", style="bold red")
+        elif s is None:
+            txt = Text("connecting...")
+        elif s.module is None:
+            txt = Text(f"{s.target}  split-kernel module not loaded  ({'; '.join(s.notes)})", style="yellow")
+        else:
+            m = s.module
+            txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
+                                (f"{len(s.containers) - 1} containers  ", ""),
+                                f"exits {m['total_exits']}  ({self.rates[-1]:.0f}/s)  ",
+                                (f"ring overflow {m.get('ring_overflow', 0)}  ", "red" if m.get("ring_overflow") else ""),
+                                ("PAUSED" if self.paused else "live", "bold yellow" if self.paused else "green"))
+        self.query_one("#status", Static).update(txt)
+
+    def render_containers(self) -> None:
+        t = self.query_one("#containers-table", DataTable)
+        row = t.cursor_row
+        t.clear()
+        for c in self.snap.containers:
+            k = c.counters
+            pol = "-" if c.id == 0 else ",".join(f"{r[0]}={p}" for r, p in c.policy.items())
+            t.add_row(str(c.id), str(c.owner_pid), c.owner_comm or ("root" if c.id == 0 else ""), f"{c.slat_root:#x}",
+                      str(len(c.pgds)), str(k["exits"]), str(k["exits_npf"]), str(k["denied"]), str(k["isolated"]),
+                      str(k["allowed"]), str(len(c.protected)), pol + (" (released)" if c.released else ""),
+                      key=str(c.id))
+        if row is not None and row < t.row_count:
+            t.move_cursor(row=row)
+
+    def render_map(self) -> None:
+        s, t = self.snap, self.query_one("#ranges-table", DataTable)
+        c = s.container(self.selected_container) or s.container(0)
+        t.clear()
+        if c is None:
+            return
+        flt = {f for f in self.map_filter.replace(",", " ").split() if f}
+        from ..cli.render import _match
+
+        for r in c.ranges:
+            if flt and not _match(r, flt):
+                continue
+            t.add_row("*" if r.differs_from_root else "", f"{r.start:#x}-{r.end:#x}", f"{r.hpa:#x}", r.perms,
+                      SIZE.get(r.page_size, hex(r.page_size)), r.note)
+        self.query_one("#strip", Static).update(self.strip(c))
+
+    def strip(self, c) -> Text:
+        """One cell per 8 MiB of the first GiBs of guest-physical memory: how this container maps it
+        compared with the root container (green same, yellow differs, red absent, cyan isolated)."""
+        if not c.ranges:
+            return Text("(no ranges)")
+        top = min(max(r.end for r in c.ranges if r.page_size < 1 << 30) if any(r.page_size < 1 << 30 for r in c.ranges)
+                  else 1 << 30, 1 << 32)
+        cells, step = 64, max(top // 64, 1 << 12)
+        out = Text(f"container {c.id} {self.snap.slat} 0..{top:#x}: ")
+        for i in range(cells):
+            lo, hi = i * step, (i + 1) * step
+            rs = [r for r in c.ranges if r.start < hi and r.end > lo]
+            if not rs:
+                out.append("·", "red")
+            elif any(r.note.startswith("isolated") for r in rs):
+                out.append("█", "cyan")
+            elif any(r.differs_from_root for r in rs):
+                out.append("█", "yellow")
+            else:
+                out.append("█", "green")
+        return out
+
+    def render_events(self) -> None:
+        t = self.query_one("#events-table", DataTable)
+        evs = [e for e in self.snap.events if self._event_matches(e)]
+        self.events_shown = evs[-500:]
+        at_end = t.cursor_row is None or t.cursor_row >= t.row_count - 1
+        t.clear()
+        for i, e in enumerate(self.events_shown):
+            style = "bold red" if e.action == "deny" else "cyan" if e.action == "isolate" else ""
+            t.add_row(str(e.cpu), str(e.seq), str(e.container), str(e.pid), Text(e.kind, style=style),
+                      Text(e.action, style=style), e.region, f"{e.exitinfo1:#x}", f"{e.exitinfo2:#x}", f"{e.rip:#x}",
+                      e.check, key=str(i))
+        if at_end and t.row_count:
+            t.move_cursor(row=t.row_count - 1)
+
+    def _event_matches(self, e: EventRec) -> bool:
+        for word in self.event_filter.split():
+            if word.startswith("pid="):
+                if str(e.pid) != word[4:]:
+                    return False
+            elif word.startswith("kind="):
+                if e.kind != word[5:]:
+                    return False
+            elif word not in f"{e.kind} {e.action} {e.region} {e.check}":
+                return False
+        return True
+
+    # -- actions -------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self.query_one({"map": "#ranges-table", "events": "#events-table"}.get(tab, "#containers-table")).focus()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        tab = self.query_one("#tabs", TabbedContent).active
+        box.value = self.map_filter if tab == "map" else self.event_filter
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def apply_filter(self, event: Input.Submitted) -> None:
+        if self.query_one("#tabs", TabbedContent).active == "map":
+            self.map_filter = event.value
+            self.render_map() if self.snap else None
+        else:
+            self.event_filter = event.value
+            self.render_events() if self.snap else None
+        event.input.display = False
+        active = self.query_one("#tabs", TabbedContent).active
+        self.query_one({"map": "#ranges-table", "events": "#events-table"}.get(active, "#containers-table")).focus()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        if self.snap:
+            self.render_status()
+
+    def action_follow(self) -> None:
+        self.paused = False
+        t = self.query_one("#events-table", DataTable)
+        if t.row_count:
+            t.move_cursor(row=t.row_count - 1)
+
+    def action_svg(self) -> None:
+        path = self.save_screenshot()
+        self.notify(f"saved {path}")
+
+    def action_export(self) -> None:
+        path = f"splitdbg-events-{int(time.time())}.jsonl"
+        with open(path, "w") as f:
+            for e in self.events_shown:
+                f.write(json.dumps(e.__dict__) + "\n")
+        self.notify(f"{len(self.events_shown)} events written to {path}")
+
+    @on(DataTable.RowSelected, "#containers-table")
+    def open_container(self, event: DataTable.RowSelected) -> None:
+        self.selected_container = int(event.row_key.value)
+        self.render_map()
+        self.action_tab("map")
+
+    @on(DataTable.RowSelected, "#events-table")
+    def open_event(self, event: DataTable.RowSelected) -> None:
+        self.push_screen(EventDetail(self.events_shown[int(event.row_key.value)]))
+
+    def on_unmount(self) -> None:
+        self.source.close()

@@ -1,0 +1,104 @@
+"""The TUI on a recording of the real guest (tests/unit/data/recording.jsonl, taken with
+`splitdbg record`): navigation, filters, detail views, SVG export. Deterministic: no guest."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.widgets import DataTable, Static
+
+from splitdbg.target.snapshot import Snapshot
+from splitdbg.tui.app import EventDetail, HelpScreen, SplitdbgApp
+from splitdbg.tui.source import ReplaySource
+
+REC = Path(__file__).parent / "data" / "recording.jsonl"
+
+
+def app() -> SplitdbgApp:
+    return SplitdbgApp(ReplaySource(str(REC)), interval=0.01, polls=3)
+
+
+def last_snapshot() -> Snapshot:
+    return Snapshot.from_json(REC.read_text().splitlines()[-1])
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_first_screen_shows_containers_and_status():
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            snap = last_snapshot()
+            t = a.query_one("#containers-table", DataTable)
+            assert t.row_count == len(snap.containers)
+            status = str(a.query_one("#status", Static).render())
+            assert "SVM/NPT" in status and f"{len(snap.containers) - 1} containers" in status
+    run(go())
+
+
+def test_container_map_and_filter():
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            snap = last_snapshot()
+            nonroot = next(c for c in snap.containers if c.id != 0)
+            t = a.query_one("#containers-table", DataTable)
+            t.focus()
+            t.move_cursor(row=[c.id for c in snap.containers].index(nonroot.id))
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert a.query_one("#tabs").active == "map"
+            ranges = a.query_one("#ranges-table", DataTable)
+            assert ranges.row_count == len(nonroot.ranges)
+            await pilot.press("slash")
+            for ch in "differs":
+                await pilot.press(ch)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert ranges.row_count == sum(r.differs_from_root for r in nonroot.ranges) > 0
+            strip = str(a.query_one("#strip", Static).render())
+            assert strip.startswith(f"container {nonroot.id} NPT")
+    run(go())
+
+
+def test_event_log_filter_and_detail_with_verdict():
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("3")
+            a.event_filter = "kind=violation"
+            a.render_events()
+            t = a.query_one("#events-table", DataTable)
+            snap = last_snapshot()
+            violations = [e for e in snap.events if e.kind == "violation"]
+            assert t.row_count == len(violations) > 0
+            t.focus()
+            t.move_cursor(row=0)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert isinstance(a.screen, EventDetail)
+            text = str(a.screen.query_one("#detail-text", Static).render())
+            assert "model's verdict" in text and "EXITINFO1" in text and violations[0].check in text
+            await pilot.press("escape")
+            await pilot.press("question_mark")
+            assert isinstance(a.screen, HelpScreen)
+    run(go())
+
+
+def test_pause_and_svg_export(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    async def go():
+        a = app()
+        async with a.run_test(size=(80, 24)) as pilot:     # usable at 80x24
+            await pilot.pause(0.3)
+            await pilot.press("p")
+            assert a.paused and "PAUSED" in str(a.query_one("#status", Static).render())
+            svg = a.export_screenshot()
+            assert svg.startswith("<svg") and "splitdbg" in svg
+    run(go())
