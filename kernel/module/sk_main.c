@@ -14,6 +14,7 @@
 #include <linux/fs.h>
 #include <linux/uaccess.h>
 #include <linux/kprobes.h>
+#include "sk_kallsyms.h"
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/mm.h>
@@ -336,20 +337,6 @@ static int sk_proc_show(struct seq_file *m, void *v)
 
 /* ---- load and unload ---------------------------------------------------------------------- */
 
-static unsigned long lookup(const char *name)
-{
-	/* kallsyms_lookup_name is not exported since 5.7: a kprobe resolves it for us once. */
-	static unsigned long (*kln)(const char *);
-	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
-
-	if (!kln) {
-		if (register_kprobe(&kp))
-			return 0;
-		kln = (void *)kp.addr;
-		unregister_kprobe(&kp);
-	}
-	return kln(name);
-}
 
 static void add_module_text(struct module *mod)
 {
@@ -363,9 +350,9 @@ static void add_module_text(struct module *mod)
 
 static int collect_regions(void)
 {
-	unsigned long text = lookup("_text"), etext = lookup("_etext");
-	unsigned long ro = lookup("__start_rodata"), ero = lookup("__end_rodata");
-	unsigned long modules = lookup("modules"), top = lookup("init_top_pgt");
+	unsigned long text = sk_lookup_name("_text"), etext = sk_lookup_name("_etext");
+	unsigned long ro = sk_lookup_name("__start_rodata"), ero = sk_lookup_name("__end_rodata");
+	unsigned long modules = sk_lookup_name("modules"), top = sk_lookup_name("init_top_pgt");
 	struct module *mod;
 
 	if (!text || !etext || !ro || !ero || !modules || !top)

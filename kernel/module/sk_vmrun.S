@@ -12,6 +12,25 @@
 #define C_GUEST_RIP 16
 #define C_VMCB_PA   24
 
+/* The guest GPRs as sk_vmrun.S pushes them after #VMEXIT (struct sk_gprs), back into registers. */
+.macro POP_GPRS
+	pop %r15
+	pop %r14
+	pop %r13
+	pop %r12
+	pop %r11
+	pop %r10
+	pop %r9
+	pop %r8
+	pop %rdi
+	pop %rsi
+	pop %rbp
+	pop %rdx
+	pop %rcx
+	pop %rbx
+	pop %rax
+.endm
+
 	.text
 /* int sk_launch(struct sk_cpu *c): returns 0 in guest mode, or an error if the first VMRUN failed. */
 SYM_FUNC_START(sk_launch)
@@ -52,21 +71,7 @@ SYM_FUNC_START(sk_launch)
 	call sk_svm_handle_exit
 	test %eax, %eax
 	jnz .Lleave
-	pop %r15
-	pop %r14
-	pop %r13
-	pop %r12
-	pop %r11
-	pop %r10
-	pop %r9
-	pop %r8
-	pop %rdi
-	pop %rsi
-	pop %rbp
-	pop %rdx
-	pop %rcx
-	pop %rbx
-	pop %rax
+	POP_GPRS
 	jmp .Lloop
 
 .Lleave:
@@ -78,21 +83,7 @@ SYM_FUNC_START(sk_launch)
 	mov 15*8(%rsp), %rdi
 	mov C_GUEST_RSP(%rdi), %rcx
 	mov %rcx, 15*8(%rsp)            /* the slot that held c now holds the stack to return on */
-	pop %r15
-	pop %r14
-	pop %r13
-	pop %r12
-	pop %r11
-	pop %r10
-	pop %r9
-	pop %r8
-	pop %rdi
-	pop %rsi
-	pop %rbp
-	pop %rdx
-	pop %rcx
-	pop %rbx
-	pop %rax
+	POP_GPRS
 	pop %rsp
 	popfq
 	ret

@@ -37,14 +37,7 @@ def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3:
     if not hasattr(mem, "read_u64"):
         mem = _U64Reader(mem)
     t = _Translation(mem, arch, access, cpl, caps, q, gva)
-    if arch == "vmx":
-        t.eptp = ept.Eptp.decode(slat_root, caps)
-    else:
-        t.ncr3 = slat_root
-        # Nested paging walks with the host's paging controls (APM 15.25.5): EFER.NXE and CR4.SMEP.
-        t.host_nxe = bool((EFER_NXE if host_efer is None else host_efer) & EFER_NXE)
-        t.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
-        t.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 else 4
+    t.second_level(slat_root, host_efer, host_cr4)
     return t.run(gva, cr0, cr3, cr4, efer, rflags)
 
 
@@ -65,6 +58,17 @@ class _Translation:
         self.applied: list[str] = []
         self.npt_memo: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
         self.result = Result(kind="ok", arch=arch, gva=gva, access=access, steps=self.steps, quirks_applied=self.applied)
+
+    def second_level(self, slat_root, host_efer, host_cr4, levels: int = 4) -> None:
+        if self.arch == "vmx":
+            self.eptp = ept.Eptp.decode(slat_root, self.caps)
+            return
+        self.ncr3 = slat_root
+        # Nested paging walks with the host's paging controls (APM 15.25.5): EFER.NXE and CR4.SMEP,
+        # and as many levels as the host's paging (CR4.LA57).
+        self.host_nxe = bool((EFER_NXE if host_efer is None else host_efer) & EFER_NXE)
+        self.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
+        self.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 or levels == 5 else 4
 
     # -- the guest walk -----------------------------------------------------------------------
     def run(self, gva, cr0, cr3, cr4, efer, rflags) -> Result:
@@ -230,13 +234,7 @@ def slat_translate(*, mem, arch: str, slat_root: int, gpa: int, access: str, fin
     if not hasattr(mem, "read_u64"):
         mem = _U64Reader(mem)
     t = _Translation(mem, arch, access, 0, caps, quirk_set(quirks), gva)
-    if arch == "vmx":
-        t.eptp = ept.Eptp.decode(slat_root, caps)
-    else:
-        t.ncr3 = slat_root
-        t.host_nxe = bool((EFER_NXE if host_efer is None else host_efer) & EFER_NXE)
-        t.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
-        t.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 or levels == 5 else 4
+    t.second_level(slat_root, host_efer, host_cr4, levels)
     hpa = t.slat(gpa, access, "final GPA" if final else "guest paging-structure access", final=final)
     r = t.result
     r.gpa = gpa

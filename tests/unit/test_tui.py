@@ -102,3 +102,25 @@ def test_pause_and_svg_export(tmp_path, monkeypatch):
             svg = a.export_screenshot()
             assert svg.startswith("<svg") and "splitdbg" in svg
     run(go())
+
+
+GOLDEN = Path(__file__).parent / "data" / "tui_events_80x24.svg"
+
+
+def test_svg_snapshot_of_the_event_log_matches_the_golden_file():
+    """The event log at 80x24 on the recording, rendered to SVG, must match the stored snapshot.
+    After an intended change to the look: SPLITDBG_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_tui.py"""
+    import os
+
+    async def go():
+        a = app()
+        async with a.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("3")
+            await pilot.press("p")           # paused: nothing moves while we take the picture
+            await pilot.pause(0.1)
+            return a.export_screenshot(title="splitdbg")
+    svg = run(go())
+    if os.environ.get("SPLITDBG_UPDATE_SNAPSHOTS"):
+        GOLDEN.write_text(svg)
+    assert svg == GOLDEN.read_text(), "the TUI's rendering changed (see the test's docstring)"

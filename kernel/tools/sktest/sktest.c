@@ -13,6 +13,7 @@
 #include <linux/module.h>
 #include <linux/kernel.h>
 #include <linux/kprobes.h>
+#include "sk_kallsyms.h"
 #include <linux/proc_fs.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
@@ -23,19 +24,6 @@
 
 MODULE_LICENSE("GPL");
 
-static unsigned long lookup(const char *name)
-{
-	static unsigned long (*kln)(const char *);
-	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
-
-	if (!kln) {
-		if (register_kprobe(&kp))
-			return 0;
-		kln = (void *)kp.addr;
-		unregister_kprobe(&kp);
-	}
-	return kln(name);
-}
 
 static char result[256];
 static struct page *probe_block;     /* 2 MiB, 2 MiB-aligned: a whole nested PDE of our own */
@@ -69,7 +57,7 @@ static int probe_setup(void)
 		return -ENOMEM;
 	/* vmap() always maps non-executable: the fetch probe needs the page executable. */
 	{
-		int (*set_x)(unsigned long, int) = (void *)lookup("set_memory_x");
+		int (*set_x)(unsigned long, int) = (void *)sk_lookup_name("set_memory_x");
 
 		if (!set_x || set_x((unsigned long)probe_va, 1))
 			return -EINVAL;
@@ -194,8 +182,8 @@ static struct proc_dir_entry *entry;
 
 static int __init sktest_init(void)
 {
-	text_addr = lookup("sysrq_handle_crash") + 1;
-	rodata_addr = lookup("linux_banner");
+	text_addr = sk_lookup_name("sysrq_handle_crash") + 1;
+	rodata_addr = sk_lookup_name("linux_banner");
 	if (text_addr == 1 || !rodata_addr)
 		return -ENOENT;
 	entry = proc_create("sktest", 0666, NULL, &sk_ops);
