@@ -4,7 +4,7 @@ EXITINFO1 = a #PF-style error code plus bit 32 (final guest-physical access) or 
 to a guest page table), EXITINFO2 = the faulting guest-physical address (15.25.6)."""
 from __future__ import annotations
 
-from .common import Caps, Step
+from .common import Caps, Step, new_step
 
 P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
 NX = 1 << 63
@@ -56,18 +56,23 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
     w = u = 1
     nx = 0
     top = levels
-    key = (table, gpa >> 21)
-    if memo is not None and key in memo:
-        upper, table, w, u, nx = memo[key]
-        for level, entry_addr, entry in upper:
-            append(Step("npt", level, entry_addr, entry, purpose))
-        top = 1
     upper = []
+    if memo is not None:
+        # Fault-free upper levels from an earlier walk of this translation (same nCR3 and host
+        # controls), by the 2 MiB, then 1 GiB region.
+        for lv in (2, 3):
+            hit = memo.get((lv, gpa >> SHIFT[lv]))
+            if hit is not None:
+                upper, table, w, u, nx = hit
+                steps += [new_step(Step, ("npt", lv_, a_, e_, purpose)) for lv_, a_, e_ in upper]
+                upper = list(upper)
+                top = lv - 1
+                break
     for level in range(top, 0, -1):
         shift = SHIFT[level]
         entry_addr = table + 8 * ((gpa >> shift) & 0x1FF)
         entry = read_u64(entry_addr)
-        append(Step("npt", level, entry_addr, entry, purpose))
+        append(new_step(Step, ("npt", level, entry_addr, entry, purpose)))
         if not entry & P:
             return NptOutcome(kind="npf", level=level, error_code=base_code, reason=f"{LEVEL_NAMES[level]} not present")
         large = level in (2, 3) and entry & PS
@@ -104,8 +109,8 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
         table = entry & addr_mask
         if memo is not None:
             upper.append((level, entry_addr, entry))
-            if level == 2:
-                memo[key] = (upper, table, w, u, nx)
+            if level <= 3:
+                memo[(level, gpa >> shift)] = (tuple(upper), table, w, u, nx)
     raise AssertionError("unreachable")
 
 

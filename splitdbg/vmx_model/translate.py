@@ -6,8 +6,10 @@ A/D updates are accounted for as the accesses they are, not performed.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from . import ept, npt
-from .common import ACCESSES, Caps, ModelError, Result, Step
+from .common import ACCESSES, Caps, ModelError, Result, Step, new_step
 from .quirks import quirk_set
 
 # Guest paging-structure bits (SDM 4.5 / APM 5.3)
@@ -32,13 +34,14 @@ def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3:
         raise ModelError(f"access is one of {ACCESSES}, not {access!r}")
     if cpl not in (0, 1, 2, 3):
         raise ModelError(f"cpl {cpl} out of range")
-    caps = caps or Caps.default(arch)
+    caps = caps or _DEFAULT_CAPS[arch]
     q = quirk_set(quirks)
     if not hasattr(mem, "read_u64"):
         mem = _U64Reader(mem)
     t = _Translation(mem, arch, access, cpl, caps, q, gva)
     if arch == "vmx":
-        t.eptp = ept.Eptp.decode(slat_root, caps)
+        t.eptp = _decode_eptp(slat_root, caps)
+        t.ept_masks = ept._masks(caps)
     else:
         t.ncr3 = slat_root
         # Nested paging walks with the host's paging controls (APM 15.25.5): EFER.NXE and CR4.SMEP.
@@ -46,6 +49,17 @@ def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3:
         t.host_smep = bool((host_cr4 or 0) & CR4_SMEP)
         t.nlevels = 5 if (host_cr4 or 0) & CR4_LA57 else 4
     return t.run(gva, cr0, cr3, cr4, efer, rflags)
+
+
+_DEFAULT_CAPS = {"vmx": Caps.default("vmx"), "svm": Caps.default("svm")}
+_GUEST_STEP_NAMES = {lv: f"guest {n}" for lv, n in GUEST_NAMES.items()}
+_GUEST_PURPOSES = {lv: f"GPA of guest {n}" for lv, n in GUEST_NAMES.items()}
+
+
+@lru_cache(maxsize=256)
+def _decode_eptp(eptp: int, caps: Caps) -> ept.Eptp:
+    # Eptp and Caps are immutable: decoding once per (EPTP, processor) keeps it off the hot path.
+    return ept.Eptp.decode(eptp, caps)
 
 
 class _U64Reader:
@@ -84,20 +98,23 @@ class _Translation:
         fetch, write, user = self.access == "fetch", self.access == "write", self.cpl == 3
         err = (PF_W if write else 0) | (PF_U if user else 0) | (PF_ID if fetch and (nxe or cr4 & CR4_SMEP) else 0)
         table = cr3 & gmask
+        pt_access = self.guest_pt_access()
+        rsv_table, rsv_large = _guest_rsv_masks(self.caps.maxphyaddr, nxe)
+        read_u64, append, slat = self.mem.read_u64, self.steps.append, self.slat
         w = u = 1
         nx = 0
         for level in range(levels, 0, -1):
             entry_gpa = table + 8 * ((gva >> SHIFT[level]) & 0x1FF)
-            name = f"guest {GUEST_NAMES[level]}"
-            hpa = self.slat(entry_gpa, self.guest_pt_access(), f"GPA of {name}", final=False)
+            name = _GUEST_STEP_NAMES[level]
+            hpa = slat(entry_gpa, pt_access, _GUEST_PURPOSES[level], False)
             if hpa is None:
                 r.level = level
                 return r
-            entry = self.mem.read_u64(hpa)
-            self.steps.append(Step("guest", level, entry_gpa, entry, name))
+            entry = read_u64(hpa)
+            append(new_step(Step, ("guest", level, entry_gpa, entry, name)))
             if not entry & P:
                 return self.guest_pf(err, level, entry_gpa, f"{name} not present")
-            rsv = _guest_reserved(entry, level, self.caps.maxphyaddr, nxe)
+            rsv = entry & (rsv_large[level] if entry & PS and level in (2, 3) else rsv_table[level])
             if rsv:
                 code = err | PF_RSVD | PF_P
                 if "guest-pf-rsv-no-p" in self.quirks:
@@ -151,7 +168,7 @@ class _Translation:
         r = self.result
         if self.arch == "vmx":
             out = ept.walk(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
-                           linear_user=bool(linear[0]) if linear else None, memo=self.npt_memo)
+                           bool(linear[0]) if linear else None, self.npt_memo, self.ept_masks)
             if out.kind == "ok":
                 return out.hpa
             r.kind, r.gpa, r.level, r.reason = out.kind, gpa, out.level, out.reason
@@ -184,15 +201,27 @@ class _Translation:
         return q
 
 
-def _guest_reserved(entry, level, maxphyaddr, nxe) -> int:
+def _guest_mbz(level: int, large: bool, maxphyaddr: int, nxe: bool) -> int:
+    """Must-be-zero bits of a present IA-32e guest entry (SDM 4.5, tables 4-14..4-20)."""
     mbz = ((1 << 52) - 1) & ~((1 << maxphyaddr) - 1)
     if not nxe:
         mbz |= XD
     if level >= 4:
         mbz |= PS
-    elif level in (2, 3) and entry & PS:
-        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)
-    return entry & mbz
+    elif level in (2, 3) and large:
+        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)   # bit 12 is PAT
+    return mbz
+
+
+@lru_cache(maxsize=64)
+def _guest_rsv_masks(maxphyaddr: int, nxe: bool) -> tuple[tuple, tuple]:
+    """_guest_mbz by level, for entries referencing a table and for large pages, once per (MAXPHYADDR, NXE)."""
+    return (tuple(_guest_mbz(lv, False, maxphyaddr, nxe) if lv else 0 for lv in range(6)),
+            tuple(_guest_mbz(lv, True, maxphyaddr, nxe) if lv else 0 for lv in range(6)))
+
+
+def _guest_reserved(entry, level, maxphyaddr, nxe) -> int:
+    return entry & _guest_mbz(level, bool(entry & PS), maxphyaddr, nxe)
 
 
 def _guest_denies(access, user, w, u, nx, cr0, cr4, rflags) -> str | None:
@@ -232,6 +261,7 @@ def slat_translate(*, mem, arch: str, slat_root: int, gpa: int, access: str, fin
     t = _Translation(mem, arch, access, 0, caps, quirk_set(quirks), gva)
     if arch == "vmx":
         t.eptp = ept.Eptp.decode(slat_root, caps)
+        t.ept_masks = ept._masks(caps)
     else:
         t.ncr3 = slat_root
         t.host_nxe = bool((EFER_NXE if host_efer is None else host_efer) & EFER_NXE)
