@@ -134,6 +134,7 @@ def _masks(caps: Caps) -> tuple:
 
 _SHIFTS = (0, 12, 21, 30, 39, 48)
 _BAD_MEMTYPES = (False, False, True, True, False, False, False, True)
+_SCREEN_RW = (True, False, True, False)   # by bits 1:0 (W, R): 00 execute-only/XU-only, 10 write without read
 _ACCESS_BIT = {"read": R, "write": W, "fetch": X}
 
 
@@ -141,6 +142,16 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
          linear_user: bool | None = None, memo: dict | None = None, masks: tuple | None = None) -> EptOutcome:
     """Translate `gpa` for `access` ("read"/"write"/"fetch"). `linear_user` is the U/S of the guest
     linear address (only for fetches under MBEC: XU decides for user addresses, X otherwise)."""
+    out = walk_fast(mem, eptp, gpa, access, caps, steps, purpose, linear_user, memo, masks)
+    if out.__class__ is int:
+        return EptOutcome(hpa=out, level=0)
+    return out
+
+
+def walk_fast(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpose: str,
+              linear_user: bool | None = None, memo: dict | None = None, masks: tuple | None = None):
+    """walk() for the 2D translation's hot path: the host-physical address (an int) when the
+    access is allowed, an EptOutcome only for a violation or misconfiguration."""
     table = eptp.pml_addr
     acc = R | W | X | XU           # AND of the permission bits over the entries used
     screen_table, screen_leaf, addr_mask = masks or _masks(caps)
@@ -170,10 +181,10 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
             return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc, caps),
                               reason=f"{LEVEL_NAMES[level]} not present")
         leaf = level == 1 or (level < 4 and entry & PS)
-        # The full misconfiguration rules only when a cheap screen says something may be wrong.
-        if (entry & 3) == 2 or not entry & 3 or entry & (screen_leaf[level] if leaf else screen_table[level]) \
-                or (leaf and level < 4 and _BAD_MEMTYPES[(entry >> 3) & 7]) \
-                or (level == 3 and entry & PS and not caps.ept_1g):
+        # The full misconfiguration rules only when a cheap screen says something may be wrong:
+        # write without read, no read/write (execute-only), reserved bits, reserved memory type.
+        if _SCREEN_RW[entry & 3] or entry & (screen_leaf[level] if leaf else screen_table[level]) \
+                or (leaf and (_BAD_MEMTYPES[(entry >> 3) & 7] or (level == 3 and not caps.ept_1g))):
             why = misconfiguration(entry, level, caps)
             if why:
                 return EptOutcome(kind="ept_misconfig", level=level, reason=f"{LEVEL_NAMES[level]}: {why}")
@@ -189,8 +200,7 @@ def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpos
                 return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc, caps),
                                   reason=f"{what} access not permitted by the EPT entries")
             size = 1 << shift
-            return EptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level,
-                              rwx_bits=_rwx(acc, caps), page_size=size)
+            return (entry & addr_mask & ~(size - 1)) | (gpa & (size - 1))
         table = entry & addr_mask
         if memo is not None:
             upper.append((level, entry_addr, entry))

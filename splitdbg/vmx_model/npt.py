@@ -29,28 +29,51 @@ class NptOutcome:
 
 def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
          steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None) -> NptOutcome:
-    """Translate a guest-physical address through the nested tables (a user access of `access`).
+    """Translate a guest-physical address through the nested tables (a user access of `access`)."""
+    out = walk_fast(mem, ncr3, levels, gpa, access, caps, host_nxe, host_smep, steps, purpose, quirks, applied, memo)
+    if out.__class__ is int:
+        return NptOutcome(hpa=out)
+    return out
 
-    `memo` (one dict per 2D translation) remembers the fault-free upper levels by 2 MiB region: the
-    guest's tables usually sit in one region, so the later nested walks redo only the last level."""
-    addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
-    table = ncr3 & addr_mask
+
+def _prologue(access, caps, host_nxe, host_smep, quirks):
+    """What a nested walk needs besides the entries: EXITINFO1 base bits, reserved masks, and the
+    note of a quirk that changes the I/D bit (recorded only if a fault is reported)."""
     write, fetch = access == "write", access == "fetch"
     # I/D is reported for fetches when the host has NX or SMEP enabled, as in a #PF error code.
     fetch_bit = PF_ID if fetch and (host_nxe or host_smep) else 0
+    note = None
     if fetch and not fetch_bit:
         if "npf-id-always" in quirks:
             fetch_bit = PF_ID
-            applied.append("bochs-2.7: I/D set on a nested fetch fault although host EFER.NXE=0 and CR4.SMEP=0")
+            note = "bochs-2.7: I/D set on a nested fetch fault although host EFER.NXE=0 and CR4.SMEP=0"
     elif fetch and host_smep and not host_nxe and "npf-id-ignores-smep" in quirks:
         fetch_bit = 0
-        applied.append("qemu-tcg-7.2: host CR4.SMEP not taken into account for the I/D bit")
+        note = "qemu-tcg-7.2: host CR4.SMEP not taken into account for the I/D bit"
     base_code = PF_US | (PF_RW if write else 0) | fetch_bit
     # Must-be-zero bits (APM vol. 2, 5.3.3, figures 5-18..5-25): above MAXPHYADDR; NX without host
     # EFER.NXE; bits 8:7 of PML4E/PML5E (QEMU 7.2 checks only bit 7); address bits below a large
-    # page. Masks per level, computed once per walk (the loop below is the model's hot path).
+    # page.
     addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1) | (0 if host_nxe else NX)
     upper_rsv = addr_rsv | PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
+    return write, fetch, base_code, note, addr_rsv, upper_rsv, ((1 << caps.maxphyaddr) - 1) & ~0xFFF
+
+
+def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
+              steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None):
+    """walk() for the 2D translation's hot path: the host-physical address (an int) when allowed,
+    an NptOutcome for a nested page fault.
+
+    `memo` (one dict per 2D translation) remembers the fault-free upper levels by 2 MiB and 1 GiB
+    region: the guest's tables usually sit together, so later nested walks redo only the last levels."""
+    pkey = ("prologue", access)
+    pro = memo.get(pkey) if memo is not None else None
+    if pro is None:
+        pro = _prologue(access, caps, host_nxe, host_smep, quirks)
+        if memo is not None:
+            memo[pkey] = pro
+    write, fetch, base_code, id_note, addr_rsv, upper_rsv, addr_mask = pro
+    table = ncr3 & addr_mask
     read_u64 = mem.read_u64
     append = steps.append
     w = u = 1
@@ -74,6 +97,8 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
         entry = read_u64(entry_addr)
         append(new_step(Step, ("npt", level, entry_addr, entry, purpose)))
         if not entry & P:
+            if id_note and fetch:
+                applied.append(id_note)
             return NptOutcome(kind="npf", level=level, error_code=base_code, reason=f"{LEVEL_NAMES[level]} not present")
         large = level in (2, 3) and entry & PS
         if level >= 4:
@@ -86,6 +111,8 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
             rsv = entry & addr_rsv
         if rsv:
             code = base_code | PF_RSV | PF_P
+            if id_note and fetch:
+                applied.append(id_note)
             if "npf-rsv-no-p" in quirks:
                 code &= ~PF_P
                 applied.append("qemu-tcg-7.2: EXITINFO1 of a reserved-bit NPF lacks the P bit")
@@ -104,8 +131,10 @@ def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nx
                 why = ("a nested entry has U/S=0 (nested accesses are user accesses)" if not u else
                        "write to a read-only nested mapping" if write and not w else
                        "instruction fetch from a no-execute nested mapping")
+                if id_note and fetch:
+                    applied.append(id_note)
                 return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P, reason=why, perms=perms)
-            return NptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level, page_size=size)
+            return (entry & addr_mask & ~(size - 1)) | (gpa & (size - 1))
         table = entry & addr_mask
         if memo is not None:
             upper.append((level, entry_addr, entry))

@@ -56,10 +56,21 @@ _GUEST_STEP_NAMES = {lv: f"guest {n}" for lv, n in GUEST_NAMES.items()}
 _GUEST_PURPOSES = {lv: f"GPA of guest {n}" for lv, n in GUEST_NAMES.items()}
 
 
-@lru_cache(maxsize=256)
+_EPTPS: dict = {}
+
+
 def _decode_eptp(eptp: int, caps: Caps) -> ept.Eptp:
     # Eptp and Caps are immutable: decoding once per (EPTP, processor) keeps it off the hot path.
-    return ept.Eptp.decode(eptp, caps)
+    # Keyed by the identity of caps (held in the value, so the id cannot be reused): hashing the
+    # frozen dataclass would cost as much as a walk step.
+    hit = _EPTPS.get((eptp, id(caps)))
+    if hit is not None and hit[0] is caps:
+        return hit[1]
+    if len(_EPTPS) > 256:
+        _EPTPS.clear()
+    d = ept.Eptp.decode(eptp, caps)
+    _EPTPS[(eptp, id(caps))] = (caps, d)
+    return d
 
 
 class _U64Reader:
@@ -167,20 +178,20 @@ class _Translation:
     def slat(self, gpa, access, purpose, final, linear=None):
         r = self.result
         if self.arch == "vmx":
-            out = ept.walk(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
-                           bool(linear[0]) if linear else None, self.npt_memo, self.ept_masks)
-            if out.kind == "ok":
-                return out.hpa
+            out = ept.walk_fast(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
+                                bool(linear[0]) if linear else None, self.npt_memo, self.ept_masks)
+            if out.__class__ is int:
+                return out
             r.kind, r.gpa, r.level, r.reason = out.kind, gpa, out.level, out.reason
             r.during_guest_walk = not final
             if out.kind == "ept_violation":
                 r.qualification = self.ept_qualification(access, out.rwx_bits, final, linear)
                 r.guest_linear = r.gva
             return None
-        out = npt.walk(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe, self.host_smep,
-                       self.steps, purpose, self.quirks, self.applied, self.npt_memo)
-        if out.kind == "ok":
-            return out.hpa
+        out = npt.walk_fast(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe,
+                            self.host_smep, self.steps, purpose, self.quirks, self.applied, self.npt_memo)
+        if out.__class__ is int:
+            return out
         r.kind, r.gpa, r.level, r.reason = "npf", gpa, out.level, out.reason
         r.during_guest_walk = not final
         r.exitinfo1 = out.error_code | (npt.NPF_FINAL if final else npt.NPF_GUEST_PT)
