@@ -85,8 +85,18 @@ class Result:
     level: int | None = None       # level of the entry that stopped the walk
     during_guest_walk: bool = False  # the fault was on a guest paging-structure access
     reason: str = ""
-    steps: list[Step] = field(default_factory=list)
+    # The walks record plain 5-tuples (cheap to build on the hot path); `steps` turns them into
+    # Step objects (named fields) when someone looks.
+    raw_steps: list[tuple] = field(default_factory=list, repr=False)
     quirks_applied: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[Step]:
+        raw = self.raw_steps
+        cached = self.__dict__.get("_steps")
+        if cached is None or len(cached) != len(raw):
+            cached = self.__dict__["_steps"] = [s if s.__class__ is Step else new_step(Step, s) for s in raw]
+        return cached
 
     def explain(self) -> str:
         from .explain import explain

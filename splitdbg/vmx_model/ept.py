@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import Caps, ModelError, Step, new_step
+from .common import Caps, ModelError
 
 # EPTP (SDM 25.6.11)
 EPTP_MEMTYPE = 0x7
@@ -134,7 +134,6 @@ def _masks(caps: Caps) -> tuple:
 
 _SHIFTS = (0, 12, 21, 30, 39, 48)
 _BAD_MEMTYPES = (False, False, True, True, False, False, False, True)
-_SCREEN_RW = (True, False, True, False)   # by bits 1:0 (W, R): 00 execute-only/XU-only, 10 write without read
 _ACCESS_BIT = {"read": R, "write": W, "fetch": X}
 
 
@@ -163,28 +162,31 @@ def walk_fast(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, p
     if memo is not None:
         # Fault-free upper levels from an earlier walk of this translation (same EPTP), by the
         # 2 MiB, then 1 GiB region: the guest's tables usually share them with each other.
-        for lv in (2, 3):
-            hit = memo.get((lv, gpa >> _SHIFTS[lv]))
+        hit = memo.get((2, gpa >> 21))
+        if hit is not None:
+            top = 1
+        else:
+            hit = memo.get((3, gpa >> 30))
             if hit is not None:
-                upper, table, acc = hit
-                steps += [new_step(Step, ("ept", lv_, a_, e_, purpose)) for lv_, a_, e_ in upper]
-                upper = list(upper)
-                top = lv - 1
-                break
+                top = 2
+        if hit is not None:
+            upper, table, acc = hit
+            steps += [("ept", lv_, a_, e_, purpose) for lv_, a_, e_ in upper]
+            upper = [*upper]
     for level in range(top, 0, -1):
         shift = _SHIFTS[level]
         entry_addr = table + ((gpa >> shift) & 0x1FF) * 8
         entry = read_u64(entry_addr)
-        append(new_step(Step, ("ept", level, entry_addr, entry, purpose)))
+        append(("ept", level, entry_addr, entry, purpose))
         acc &= entry
-        if not (entry & 7 or (mbec and entry & XU)):
-            return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc, caps),
-                              reason=f"{LEVEL_NAMES[level]} not present")
         leaf = level == 1 or (level < 4 and entry & PS)
-        # The full misconfiguration rules only when a cheap screen says something may be wrong:
-        # write without read, no read/write (execute-only), reserved bits, reserved memory type.
-        if _SCREEN_RW[entry & 3] or entry & (screen_leaf[level] if leaf else screen_table[level]) \
+        # The full rules only when a cheap screen says something may be wrong: R=0 (not present,
+        # write without read, execute-only), reserved bits, a reserved memory type, a 1 GiB page.
+        if not entry & R or entry & (screen_leaf[level] if leaf else screen_table[level]) \
                 or (leaf and (_BAD_MEMTYPES[(entry >> 3) & 7] or (level == 3 and not caps.ept_1g))):
+            if not (entry & 7 or (mbec and entry & XU)):
+                return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc, caps),
+                                  reason=f"{LEVEL_NAMES[level]} not present")
             why = misconfiguration(entry, level, caps)
             if why:
                 return EptOutcome(kind="ept_misconfig", level=level, reason=f"{LEVEL_NAMES[level]}: {why}")

@@ -4,7 +4,7 @@ EXITINFO1 = a #PF-style error code plus bit 32 (final guest-physical access) or 
 to a guest page table), EXITINFO2 = the faulting guest-physical address (15.25.6)."""
 from __future__ import annotations
 
-from .common import Caps, Step, new_step
+from .common import Caps
 
 P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
 NX = 1 << 63
@@ -87,7 +87,7 @@ def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, ho
             hit = memo.get((lv, gpa >> SHIFT[lv]))
             if hit is not None:
                 upper, table, w, u, nx = hit
-                steps += [new_step(Step, ("npt", lv_, a_, e_, purpose)) for lv_, a_, e_ in upper]
+                steps += [("npt", lv_, a_, e_, purpose) for lv_, a_, e_ in upper]
                 upper = list(upper)
                 top = lv - 1
                 break
@@ -95,7 +95,7 @@ def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, ho
         shift = SHIFT[level]
         entry_addr = table + 8 * ((gpa >> shift) & 0x1FF)
         entry = read_u64(entry_addr)
-        append(new_step(Step, ("npt", level, entry_addr, entry, purpose)))
+        append(("npt", level, entry_addr, entry, purpose))
         if not entry & P:
             if id_note and fetch:
                 applied.append(id_note)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from . import ept, npt
-from .common import ACCESSES, Caps, ModelError, Result, Step, new_step
+from .common import ACCESSES, Caps, ModelError, Result
 from .quirks import quirk_set
 
 # Guest paging-structure bits (SDM 4.5 / APM 5.3)
@@ -86,10 +86,11 @@ class _U64Reader:
 class _Translation:
     def __init__(self, mem, arch, access, cpl, caps, quirks, gva):
         self.mem, self.arch, self.access, self.cpl, self.caps, self.quirks = mem, arch, access, cpl, caps, quirks
-        self.steps: list[Step] = []
+        self.steps: list[tuple] = []   # raw (walk, level, entry_addr, entry, purpose)
         self.applied: list[str] = []
         self.npt_memo: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
-        self.result = Result(kind="ok", arch=arch, gva=gva, access=access, steps=self.steps, quirks_applied=self.applied)
+        self.result = Result(kind="ok", arch=arch, gva=gva, access=access, raw_steps=self.steps,
+                             quirks_applied=self.applied)
 
     # -- the guest walk -----------------------------------------------------------------------
     def run(self, gva, cr0, cr3, cr4, efer, rflags) -> Result:
@@ -122,7 +123,7 @@ class _Translation:
                 r.level = level
                 return r
             entry = read_u64(hpa)
-            append(new_step(Step, ("guest", level, entry_gpa, entry, name)))
+            append(("guest", level, entry_gpa, entry, name))
             if not entry & P:
                 return self.guest_pf(err, level, entry_gpa, f"{name} not present")
             rsv = entry & (rsv_large[level] if entry & PS and level in (2, 3) else rsv_table[level])
