@@ -56,7 +56,11 @@ def _prologue(access, caps, host_nxe, host_smep, quirks):
     # page.
     addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1) | (0 if host_nxe else NX)
     upper_rsv = addr_rsv | PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
-    return write, fetch, base_code, note, addr_rsv, upper_rsv, ((1 << caps.maxphyaddr) - 1) & ~0xFFF
+    rsv_table = (0, addr_rsv, addr_rsv, addr_rsv, upper_rsv, upper_rsv)
+    rsv_large = (0, 0, addr_rsv | (((1 << 21) - 1) & ~0x1FFF),
+                 addr_rsv | (((1 << 30) - 1) & ~0x1FFF) | (0 if caps.npt_1g else PS), 0, 0)
+    return (write, fetch, base_code, note, upper_rsv, rsv_table, rsv_large,
+            ((1 << caps.maxphyaddr) - 1) & ~0xFFF)
 
 
 def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
@@ -72,25 +76,28 @@ def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, ho
         pro = _prologue(access, caps, host_nxe, host_smep, quirks)
         if memo is not None:
             memo[pkey] = pro
-    write, fetch, base_code, id_note, addr_rsv, upper_rsv, addr_mask = pro
+    write, fetch, base_code, id_note, upper_rsv, rsv_table, rsv_large, addr_mask = pro
     table = ncr3 & addr_mask
     read_u64 = mem.read_u64
     append = steps.append
-    w = u = 1
-    nx = 0
+    acc = RW | US   # AND of R/W and U/S over the entries used
+    nx = 0          # OR of bit 63 (only reachable with host EFER.NXE=1: otherwise bit 63 is MBZ)
     top = levels
     upper = []
     if memo is not None:
         # Fault-free upper levels from an earlier walk of this translation (same nCR3 and host
         # controls), by the 2 MiB, then 1 GiB region.
-        for lv in (2, 3):
-            hit = memo.get((lv, gpa >> SHIFT[lv]))
+        hit = memo.get((2, gpa >> 21))
+        if hit is not None:
+            top = 1
+        else:
+            hit = memo.get((3, gpa >> 30))
             if hit is not None:
-                upper, table, w, u, nx = hit
-                steps += [("npt", lv_, a_, e_, purpose) for lv_, a_, e_ in upper]
-                upper = list(upper)
-                top = lv - 1
-                break
+                top = 2
+        if hit is not None:
+            upper, table, acc, nx = hit
+            steps += [("npt", lv_, a_, e_, purpose) for lv_, a_, e_ in upper]
+            upper = [*upper]
     for level in range(top, 0, -1):
         shift = SHIFT[level]
         entry_addr = table + 8 * ((gpa >> shift) & 0x1FF)
@@ -100,15 +107,10 @@ def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, ho
             if id_note and fetch:
                 applied.append(id_note)
             return NptOutcome(kind="npf", level=level, error_code=base_code, reason=f"{LEVEL_NAMES[level]} not present")
-        large = level in (2, 3) and entry & PS
-        if level >= 4:
-            rsv = entry & upper_rsv
-            if entry & G and not upper_rsv & G:
-                applied.append("qemu-tcg-7.2: bit 8 of a nested PML4E/PML5E is not checked as reserved")
-        elif large:
-            rsv = entry & (addr_rsv | (((1 << shift) - 1) & ~0x1FFF) | (PS if level == 3 and not caps.npt_1g else 0))
-        else:
-            rsv = entry & addr_rsv
+        large = level < 4 and level > 1 and entry & PS
+        rsv = entry & (rsv_large[level] if large else rsv_table[level])
+        if level >= 4 and entry & G and not upper_rsv & G:
+            applied.append("qemu-tcg-7.2: bit 8 of a nested PML4E/PML5E is not checked as reserved")
         if rsv:
             code = base_code | PF_RSV | PF_P
             if id_note and fetch:
@@ -118,14 +120,13 @@ def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, ho
                 applied.append("qemu-tcg-7.2: EXITINFO1 of a reserved-bit NPF lacks the P bit")
             return NptOutcome(kind="npf", level=level, error_code=code,
                               reason=f"reserved bits {rsv:#x} set in {LEVEL_NAMES[level]}")
-        w &= entry >> 1
-        u &= entry >> 2
-        if host_nxe:
-            nx |= entry >> 63
+        acc &= entry
+        nx |= entry
         if level == 1 or large:
             size = 1 << shift
-            w &= 1
-            u &= 1
+            w = (acc >> 1) & 1
+            u = (acc >> 2) & 1
+            nx = nx >> 63
             if not u or (write and not w) or (fetch and nx):
                 perms = ("u" if u else "-") + "r" + ("w" if w else "-") + ("-" if nx else "x")
                 why = ("a nested entry has U/S=0 (nested accesses are user accesses)" if not u else
@@ -139,7 +140,7 @@ def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, ho
         if memo is not None:
             upper.append((level, entry_addr, entry))
             if level <= 3:
-                memo[(level, gpa >> shift)] = (tuple(upper), table, w, u, nx)
+                memo[(level, gpa >> shift)] = (tuple(upper), table, acc, nx)
     raise AssertionError("unreachable")
 
 
