@@ -64,18 +64,14 @@ def _prologue(access, caps, host_nxe, host_smep, quirks):
 
 
 def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
-              steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None):
+              steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None, pro: tuple | None = None):
     """walk() for the 2D translation's hot path: the host-physical address (an int) when allowed,
     an NptOutcome for a nested page fault.
 
     `memo` (one dict per 2D translation) remembers the fault-free upper levels by 2 MiB and 1 GiB
     region: the guest's tables usually sit together, so later nested walks redo only the last levels."""
-    pkey = ("prologue", access)
-    pro = memo.get(pkey) if memo is not None else None
     if pro is None:
         pro = _prologue(access, caps, host_nxe, host_smep, quirks)
-        if memo is not None:
-            memo[pkey] = pro
     write, fetch, base_code, id_note, upper_rsv, rsv_table, rsv_large, addr_mask = pro
     table = ncr3 & addr_mask
     read_u64 = mem.read_u64

@@ -88,7 +88,8 @@ class _Translation:
         self.mem, self.arch, self.access, self.cpl, self.caps, self.quirks = mem, arch, access, cpl, caps, quirks
         self.steps: list[tuple] = []   # raw (walk, level, entry_addr, entry, purpose)
         self.applied: list[str] = []
-        self.npt_memo: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
+        self.npt_memo: dict = {}
+        self.npt_pro: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
         self.result = Result(kind="ok", arch=arch, gva=gva, access=access, raw_steps=self.steps,
                              quirks_applied=self.applied)
 
@@ -189,8 +190,11 @@ class _Translation:
                 r.qualification = self.ept_qualification(access, out.rwx_bits, final, linear)
                 r.guest_linear = r.gva
             return None
+        pro = self.npt_pro.get(access)
+        if pro is None:   # the access-dependent part of every nested walk, once per translation
+            pro = self.npt_pro[access] = npt._prologue(access, self.caps, self.host_nxe, self.host_smep, self.quirks)
         out = npt.walk_fast(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe,
-                            self.host_smep, self.steps, purpose, self.quirks, self.applied, self.npt_memo)
+                            self.host_smep, self.steps, purpose, self.quirks, self.applied, self.npt_memo, pro)
         if out.__class__ is int:
             return out
         r.kind, r.gpa, r.level, r.reason = "npf", gpa, out.level, out.reason
