@@ -310,3 +310,83 @@ def test_vmcb_offsets_follow_svm_h():
     assert (d["control"]["asid"], d["control"]["exit_info_2"]) == (7, 0xFEE00000)
     assert (d["save"]["efer"], d["save"]["cr3"], d["save"]["rax"], d["save"]["rsp"]) == \
         (0xD01, 0x1234000, 0xABCD, 0xFFFFC90000123000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties: any value in the final EPT PTE / nPTE is classified as the manuals say. The oracle
+# below is the rule list of SDM 29.3.2-29.3.3 (EPT PTE, table 29-6) and APM 15.25.5-15.25.6 with
+# 5.3.3 figure 5-22 (4-KByte PTE), written independently of the model's code.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from splitdbg.vmx_model.common import Step  # noqa: E402
+
+_interesting_bits = st.lists(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 46, 47, 48, 50, 51, 52, 58, 62, 63]),
+                             max_size=8)
+
+
+def _ept_oracle(entry, access):
+    """(kind, bits 5:3 of the qualification) for a final EPT PTE, default Caps (MAXPHYADDR 46,
+    execute-only supported, no MBEC): SDM 29.3.2 (present = bits 2:0), 29.3.3.1, 29.3.3.2."""
+    if not entry & 7:
+        return "ept_violation", 0
+    if entry & 2 and not entry & 1:
+        return "ept_misconfig", None
+    if (entry >> 3) & 7 in (2, 3, 7):
+        return "ept_misconfig", None
+    if entry & (((1 << 52) - 1) & ~((1 << 46) - 1)):
+        return "ept_misconfig", None
+    need = {"read": 1, "write": 2, "fetch": 4}[access]
+    return ("ok", None) if entry & need else ("ept_violation", (entry & 7) << 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=_interesting_bits, access=st.sampled_from(["read", "write", "fetch"]))
+def test_property_ept_final_pte_classification(bits, access):
+    entry = GPA
+    for b in bits:
+        entry ^= 1 << b
+    lab = Lab("vmx")
+    lab.gmap(GVA, GPA, P | RW | A | D)
+    lab.mem.write_u64(lab.slat_entry(GPA), entry)
+    r = lab.go(access)
+    kind, rwx = _ept_oracle(entry, access)
+    assert r.kind == kind, (hex(entry), r.reason)
+    if kind == "ept_violation":
+        assert r.qualification & 0x38 == rwx and r.qualification & 0x180 == 0x180
+    if kind == "ept_misconfig":
+        assert r.reason and r.qualification is None
+    if kind == "ok":
+        assert r.hpa == (entry & ((1 << 46) - 1) & ~0xFFF) | (GPA & 0xFFF)
+    assert all(isinstance(s, Step) and s.walk in ("guest", "ept") and 1 <= s.level <= 5 for s in r.steps)
+
+
+def _npt_oracle(entry, access, host_nxe=True):
+    """EXITINFO1 (None: no fault) for a final nPTE, MAXPHYADDR 48, host EFER.NXE=1: APM 15.25.6
+    (bit 32; US always; RW for writes; ID for fetches with NXE), 5.3.3 (bits 51:48 MBZ) and 8.4.2."""
+    code = 4 | (2 if access == "write" else 0) | (16 if access == "fetch" and host_nxe else 0)
+    if not entry & 1:
+        return (1 << 32) | code
+    if entry & (((1 << 52) - 1) & ~((1 << 48) - 1)):
+        return (1 << 32) | code | 8 | 1
+    if not entry & 4 or (access == "write" and not entry & 2) or (access == "fetch" and entry >> 63):
+        return (1 << 32) | code | 1
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=_interesting_bits, access=st.sampled_from(["read", "write", "fetch"]))
+def test_property_npt_final_pte_classification(bits, access):
+    entry = GPA | P | RW | US
+    for b in bits:
+        entry ^= 1 << b
+    lab = Lab("svm")
+    lab.mem.write_u64(lab.slat_entry(GPA), entry)
+    r = lab.go(access)
+    expected = _npt_oracle(entry, access)
+    if expected is None:
+        assert (r.kind, r.hpa) == ("ok", (entry & ((1 << 48) - 1) & ~0xFFF) | (GPA & 0xFFF)), hex(entry)
+    else:
+        assert (r.kind, r.exitinfo1, r.exitinfo2) == ("npf", expected, GPA), (hex(entry), r.reason)
+    assert all(isinstance(s, Step) and s.walk in ("guest", "npt") for s in r.steps)
