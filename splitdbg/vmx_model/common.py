@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from ..errors import SplitdbgError
 
@@ -37,17 +38,22 @@ class Caps:
 ACCESSES = ("read", "write", "fetch")
 
 
-class Step:
-    """One entry read during a walk. Light (slots) since translations must be fast."""
+class Step(tuple):
+    """One entry read during a walk: (walk, level, entry_addr, entry, purpose).
 
-    __slots__ = ("walk", "level", "entry_addr", "entry", "purpose")
+    A tuple subclass so the walks can build it at C speed (`new_step(Step, (...))`): a 2D
+    translation records about 24 of them and must cost well under 20 microseconds."""
 
-    def __init__(self, walk: str, level: int, entry_addr: int, entry: int, purpose: str):
-        self.walk = walk              # "guest" (guest paging), "ept" or "npt" (second level)
-        self.level = level            # 5..1
-        self.entry_addr = entry_addr  # guest-physical for guest entries, host-physical for SLAT entries
-        self.entry = entry
-        self.purpose = purpose        # e.g. "guest PML4E", or "GPA of guest PDE", "final GPA"
+    __slots__ = ()
+
+    def __new__(cls, walk: str, level: int, entry_addr: int, entry: int, purpose: str):
+        return tuple.__new__(cls, (walk, level, entry_addr, entry, purpose))
+
+    walk = property(itemgetter(0), doc='"guest" (guest paging), "ept" or "npt" (second level)')
+    level = property(itemgetter(1), doc="5..1")
+    entry_addr = property(itemgetter(2), doc="guest-physical for guest entries, host-physical for SLAT entries")
+    entry = property(itemgetter(3))
+    purpose = property(itemgetter(4), doc='e.g. "guest PML4E", or "GPA of guest PDE", "final GPA"')
 
     def __repr__(self) -> str:
         return f"Step({self.walk} L{self.level} @{self.entry_addr:#x} = {self.entry:#018x} for {self.purpose})"
@@ -55,6 +61,10 @@ class Step:
     def as_dict(self) -> dict:
         return {"walk": self.walk, "level": self.level, "entry_addr": self.entry_addr, "entry": self.entry,
                 "purpose": self.purpose}
+
+
+# Builds a Step from a 5-tuple without a Python-level __new__ (hot path of the walks).
+new_step = tuple.__new__
 
 
 @dataclass
@@ -75,8 +85,18 @@ class Result:
     level: int | None = None       # level of the entry that stopped the walk
     during_guest_walk: bool = False  # the fault was on a guest paging-structure access
     reason: str = ""
-    steps: list[Step] = field(default_factory=list)
+    # The walks record plain 5-tuples (cheap to build on the hot path); `steps` turns them into
+    # Step objects (named fields) when someone looks.
+    raw_steps: list[tuple] = field(default_factory=list, repr=False)
     quirks_applied: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[Step]:
+        raw = self.raw_steps
+        cached = self.__dict__.get("_steps")
+        if cached is None or len(cached) != len(raw):
+            cached = self.__dict__["_steps"] = [s if s.__class__ is Step else new_step(Step, s) for s in raw]
+        return cached
 
     def explain(self) -> str:
         from .explain import explain

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import Caps, ModelError, Step
+from .common import Caps, ModelError
 
 # EPTP (SDM 25.6.11)
 EPTP_MEMTYPE = 0x7
@@ -104,76 +104,117 @@ class EptOutcome:
         self.hpa, self.kind, self.level, self.rwx_bits, self.reason, self.page_size = hpa, kind, level, rwx_bits, reason, page_size
 
 
+_MASKS: dict = {}
+
+
+def _masks(caps: Caps) -> tuple:
+    """Per-level screening masks for a processor (computed once per Caps: the walk is the hot path).
+
+    screen[level]: bits whose presence in an entry means it may be misconfigured (reserved address
+    bits above MAXPHYADDR, reserved bits 7:3 of PML4E/PML5E, 6:3 of a non-leaf PDE/PDPTE); the
+    leaf variant adds the address bits below a large page. misconfiguration() gives the reason."""
+    m = _MASKS.get(id(caps))
+    if m is not None and m[0] is caps:   # by identity: hashing a frozen dataclass costs more than a walk step
+        return m[1]
+    addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1)
+    table = [0] * 6
+    leaf = [0] * 6
+    for level in range(1, 6):
+        if level >= 4:
+            table[level] = leaf[level] = addr_rsv | 0xF8
+        else:
+            table[level] = addr_rsv | 0x78
+            leaf[level] = addr_rsv | (((1 << SHIFT[level]) - 1) & ~0xFFF)
+    masks = (tuple(table), tuple(leaf), ((1 << caps.maxphyaddr) - 1) & ~0xFFF)
+    if len(_MASKS) > 64:
+        _MASKS.clear()
+    _MASKS[id(caps)] = (caps, masks)   # holding caps keeps its id from being reused
+    return masks
+
+
+_SHIFTS = (0, 12, 21, 30, 39, 48)
+_BAD_MEMTYPES = (False, False, True, True, False, False, False, True)
+_ACCESS_BIT = {"read": R, "write": W, "fetch": X}
+
+
 def walk(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpose: str,
-         linear_user: bool | None = None, memo: dict | None = None) -> EptOutcome:
+         linear_user: bool | None = None, memo: dict | None = None, masks: tuple | None = None) -> EptOutcome:
     """Translate `gpa` for `access` ("read"/"write"/"fetch"). `linear_user` is the U/S of the guest
     linear address (only for fetches under MBEC: XU decides for user addresses, X otherwise)."""
+    out = walk_fast(mem, eptp, gpa, access, caps, steps, purpose, linear_user, memo, masks)
+    if out.__class__ is int:
+        return EptOutcome(hpa=out, level=0)
+    return out
+
+
+def walk_fast(mem, eptp: Eptp, gpa: int, access: str, caps: Caps, steps: list, purpose: str,
+              linear_user: bool | None = None, memo: dict | None = None, masks: tuple | None = None):
+    """walk() for the 2D translation's hot path: the host-physical address (an int) when the
+    access is allowed, an EptOutcome only for a violation or misconfiguration."""
     table = eptp.pml_addr
-    acc_r = acc_w = acc_x = acc_xu = 1
-    addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
-    addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1)
+    acc = R | W | X | XU           # AND of the permission bits over the entries used
+    screen_table, screen_leaf, addr_mask = masks or _masks(caps)
     read_u64 = mem.read_u64
+    append = steps.append
+    mbec = caps.mbec
     top = eptp.levels
-    key = (table, gpa >> 21)
-    if memo is not None and key in memo:
-        # Fault-free upper levels of this 2 MiB region, from an earlier walk of this translation.
-        upper, table, acc_r, acc_w, acc_x, acc_xu = memo[key]
-        for level, entry_addr, entry in upper:
-            steps.append(Step("ept", level, entry_addr, entry, purpose))
-        top = 1
     upper = []
-    for level in range(top, 0, -1):
-        entry_addr = table + 8 * ((gpa >> SHIFT[level]) & 0x1FF)
-        entry = read_u64(entry_addr)
-        steps.append(Step("ept", level, entry_addr, entry, purpose))
-        acc_r &= entry & 1
-        acc_w &= (entry >> 1) & 1
-        acc_x &= (entry >> 2) & 1
-        acc_xu &= (entry >> 10) & 1
-        if not present(entry, caps):
-            return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc_r, acc_w, acc_x, acc_xu, caps),
-                              reason=f"{LEVEL_NAMES[level]} not present")
-        # The full misconfiguration rules only when a cheap screen says something may be wrong.
-        if level >= 4:
-            rsv = addr_rsv | 0xF8
-        elif level == 1 or entry & PS:
-            rsv = addr_rsv | (((1 << SHIFT[level]) - 1) & ~0xFFF)
+    if memo is not None:
+        # Fault-free upper levels from an earlier walk of this translation (same EPTP), by the
+        # 2 MiB, then 1 GiB region: the guest's tables usually share them with each other.
+        hit = memo.get((2, gpa >> 21))
+        if hit is not None:
+            top = 1
         else:
-            rsv = addr_rsv | 0x78
-        if (entry & 3) == 2 or entry & rsv or not entry & 3 or (rsv & 0x78) == 0 and ((entry >> 3) & 7) in (2, 3, 7) \
-                or (level == 3 and entry & PS and not caps.ept_1g):
+            hit = memo.get((3, gpa >> 30))
+            if hit is not None:
+                top = 2
+        if hit is not None:
+            upper, table, acc = hit
+            steps += [("ept", lv_, a_, e_, purpose) for lv_, a_, e_ in upper]
+            upper = [*upper]
+    for level in range(top, 0, -1):
+        shift = _SHIFTS[level]
+        entry_addr = table + ((gpa >> shift) & 0x1FF) * 8
+        entry = read_u64(entry_addr)
+        append(("ept", level, entry_addr, entry, purpose))
+        acc &= entry
+        leaf = level == 1 or (level < 4 and entry & PS)
+        # The full rules only when a cheap screen says something may be wrong: R=0 (not present,
+        # write without read, execute-only), reserved bits, a reserved memory type, a 1 GiB page.
+        if not entry & R or entry & (screen_leaf[level] if leaf else screen_table[level]) \
+                or (leaf and (_BAD_MEMTYPES[(entry >> 3) & 7] or (level == 3 and not caps.ept_1g))):
+            if not (entry & 7 or (mbec and entry & XU)):
+                return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc, caps),
+                                  reason=f"{LEVEL_NAMES[level]} not present")
             why = misconfiguration(entry, level, caps)
             if why:
                 return EptOutcome(kind="ept_misconfig", level=level, reason=f"{LEVEL_NAMES[level]}: {why}")
-        if level == 1 or (level in (2, 3) and entry & PS):
-            size = 1 << SHIFT[level]
-            rwx = _rwx(acc_r, acc_w, acc_x, acc_xu, caps)
-            if access == "read":
-                allowed = acc_r
-            elif access == "write":
-                allowed = acc_w
+        if leaf:
+            if access == "fetch" and mbec and linear_user:
+                allowed = acc & XU
             else:
-                allowed = acc_xu if (caps.mbec and linear_user) else acc_x
+                allowed = acc & _ACCESS_BIT[access]
             if not allowed:
                 what = {"read": "read", "write": "write", "fetch": "execute"}[access]
-                if access == "fetch" and caps.mbec:
+                if access == "fetch" and mbec:
                     what = "user-mode execute" if linear_user else "supervisor-mode execute"
-                return EptOutcome(kind="ept_violation", level=level, rwx_bits=rwx,
+                return EptOutcome(kind="ept_violation", level=level, rwx_bits=_rwx(acc, caps),
                                   reason=f"{what} access not permitted by the EPT entries")
-            return EptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level,
-                              rwx_bits=rwx, page_size=size)
+            size = 1 << shift
+            return (entry & addr_mask & ~(size - 1)) | (gpa & (size - 1))
         table = entry & addr_mask
         if memo is not None:
             upper.append((level, entry_addr, entry))
-            if level == 2:
-                memo[key] = (upper, table, acc_r, acc_w, acc_x, acc_xu)
+            if level <= 3:
+                memo[(level, gpa >> shift)] = (tuple(upper), table, acc)
     raise AssertionError("unreachable")
 
 
-def _rwx(r, w, x, xu, caps) -> int:
+def _rwx(acc, caps) -> int:
     """Exit qualification bits 6:3: the AND of R, W, X (and XU with MBEC) over the entries used."""
-    bits = (Q_READABLE if r else 0) | (Q_WRITABLE if w else 0) | (Q_EXECUTABLE if x else 0)
-    if caps.mbec and xu:
+    bits = (acc & 7) << 3
+    if caps.mbec and acc & XU:
         bits |= Q_USER_EXECUTABLE
     return bits
 

@@ -4,7 +4,7 @@ EXITINFO1 = a #PF-style error code plus bit 32 (final guest-physical access) or 
 to a guest page table), EXITINFO2 = the faulting guest-physical address (15.25.6)."""
 from __future__ import annotations
 
-from .common import Caps, Step
+from .common import Caps
 
 P, RW, US, PWT, PCD, A, D, PS, G = (1 << i for i in range(9))
 NX = 1 << 63
@@ -29,83 +29,114 @@ class NptOutcome:
 
 def walk(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
          steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None) -> NptOutcome:
-    """Translate a guest-physical address through the nested tables (a user access of `access`).
+    """Translate a guest-physical address through the nested tables (a user access of `access`)."""
+    out = walk_fast(mem, ncr3, levels, gpa, access, caps, host_nxe, host_smep, steps, purpose, quirks, applied, memo)
+    if out.__class__ is int:
+        return NptOutcome(hpa=out)
+    return out
 
-    `memo` (one dict per 2D translation) remembers the fault-free upper levels by 2 MiB region: the
-    guest's tables usually sit in one region, so the later nested walks redo only the last level."""
-    addr_mask = ((1 << caps.maxphyaddr) - 1) & ~0xFFF
-    table = ncr3 & addr_mask
+
+def _prologue(access, caps, host_nxe, host_smep, quirks):
+    """What a nested walk needs besides the entries: EXITINFO1 base bits, reserved masks, and the
+    note of a quirk that changes the I/D bit (recorded only if a fault is reported)."""
     write, fetch = access == "write", access == "fetch"
     # I/D is reported for fetches when the host has NX or SMEP enabled, as in a #PF error code.
     fetch_bit = PF_ID if fetch and (host_nxe or host_smep) else 0
+    note = None
     if fetch and not fetch_bit:
         if "npf-id-always" in quirks:
             fetch_bit = PF_ID
-            applied.append("bochs-2.7: I/D set on a nested fetch fault although host EFER.NXE=0 and CR4.SMEP=0")
+            note = "bochs-2.7: I/D set on a nested fetch fault although host EFER.NXE=0 and CR4.SMEP=0"
     elif fetch and host_smep and not host_nxe and "npf-id-ignores-smep" in quirks:
         fetch_bit = 0
-        applied.append("qemu-tcg-7.2: host CR4.SMEP not taken into account for the I/D bit")
+        note = "qemu-tcg-7.2: host CR4.SMEP not taken into account for the I/D bit"
     base_code = PF_US | (PF_RW if write else 0) | fetch_bit
     # Must-be-zero bits (APM vol. 2, 5.3.3, figures 5-18..5-25): above MAXPHYADDR; NX without host
     # EFER.NXE; bits 8:7 of PML4E/PML5E (QEMU 7.2 checks only bit 7); address bits below a large
-    # page. Masks per level, computed once per walk (the loop below is the model's hot path).
+    # page.
     addr_rsv = ((1 << 52) - 1) & ~((1 << caps.maxphyaddr) - 1) | (0 if host_nxe else NX)
     upper_rsv = addr_rsv | PS | (0 if "npt-pml4e-bit8-unchecked" in quirks else G)
+    rsv_table = (0, addr_rsv, addr_rsv, addr_rsv, upper_rsv, upper_rsv)
+    rsv_large = (0, 0, addr_rsv | (((1 << 21) - 1) & ~0x1FFF),
+                 addr_rsv | (((1 << 30) - 1) & ~0x1FFF) | (0 if caps.npt_1g else PS), 0, 0)
+    return (write, fetch, base_code, note, upper_rsv, rsv_table, rsv_large,
+            ((1 << caps.maxphyaddr) - 1) & ~0xFFF)
+
+
+def walk_fast(mem, ncr3: int, levels: int, gpa: int, access: str, caps: Caps, host_nxe: bool, host_smep: bool,
+              steps: list, purpose: str, quirks: set, applied: list, memo: dict | None = None, pro: tuple | None = None):
+    """walk() for the 2D translation's hot path: the host-physical address (an int) when allowed,
+    an NptOutcome for a nested page fault.
+
+    `memo` (one dict per 2D translation) remembers the fault-free upper levels by 2 MiB and 1 GiB
+    region: the guest's tables usually sit together, so later nested walks redo only the last levels."""
+    if pro is None:
+        pro = _prologue(access, caps, host_nxe, host_smep, quirks)
+    write, fetch, base_code, id_note, upper_rsv, rsv_table, rsv_large, addr_mask = pro
+    table = ncr3 & addr_mask
     read_u64 = mem.read_u64
     append = steps.append
-    w = u = 1
-    nx = 0
+    acc = RW | US   # AND of R/W and U/S over the entries used
+    nx = 0          # OR of bit 63 (only reachable with host EFER.NXE=1: otherwise bit 63 is MBZ)
     top = levels
-    key = (table, gpa >> 21)
-    if memo is not None and key in memo:
-        upper, table, w, u, nx = memo[key]
-        for level, entry_addr, entry in upper:
-            append(Step("npt", level, entry_addr, entry, purpose))
-        top = 1
     upper = []
+    if memo is not None:
+        # Fault-free upper levels from an earlier walk of this translation (same nCR3 and host
+        # controls), by the 2 MiB, then 1 GiB region.
+        hit = memo.get((2, gpa >> 21))
+        if hit is not None:
+            top = 1
+        else:
+            hit = memo.get((3, gpa >> 30))
+            if hit is not None:
+                top = 2
+        if hit is not None:
+            upper, table, acc, nx = hit
+            steps += [("npt", lv_, a_, e_, purpose) for lv_, a_, e_ in upper]
+            upper = [*upper]
     for level in range(top, 0, -1):
         shift = SHIFT[level]
         entry_addr = table + 8 * ((gpa >> shift) & 0x1FF)
         entry = read_u64(entry_addr)
-        append(Step("npt", level, entry_addr, entry, purpose))
+        append(("npt", level, entry_addr, entry, purpose))
         if not entry & P:
+            if id_note and fetch:
+                applied.append(id_note)
             return NptOutcome(kind="npf", level=level, error_code=base_code, reason=f"{LEVEL_NAMES[level]} not present")
-        large = level in (2, 3) and entry & PS
-        if level >= 4:
-            rsv = entry & upper_rsv
-            if entry & G and not upper_rsv & G:
-                applied.append("qemu-tcg-7.2: bit 8 of a nested PML4E/PML5E is not checked as reserved")
-        elif large:
-            rsv = entry & (addr_rsv | (((1 << shift) - 1) & ~0x1FFF) | (PS if level == 3 and not caps.npt_1g else 0))
-        else:
-            rsv = entry & addr_rsv
+        large = level < 4 and level > 1 and entry & PS
+        rsv = entry & (rsv_large[level] if large else rsv_table[level])
+        if level >= 4 and entry & G and not upper_rsv & G:
+            applied.append("qemu-tcg-7.2: bit 8 of a nested PML4E/PML5E is not checked as reserved")
         if rsv:
             code = base_code | PF_RSV | PF_P
+            if id_note and fetch:
+                applied.append(id_note)
             if "npf-rsv-no-p" in quirks:
                 code &= ~PF_P
                 applied.append("qemu-tcg-7.2: EXITINFO1 of a reserved-bit NPF lacks the P bit")
             return NptOutcome(kind="npf", level=level, error_code=code,
                               reason=f"reserved bits {rsv:#x} set in {LEVEL_NAMES[level]}")
-        w &= entry >> 1
-        u &= entry >> 2
-        if host_nxe:
-            nx |= entry >> 63
+        acc &= entry
+        nx |= entry
         if level == 1 or large:
             size = 1 << shift
-            w &= 1
-            u &= 1
+            w = (acc >> 1) & 1
+            u = (acc >> 2) & 1
+            nx = nx >> 63
             if not u or (write and not w) or (fetch and nx):
                 perms = ("u" if u else "-") + "r" + ("w" if w else "-") + ("-" if nx else "x")
                 why = ("a nested entry has U/S=0 (nested accesses are user accesses)" if not u else
                        "write to a read-only nested mapping" if write and not w else
                        "instruction fetch from a no-execute nested mapping")
+                if id_note and fetch:
+                    applied.append(id_note)
                 return NptOutcome(kind="npf", level=level, error_code=base_code | PF_P, reason=why, perms=perms)
-            return NptOutcome(hpa=(entry & addr_mask & ~(size - 1)) | (gpa & (size - 1)), level=level, page_size=size)
+            return (entry & addr_mask & ~(size - 1)) | (gpa & (size - 1))
         table = entry & addr_mask
         if memo is not None:
             upper.append((level, entry_addr, entry))
-            if level == 2:
-                memo[key] = (upper, table, w, u, nx)
+            if level <= 3:
+                memo[(level, gpa >> shift)] = (tuple(upper), table, acc, nx)
     raise AssertionError("unreachable")
 
 

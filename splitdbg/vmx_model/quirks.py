@@ -22,10 +22,14 @@ PROFILES: dict[str, dict[str, str]] = {
 }
 
 
-def quirk_set(profile: str | None) -> set[str]:
+_EMPTY: frozenset = frozenset()
+_SETS = {name: frozenset(q) for name, q in PROFILES.items()}
+
+
+def quirk_set(profile: str | None) -> frozenset[str]:
     if profile is None:
-        return set()
+        return _EMPTY
     try:
-        return set(PROFILES[profile])
+        return _SETS[profile]
     except KeyError:
         raise ModelError(f"unknown quirk profile {profile!r}; known: {', '.join(PROFILES)}") from None

@@ -6,8 +6,10 @@ A/D updates are accounted for as the accesses they are, not performed.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from . import ept, npt
-from .common import ACCESSES, Caps, ModelError, Result, Step
+from .common import ACCESSES, Caps, ModelError, Result
 from .quirks import quirk_set
 
 # Guest paging-structure bits (SDM 4.5 / APM 5.3)
@@ -32,13 +34,35 @@ def translate(*, mem, arch: str, gva: int, access: str, cpl: int, cr0: int, cr3:
         raise ModelError(f"access is one of {ACCESSES}, not {access!r}")
     if cpl not in (0, 1, 2, 3):
         raise ModelError(f"cpl {cpl} out of range")
-    caps = caps or Caps.default(arch)
+    caps = caps or _DEFAULT_CAPS[arch]
     q = quirk_set(quirks)
     if not hasattr(mem, "read_u64"):
         mem = _U64Reader(mem)
     t = _Translation(mem, arch, access, cpl, caps, q, gva)
     t.second_level(slat_root, host_efer, host_cr4)
     return t.run(gva, cr0, cr3, cr4, efer, rflags)
+
+
+_DEFAULT_CAPS = {"vmx": Caps.default("vmx"), "svm": Caps.default("svm")}
+_GUEST_STEP_NAMES = {lv: f"guest {n}" for lv, n in GUEST_NAMES.items()}
+_GUEST_PURPOSES = {lv: f"GPA of guest {n}" for lv, n in GUEST_NAMES.items()}
+
+
+_EPTPS: dict = {}
+
+
+def _decode_eptp(eptp: int, caps: Caps) -> ept.Eptp:
+    # Eptp and Caps are immutable: decoding once per (EPTP, processor) keeps it off the hot path.
+    # Keyed by the identity of caps (held in the value, so the id cannot be reused): hashing the
+    # frozen dataclass would cost as much as a walk step.
+    hit = _EPTPS.get((eptp, id(caps)))
+    if hit is not None and hit[0] is caps:
+        return hit[1]
+    if len(_EPTPS) > 256:
+        _EPTPS.clear()
+    d = ept.Eptp.decode(eptp, caps)
+    _EPTPS[(eptp, id(caps))] = (caps, d)
+    return d
 
 
 class _U64Reader:
@@ -54,14 +78,17 @@ class _U64Reader:
 class _Translation:
     def __init__(self, mem, arch, access, cpl, caps, quirks, gva):
         self.mem, self.arch, self.access, self.cpl, self.caps, self.quirks = mem, arch, access, cpl, caps, quirks
-        self.steps: list[Step] = []
+        self.steps: list[tuple] = []   # raw (walk, level, entry_addr, entry, purpose)
         self.applied: list[str] = []
-        self.npt_memo: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
-        self.result = Result(kind="ok", arch=arch, gva=gva, access=access, steps=self.steps, quirks_applied=self.applied)
+        self.npt_memo: dict = {}
+        self.npt_pro: dict = {}   # fault-free upper SLAT levels by 2 MiB region, for this translation
+        self.result = Result(kind="ok", arch=arch, gva=gva, access=access, raw_steps=self.steps,
+                             quirks_applied=self.applied)
 
     def second_level(self, slat_root, host_efer, host_cr4, levels: int = 4) -> None:
         if self.arch == "vmx":
-            self.eptp = ept.Eptp.decode(slat_root, self.caps)
+            self.eptp = _decode_eptp(slat_root, self.caps)
+            self.ept_masks = ept._masks(self.caps)
             return
         self.ncr3 = slat_root
         # Nested paging walks with the host's paging controls (APM 15.25.5): EFER.NXE and CR4.SMEP,
@@ -88,20 +115,23 @@ class _Translation:
         fetch, write, user = self.access == "fetch", self.access == "write", self.cpl == 3
         err = (PF_W if write else 0) | (PF_U if user else 0) | (PF_ID if fetch and (nxe or cr4 & CR4_SMEP) else 0)
         table = cr3 & gmask
+        pt_access = self.guest_pt_access()
+        rsv_table, rsv_large = _guest_rsv_masks(self.caps.maxphyaddr, nxe)
+        read_u64, append, slat = self.mem.read_u64, self.steps.append, self.slat
         w = u = 1
         nx = 0
         for level in range(levels, 0, -1):
             entry_gpa = table + 8 * ((gva >> SHIFT[level]) & 0x1FF)
-            name = f"guest {GUEST_NAMES[level]}"
-            hpa = self.slat(entry_gpa, self.guest_pt_access(), f"GPA of {name}", final=False)
+            name = _GUEST_STEP_NAMES[level]
+            hpa = slat(entry_gpa, pt_access, _GUEST_PURPOSES[level], False)
             if hpa is None:
                 r.level = level
                 return r
-            entry = self.mem.read_u64(hpa)
-            self.steps.append(Step("guest", level, entry_gpa, entry, name))
+            entry = read_u64(hpa)
+            append(("guest", level, entry_gpa, entry, name))
             if not entry & P:
                 return self.guest_pf(err, level, entry_gpa, f"{name} not present")
-            rsv = _guest_reserved(entry, level, self.caps.maxphyaddr, nxe)
+            rsv = entry & (rsv_large[level] if entry & PS and level in (2, 3) else rsv_table[level])
             if rsv:
                 code = err | PF_RSVD | PF_P
                 if "guest-pf-rsv-no-p" in self.quirks:
@@ -154,20 +184,23 @@ class _Translation:
     def slat(self, gpa, access, purpose, final, linear=None):
         r = self.result
         if self.arch == "vmx":
-            out = ept.walk(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
-                           linear_user=bool(linear[0]) if linear else None, memo=self.npt_memo)
-            if out.kind == "ok":
-                return out.hpa
+            out = ept.walk_fast(self.mem, self.eptp, gpa, access, self.caps, self.steps, purpose,
+                                bool(linear[0]) if linear else None, self.npt_memo, self.ept_masks)
+            if out.__class__ is int:
+                return out
             r.kind, r.gpa, r.level, r.reason = out.kind, gpa, out.level, out.reason
             r.during_guest_walk = not final
             if out.kind == "ept_violation":
                 r.qualification = self.ept_qualification(access, out.rwx_bits, final, linear)
                 r.guest_linear = r.gva
             return None
-        out = npt.walk(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe, self.host_smep,
-                       self.steps, purpose, self.quirks, self.applied, self.npt_memo)
-        if out.kind == "ok":
-            return out.hpa
+        pro = self.npt_pro.get(access)
+        if pro is None:   # the access-dependent part of every nested walk, once per translation
+            pro = self.npt_pro[access] = npt._prologue(access, self.caps, self.host_nxe, self.host_smep, self.quirks)
+        out = npt.walk_fast(self.mem, self.ncr3, self.nlevels, gpa, access, self.caps, self.host_nxe,
+                            self.host_smep, self.steps, purpose, self.quirks, self.applied, self.npt_memo, pro)
+        if out.__class__ is int:
+            return out
         r.kind, r.gpa, r.level, r.reason = "npf", gpa, out.level, out.reason
         r.during_guest_walk = not final
         r.exitinfo1 = out.error_code | (npt.NPF_FINAL if final else npt.NPF_GUEST_PT)
@@ -188,15 +221,27 @@ class _Translation:
         return q
 
 
-def _guest_reserved(entry, level, maxphyaddr, nxe) -> int:
+def _guest_mbz(level: int, large: bool, maxphyaddr: int, nxe: bool) -> int:
+    """Must-be-zero bits of a present IA-32e guest entry (SDM 4.5, tables 4-14..4-20)."""
     mbz = ((1 << 52) - 1) & ~((1 << maxphyaddr) - 1)
     if not nxe:
         mbz |= XD
     if level >= 4:
         mbz |= PS
-    elif level in (2, 3) and entry & PS:
-        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)
-    return entry & mbz
+    elif level in (2, 3) and large:
+        mbz |= ((1 << SHIFT[level]) - 1) & ~((1 << 13) - 1)   # bit 12 is PAT
+    return mbz
+
+
+@lru_cache(maxsize=64)
+def _guest_rsv_masks(maxphyaddr: int, nxe: bool) -> tuple[tuple, tuple]:
+    """_guest_mbz by level, for entries referencing a table and for large pages, once per (MAXPHYADDR, NXE)."""
+    return (tuple(_guest_mbz(lv, False, maxphyaddr, nxe) if lv else 0 for lv in range(6)),
+            tuple(_guest_mbz(lv, True, maxphyaddr, nxe) if lv else 0 for lv in range(6)))
+
+
+def _guest_reserved(entry, level, maxphyaddr, nxe) -> int:
+    return entry & _guest_mbz(level, bool(entry & PS), maxphyaddr, nxe)
 
 
 def _guest_denies(access, user, w, u, nx, cr0, cr4, rflags) -> str | None:
