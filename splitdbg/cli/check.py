@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import tomllib
 
-import networkx as nx
-
 from ..arch import x86_paging as xp
 from ..errors import SplitdbgError
 from ..target.session import Session
+from ..target.sharing import sharing_graph, writable_paths
 from ..target.snapshot import Snapshot
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -129,49 +128,13 @@ class Checker:
                                        f" ({r.perms})")
         return bad
 
-    def alias_graph(self, lo: int, hi: int) -> nx.DiGraph:
-        """Guest-virtual pages -> guest-physical -> frames in [lo, hi), edges marked writable when
-        both the guest tables and the container's nested table allow writes."""
-        g = nx.DiGraph()
-        mode = self.s.kernel.mode if self.s.kernel else xp.PagingMode(levels=4)
-        for c in self.containers({"containers": "non-root"}):
-            for pgd in c.pgds:
-                try:
-                    d = xp.dump(self.s.mem, pgd, mode, on_error="collect")
-                except SplitdbgError:
-                    continue
-                for gr in d.ranges:
-                    # Which part of this guest range lands on [lo, hi)?
-                    a, b = max(gr.phys, lo), min(gr.phys + gr.size, hi)
-                    if a >= b:
-                        continue
-                    for nr in c.ranges:
-                        s0, e0 = max(a, nr.start), min(b, nr.end)
-                        if s0 >= e0:
-                            continue
-                        frame = nr.hpa + (s0 - nr.start)
-                        if not (lo <= frame < hi):
-                            continue   # e.g. an isolated private copy: not the kernel's frame
-                        gva = gr.start + (s0 - gr.phys)
-                        src, mid, dst = ("gva", c.id, pgd, gva), ("gpa", c.id, s0), ("frame", frame)
-                        g.add_edge(src, mid, writable=gr.writable)
-                        g.add_edge(mid, dst, writable="w" in nr.perms)
-        return g
-
     def no_aliases(self, rule) -> list[str]:
         lo, hi = self.span(rule if any(k in rule for k in ("region", "range", "symbol", "section"))
                            else {"region": "kernel-text"})
-        g = self.alias_graph(lo, hi)
-        bad = []
-        for node in g:
-            if node[0] != "gva":
-                continue
-            for mid in g.successors(node):
-                for frame in g.successors(mid):
-                    if g.edges[node, mid]["writable"] and g.edges[mid, frame]["writable"]:
-                        bad.append(f"container {node[1]} (CR3 {node[2]:#x}): guest-virtual {node[3]:#x} writes frame "
-                                   f"{frame[1]:#x} through guest-physical {mid[2]:#x}")
-        return bad
+        mode = self.s.kernel.mode if self.s.kernel else xp.PagingMode(levels=4)
+        g = sharing_graph(self.s.mem, self.containers({"containers": "non-root"}), lo, hi, mode)
+        return [f"container {c} (CR3 {pgd:#x}): guest-virtual {gva:#x} writes frame {frame:#x} through guest-physical {gpa:#x}"
+                for c, pgd, gva, gpa, frame in writable_paths(g)]
 
     def violations(self, rule) -> list[str]:
         limits = rule.get("max", {})

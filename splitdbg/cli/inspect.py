@@ -168,28 +168,14 @@ def cmd_diff(args):
 
 
 def cmd_walk(args):
-    from ..vmx_model import translate
+    from ..target.walk import walk_process
 
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
-        if sess.kernel is None:
-            raise SplitdbgError("walk needs kernel symbols (--vmlinux) to find the process")
-        task = next((t for t in sess.kernel.tasks() if t.pid == args.pid), None)
-        if task is None or not task.pgd:
-            raise SplitdbgError(f"no user process {args.pid}")
-        sk = sess.splitkernel()
-        regs = sess.guest_control_regs(sk)
-        cid = sk.container_of_cr3(task.pgd)
-        ncr3 = next(c.ncr3 for c in sk.containers() if c.id == cid)
-        r = translate(mem=sess.mem, arch="svm", gva=args.gva, access=args.access, cpl=0, cr0=regs["cr0"],
-                      cr3=task.pgd, cr4=regs["cr4"], efer=regs["efer"], slat_root=ncr3, host_efer=regs["efer"],
-                      host_cr4=regs["cr4"])
+        w = walk_process(sess.mem, sess.kernel, args.pid, args.gva, args.access)
     if args.json:
-        print(json.dumps(dict(r.as_dict(), container=cid, pid=args.pid)))
+        print(json.dumps(w))
         return 0
-    print(f"process {args.pid} ({task.comm}), container {cid}, guest CR3 {task.pgd:#x}, nCR3 {ncr3:#x}")
-    for st in r.steps:
-        print(f"  {st.walk:5} L{st.level} {st.purpose:28} @ {st.entry_addr:#014x} = {st.entry:#018x}")
-    print(r.explain())
+    print(render.walk(w))
     return 0
 
 

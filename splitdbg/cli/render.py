@@ -98,3 +98,11 @@ def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: i
         evs = evs[-last:]
     return "\n".join([EVENTS_HEADER] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
                                                     e.exitinfo1, e.exitinfo2, e.rip, e.check) for e in evs])
+
+
+def walk(w: dict) -> str:
+    out = [f"process {w['pid']} ({w['comm']}), container {w['container']}, guest CR3 {w['guest_cr3']:#x}, "
+           f"nCR3 {w['slat_root']:#x}", w["explanation"]]
+    for st in w["steps"]:
+        out.append(f"  {st['walk']:5} L{st['level']} {st['purpose']:28} @ {st['entry_addr']:#014x} = {st['entry']:#018x}")
+    return "\n".join(out)

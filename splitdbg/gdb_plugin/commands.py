@@ -14,7 +14,7 @@ from ..cli.check import Checker, load_policy
 from ..dbg.inprocess import GdbInProcess
 from ..errors import SplitdbgError
 from ..target import snapshot as snap
-from ..vmx_model import translate, vmcb
+from ..vmx_model import vmcb
 from . import session
 
 
@@ -200,26 +200,10 @@ Usage: split walk PID GVA [--access read|write|fetch] [--json]"""
         parser.add_argument("--access", choices=["read", "write", "fetch"], default="read")
 
     def run(self, args):
-        from ..target.splitkernel import SplitKernel
+        from ..target.walk import walk_process
 
-        k = session.kernel()
-        if k is None:
-            raise SplitdbgError("walk needs the kernel's symbols: load vmlinux in gdb (file vmlinux)")
-        task = next((t for t in k.tasks() if t.pid == args.pid), None)
-        if task is None or not task.pgd:
-            raise SplitdbgError(f"no user process {args.pid}")
-        sk = SplitKernel(session.memory())
-        save = vmcb.decode(sk.mem.read(sk.vmcb_pa(sk.cpus[0]), 4096))["save"]
-        cid = sk.container_of_cr3(task.pgd)
-        ncr3 = next(c.ncr3 for c in sk.containers() if c.id == cid)
-        r = translate(mem=sk.mem, arch="svm", gva=args.gva, access=args.access, cpl=0, cr0=save["cr0"], cr3=task.pgd,
-                      cr4=save["cr4"], efer=save["efer"], slat_root=ncr3, host_efer=save["efer"], host_cr4=save["cr4"])
-        if args.json:
-            gdb.write(json.dumps(dict(r.as_dict(), container=cid)) + "\n")
-            return
-        for st in r.steps:
-            gdb.write(f"  {st.walk:5} L{st.level} {st.purpose:28} @ {st.entry_addr:#014x} = {st.entry:#018x}\n")
-        gdb.write(r.explain() + "\n")
+        w = walk_process(session.memory(), session.kernel(), args.pid, args.gva, args.access)
+        gdb.write((json.dumps(w) if args.json else render.walk(w)) + "\n")
 
 
 class Check(_Command):

@@ -93,6 +93,7 @@ class Snapshot:
     processes: list[ProcessRec] | None   # None without kernel symbols
     events: list[EventRec]
     notes: list[str] = field(default_factory=list)
+    sharing: list[dict] = field(default_factory=list)   # kernel text/rodata frames: who maps them, how
 
     def container(self, cid: int) -> ContainerRec | None:
         return next((c for c in self.containers if c.id == cid), None)
@@ -220,4 +221,13 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
             processes.append(ProcessRec(t.pid, t.tgid, t.comm, t.pgd, cid))
     else:
         notes.append("no kernel symbols (vmlinux): processes are not listed")
-    return Snapshot(FORMAT, time.time(), target, backend, module, "NPT", cpus, containers, processes, events, notes)
+    sharing = []
+    if with_ranges and module is not None and kernel is not None:
+        from .sharing import frame_rows, sharing_graph
+
+        for name, lo, hi in (("text", module["kernel_text_pa"], module["kernel_text_end_pa"]),
+                             ("rodata", module["rodata_pa"], module["rodata_end_pa"])):
+            g = sharing_graph(mem, [c for c in containers if c.id and c.pgds], lo, hi, kernel.mode)
+            sharing += [dict(r, region=name) for r in frame_rows(g, limit=500)]
+    return Snapshot(FORMAT, time.time(), target, backend, module, "NPT", cpus, containers, processes, events, notes,
+                    sharing)

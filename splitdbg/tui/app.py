@@ -27,7 +27,8 @@ SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation VM exits
 
 [b]Keys[/b]
-  1 2 3       containers / container map / events
+  1 2 3 4     containers / container map / events / frame sharing (kernel text and rodata)
+  w           walk tool: a process and an address in, the two-dimensional walk out
   enter       open the selected container's map, or an event's detail
   /           filter (events: pid=N, kind=K or text; map: r w x -w differs isolated protected)
   p           pause / resume the event log;  f: follow the newest event
@@ -90,6 +91,40 @@ class EventDetail(ModalScreen):
         yield VerticalScroll(Static("\n".join(lines), id="detail-text"), id="detail")
 
 
+class WalkTool(ModalScreen):
+    """A process and an address in, the two-dimensional walk and its outcome out (live targets)."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "close")]
+
+    def __init__(self, walker) -> None:
+        super().__init__()
+        self.walker = walker     # callable(pid, gva, access) -> dict (splitdbg.target.walk)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="walk"):
+            yield Static("walk: PID GVA [read|write|fetch], then enter   (escape closes)")
+            yield Input(placeholder="e.g. 123 ffffffff81000000 write", id="walk-input")
+            yield VerticalScroll(Static("", id="walk-out"))
+
+    def on_mount(self) -> None:
+        self.query_one("#walk-input", Input).focus()
+
+    @on(Input.Submitted, "#walk-input")
+    def go(self, event: Input.Submitted) -> None:
+        from ..cli import render
+
+        out = self.query_one("#walk-out", Static)
+        try:
+            words = event.value.split()
+            pid, gva = int(words[0]), int(words[1], 16)
+            access = words[2] if len(words) > 2 else "read"
+            out.update(esc(render.walk(self.walker(pid, gva, access))))
+        except (IndexError, ValueError):
+            out.update("give PID GVA (hex) and optionally read, write or fetch")
+        except SplitdbgError as exc:
+            out.update(esc(str(exc)))
+
+
 class SplitdbgApp(App):
     CSS_PATH = "splitdbg.tcss"
     TITLE = "splitdbg"
@@ -99,6 +134,8 @@ class SplitdbgApp(App):
         Binding("1", "tab('containers')", "containers"),
         Binding("2", "tab('map')", "map"),
         Binding("3", "tab('events')", "events"),
+        Binding("4", "tab('sharing')", "sharing"),
+        Binding("w", "walk", "walk"),
         Binding("slash", "filter", "filter"),
         Binding("p", "pause", "pause"),
         Binding("f", "follow", "follow"),
@@ -136,6 +173,8 @@ class SplitdbgApp(App):
                     yield DataTable(id="ranges-table", cursor_type="row")
             with TabPane("Events", id="events"):
                 yield DataTable(id="events-table", cursor_type="row")
+            with TabPane("Sharing", id="sharing"):
+                yield DataTable(id="sharing-table", cursor_type="row")
         yield Input(placeholder="filter", id="filter")
         yield Footer()
 
@@ -145,6 +184,8 @@ class SplitdbgApp(App):
         self.query_one("#ranges-table", DataTable).add_columns("", "guest-physical", "host-physical", "perm", "size", "note")
         self.query_one("#events-table", DataTable).add_columns(
             "cpu", "seq", "cont", "pid", "kind", "action", "region", "EXITINFO1", "EXITINFO2", "RIP", "check")
+        self.query_one("#sharing-table", DataTable).add_columns(
+            "region", "frame", "containers", "aliases", "writable", "guest-virtual addresses")
         self.query_one("#filter", Input).display = False
         self.query_one("#containers-table", DataTable).focus()   # keys go to the app, not the hidden filter
         self.poller()
@@ -182,6 +223,8 @@ class SplitdbgApp(App):
         self.render_status()
         self.render_containers()
         self.render_map()
+        if s.sharing or not any(c.ranges for c in s.containers):
+            self.render_sharing()
         if not self.paused:
             self.render_events()
         if self.first_full_screen is None:
@@ -257,6 +300,17 @@ class SplitdbgApp(App):
                 out.append("█", "green")
         return out
 
+    def render_sharing(self) -> None:
+        """Kernel text/rodata frames: which containers reach them, through how many guest-virtual
+        aliases, and whether any path writes them (red)."""
+        t = self.query_one("#sharing-table", DataTable)
+        t.clear()
+        for r in self.snap.sharing:
+            style = "bold red" if r["writable"] else ""
+            t.add_row(r["region"], f"{r['frame']:#x}", ",".join(map(str, r["containers"])), str(r["aliases"]),
+                      Text("yes" if r["writable"] else "no", style=style),
+                      " ".join(f"{v:#x}" for v in r["gvas"][:3]) + (" ..." if len(r["gvas"]) > 3 else ""))
+
     def render_events(self) -> None:
         t = self.query_one("#events-table", DataTable)
         evs = [e for e in self.snap.events if self._event_matches(e)]
@@ -284,12 +338,20 @@ class SplitdbgApp(App):
         return True
 
     # -- actions -------------------------------------------------------------------------------
+    def action_walk(self) -> None:
+        walker = getattr(self.source, "walk", None)
+        if walker is None:
+            self.notify("the walk tool needs a live target (not a recording)", severity="warning")
+            return
+        self.push_screen(WalkTool(walker))
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
-        self.query_one({"map": "#ranges-table", "events": "#events-table"}.get(tab, "#containers-table")).focus()
+        self.query_one({"map": "#ranges-table", "events": "#events-table", "sharing": "#sharing-table"}
+                       .get(tab, "#containers-table")).focus()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

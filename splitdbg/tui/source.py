@@ -23,6 +23,7 @@ class LiveSource:
         self.ranges_every = 4    # nested tables change rarely: re-read them every 4th poll
         self._n = 0
         self._ranges_cache: dict[int, list] = {}
+        self._sharing: list = []
 
     def poll(self) -> Snapshot:
         from ..target.session import Session
@@ -38,13 +39,22 @@ class LiveSource:
         self._n += 1
         if with_ranges:
             self._ranges_cache = {c.slat_root: c.ranges for c in snap.containers}
+            self._sharing = snap.sharing
         else:
             for c in snap.containers:
                 c.ranges = self._ranges_cache.get(c.slat_root, [])
+            snap.sharing = self._sharing
         if self.record:
             self.record.write(json.dumps(json.loads(snap.to_json())) + "\n")
             self.record.flush()
         return snap
+
+    def walk(self, pid: int, gva: int, access: str) -> dict:
+        from ..target.walk import walk_process
+
+        if self.session is None:
+            raise SplitdbgError("not connected")
+        return walk_process(self.session.mem, self.session.kernel, pid, gva, access)
 
     def close(self) -> None:
         if self.session is not None:

@@ -37,7 +37,8 @@ def test_attach_see_violation_open_it(tmp_path):
              f"{sys.executable} -m splitdbg attach :{g.port}")
         _, first = wait_for(session, "SVM/NPT")
         t0 = time.monotonic()
-        g.run("split-run -- sh -c 'sh -c \"echo write-text > /proc/sktest\"; sleep 120; true' >/dev/null 2>&1 &")
+        keeper = int(g.run("split-run -- sh -c 'sh -c \"echo write-text > /proc/sktest\"; sleep 120; true' "
+                           ">/dev/null 2>&1 & echo $!")[1])
         tmux("send-keys", "-t", session, "3")
         s, _ = wait_for(session, "violation")
         delay = time.monotonic() - t0
@@ -54,6 +55,16 @@ def test_attach_see_violation_open_it(tmp_path):
         tmux("send-keys", "-t", session, "Enter")                # the newest violation is selected
         s, _ = wait_for(session, "model's verdict")
         assert "agree" in s and "EXITINFO1" in s, s
+        # The walk tool: the writer's own address space, the kernel's first text page.
+        tmux("send-keys", "-t", session, "Escape")
+        time.sleep(0.5)
+        tmux("send-keys", "-t", session, "w")
+        time.sleep(0.5)
+        tmux("send-keys", "-t", session, f"{keeper} ffffffff81000000 read")
+        time.sleep(0.3)
+        tmux("send-keys", "-t", session, "Enter")
+        s, _ = wait_for(session, "translates")
+        assert f"process {keeper}" in s and "host-physical 0x1000000" in s
         print(f"first full screen after {first:.1f} s; violation on screen {delay:.1f} s after it happened")
     finally:
         tmux("kill-session", "-t", session)

@@ -124,3 +124,22 @@ def test_svg_snapshot_of_the_event_log_matches_the_golden_file():
     if os.environ.get("SPLITDBG_UPDATE_SNAPSHOTS"):
         GOLDEN.write_text(svg)
     assert svg == GOLDEN.read_text(), "the TUI's rendering changed (see the test's docstring)"
+
+
+def test_sharing_view_shows_a_writable_kernel_text_frame():
+    """The recording has a kernel writer under `log` keeping a writable alias of a text frame."""
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("4")
+            t = a.query_one("#sharing-table", DataTable)
+            first = Snapshot.from_json(REC.read_text().splitlines()[0])
+            assert t.row_count == len(first.sharing) > 0
+            writable = [r for r in first.sharing if r["writable"]]
+            assert writable and str(t.get_row_at(0)[4]) == "yes"
+            assert t.get_row_at(0)[1] == f"{writable[0]['frame']:#x}"
+            await pilot.press("w")            # the walk tool needs a live target: a notice, no crash
+            await pilot.pause(0.1)
+            assert not isinstance(a.screen, EventDetail)
+    run(go())
