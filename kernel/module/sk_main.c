@@ -179,7 +179,19 @@ static struct kprobe kp_exit = { .symbol_name = "do_exit", .pre_handler = do_exi
 struct sk_file {
 	struct mutex lock;
 	struct page *pages[SK_MAX_PROTECTED];
+	int mapped[SK_MAX_PROTECTED];    /* live user mappings of each page (FREE waits for none) */
 };
+
+/* Force an exit on every CPU: each flushes its TLB before running again (sk_svm_handle_exit). */
+static void sk_ping_cpu(void *unused)
+{
+	sk_hypercall(SK_HC_PING, 0, 0, 0);
+}
+
+static void sk_shootdown(void)
+{
+	on_each_cpu(sk_ping_cpu, NULL, 1);
+}
 
 static int sk_open(struct inode *inode, struct file *f)
 {
@@ -223,6 +235,8 @@ static long sk_protect_ioctl(struct sk_file *sf, unsigned int cmd, struct sk_pro
 	if (cmd == SK_IOC_FREE_PROTECTED) {
 		if (p->index >= SK_MAX_PROTECTED || !sf->pages[p->index])
 			return -EINVAL;
+		if (sf->mapped[p->index])
+			return -EBUSY;      /* still mapped: freeing it would leave a user PTE to a free page */
 		free_protected(sf, p->index);
 		return 0;
 	}
@@ -239,11 +253,34 @@ static long sk_protect_ioctl(struct sk_file *sf, unsigned int cmd, struct sk_pro
 		__free_page(pg);
 		return -ENOSPC;
 	}
+	/* No CPU may keep a stale translation (e.g. a root 1 GiB entry) that still reaches the page. */
+	sk_shootdown();
 	sf->pages[i] = pg;
 	p->index = i;
 	p->pa = page_to_phys(pg);
 	return 0;
 }
+
+/* The vma holds a reference to the file, so sf outlives every mapping of its pages. */
+static void sk_vm_open(struct vm_area_struct *vma)
+{
+	struct sk_file *sf = vma->vm_file->private_data;
+
+	mutex_lock(&sf->lock);
+	sf->mapped[vma->vm_pgoff]++;
+	mutex_unlock(&sf->lock);
+}
+
+static void sk_vm_close(struct vm_area_struct *vma)
+{
+	struct sk_file *sf = vma->vm_file->private_data;
+
+	mutex_lock(&sf->lock);
+	sf->mapped[vma->vm_pgoff]--;
+	mutex_unlock(&sf->lock);
+}
+
+static const struct vm_operations_struct sk_vm_ops = { .open = sk_vm_open, .close = sk_vm_close };
 
 static int sk_mmap(struct file *f, struct vm_area_struct *vma)
 {
@@ -256,6 +293,13 @@ static int sk_mmap(struct file *f, struct vm_area_struct *vma)
 	mutex_lock(&sf->lock);
 	r = sf->pages[i] ? remap_pfn_range(vma, vma->vm_start, page_to_pfn(sf->pages[i]), PAGE_SIZE,
 					   vma->vm_page_prot) : -EINVAL;
+	if (!r) {
+		/* One page, not expandable, and not inherited across fork (the child's vma would
+		 * outlive FREE's check); mremap moves it through vm_ops open/close. */
+		vma->vm_flags |= VM_DONTEXPAND | VM_DONTCOPY;
+		vma->vm_ops = &sk_vm_ops;
+		sf->mapped[i]++;
+	}
 	mutex_unlock(&sf->lock);
 	return r;
 }

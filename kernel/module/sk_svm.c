@@ -538,11 +538,6 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		record(c, SK_EV_LIFECYCLE, 0, SK_ACT_NONE, 1);
 	}
 	v->control.tlb_ctl = TLB_CONTROL_DO_NOTHING;
-	if (c->flush_gen != READ_ONCE(sk.gen)) {
-		/* Another CPU changed a container's tables: flush before running again. */
-		c->flush_gen = READ_ONCE(sk.gen);
-		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-	}
 	counters(c)->exits++;
 	__atomic_fetch_add(&sk_desc.total_exits, 1, __ATOMIC_RELAXED);
 	switch (code) {
@@ -569,6 +564,16 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		if (code == (u64)SVM_EXIT_ERR || code == SVM_EXIT_SHUTDOWN)
 			ret = leave(c, g, 0);   /* cannot go on under SVM: hand the CPU back */
 		break;
+	}
+	/*
+	 * A container's tables changed (on this CPU, in the exit just handled, or on another CPU):
+	 * flush before running again. Checked last so that a change made by this exit counts too.
+	 * The guest side forces an exit on every CPU (sk_shootdown) where a stale entry would
+	 * grant access (protected pages).
+	 */
+	if (!ret && c->flush_gen != READ_ONCE(sk.gen)) {
+		c->flush_gen = READ_ONCE(sk.gen);
+		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
 	}
 	return ret;
 }

@@ -15,7 +15,8 @@ from .conftest import boot
 SCENARIO = re.compile(r"^SPLIT-SCENARIO name=(\S+) result=(\w+) detail=(.*)$", re.M)
 ALL = ["nr-syscalls", "nr-fileio", "nr-sleep", "nr-fork", "nr-forkexec", "nr-thread1", "nr-thread2",
        "kwriter-text-deny", "kwriter-rodata-deny", "kwriter-text-isolate", "kwriter-rodata-isolate",
-       "kwriter-text-log", "cr4-smep", "protected-from-nr", "protected-from-root", "protected-visible-to-root"]
+       "kwriter-text-log", "cr4-smep", "protected-from-nr", "protected-from-root", "protected-visible-to-root",
+       "protected-free-while-mapped"]
 
 
 @pytest.fixture(scope="module", params=[(1, 4), (2, 4), (2, 5)], ids=["1cpu", "2cpu", "2cpu-5level"])
