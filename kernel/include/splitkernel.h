@@ -14,12 +14,8 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 #else
-#include <stdint.h>
+#include <linux/types.h>     /* __u8 .. __u64, as <asm/types.h> defines them for every program */
 #include <sys/ioctl.h>
-typedef uint8_t __u8;
-typedef uint16_t __u16;
-typedef uint32_t __u32;
-typedef uint64_t __u64;
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */

@@ -460,6 +460,7 @@ static int carve_pool(void)
 		if (!c)
 			return -ENOMEM;
 		c->cpu = cpu;
+		c->percpu = per_cpu_offset(cpu);
 		c->vmcb = sk_page_alloc();
 		c->hsave = sk_page_alloc();
 		c->stack = sk_page_alloc();

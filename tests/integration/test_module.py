@@ -16,7 +16,7 @@ SCENARIO = re.compile(r"^SPLIT-SCENARIO name=(\S+) result=(\w+) detail=(.*)$", r
 ALL = ["nr-syscalls", "nr-fileio", "nr-sleep", "nr-fork", "nr-forkexec", "nr-thread1", "nr-thread2",
        "kwriter-text-deny", "kwriter-rodata-deny", "kwriter-text-isolate", "kwriter-rodata-isolate",
        "kwriter-text-log", "cr4-smep", "protected-from-nr", "protected-from-root", "protected-visible-to-root",
-       "protected-free-while-mapped"]
+       "protected-free-while-mapped", "user-hypercall-root", "user-hypercall-nr"]
 
 
 @pytest.fixture(scope="module", params=[(1, 4), (2, 4), (2, 5)], ids=["1cpu", "2cpu", "2cpu-5level"])
@@ -84,6 +84,12 @@ def test_violations_are_in_the_rings(skguest, scenario_run):
     root_reader = [e for e in violations if e.region_name == "protected" and e.container == 0]
     assert root_reader
     assert any(e.kind_name == "cr3-switch" for e in events)
+    # Hypercalls from user mode were refused (#UD), in root and in a container, on every CPU.
+    refused = [e for e in events if e.kind_name == "hypercall" and e.action_name == "deny"]
+    assert all(e.cpl == 3 for e in refused)
+    assert {e.container == 0 for e in refused} == {True, False}
+    assert {e.cpu for e in refused} == set(range(skguest.smp))
+    assert "with a kernel GS base" in scenario_run["user-hypercall-nr"][1]
 
 
 def test_isolated_copy_holds_the_write_and_the_kernel_does_not(skguest):
