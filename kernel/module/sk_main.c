@@ -82,14 +82,19 @@ static void set_tgid(pid_t tgid, u32 id)
 	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
 }
 
-static void add_pgd(u32 id, pgd_t *pgd)
+/* Returns non-zero when the container is full (SK_MAX_PGDS): the caller must not let that
+ * address space run, or it would run uncontained. */
+static int add_pgd(u32 id, pgd_t *pgd)
 {
 	unsigned long flags;
 	u64 pa = __pa(pgd);
 	int i;
 
-	if (sk_hypercall(SK_HC_ADD_PGD, id, pa, 0))
-		return;
+	if (sk_hypercall(SK_HC_ADD_PGD, id, pa, 0)) {
+		pr_warn_ratelimited("splitkernel: container %u is full (%d address spaces): killing %d\n",
+				    id, SK_MAX_PGDS, current->pid);
+		return -ENOSPC;
+	}
 	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
 	for (i = 0; i < ARRAY_SIZE(sk_pgds); i++)
 		if (!sk_pgds[i] || sk_pgds[i] == pa) {
@@ -97,36 +102,43 @@ static void add_pgd(u32 id, pgd_t *pgd)
 			break;
 		}
 	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	return 0;
 }
 
 /* ---- kprobes: fork, exec, address-space teardown, exit ------------------------------------ */
 
-static int copy_process_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+/*
+ * fork/clone: wake_up_new_task(p) runs in the parent once copy_process has succeeded and before
+ * the child can run at all. A plain kprobe, not a kretprobe on copy_process: a kretprobe has a
+ * fixed number of instances (maxactive) and silently misses returns beyond it, which in a fork
+ * storm would let a child escape its container.
+ */
+static int wake_up_new_task_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	struct task_struct *p = (struct task_struct *)regs_return_value(regs);
+	struct task_struct *p = (struct task_struct *)regs->di;
 	u32 id;
 
-	if (IS_ERR_OR_NULL(p))
+	if (!p)
 		return 0;
 	id = container_of_tgid(current->tgid);
 	if (!id)
 		return 0;
 	set_tgid(p->tgid, id);
-	if (p->mm && p->mm != current->mm)
-		add_pgd(id, p->mm->pgd);     /* fork: the child's new address space joins the container */
+	/* fork: the child's new address space joins the container, or the child never runs user code */
+	if (p->mm && p->mm != current->mm && add_pgd(id, p->mm->pgd))
+		send_sig(SIGKILL, p, 1);
 	return 0;
 }
 
-static struct kretprobe kp_fork = { .kp.symbol_name = "copy_process", .handler = copy_process_ret,
-				    .maxactive = 32 };
+static struct kprobe kp_fork = { .symbol_name = "wake_up_new_task", .pre_handler = wake_up_new_task_pre };
 
 static int setup_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	u32 id = container_of_tgid(current->tgid);
 
 	/* exec: begin_new_exec has switched to the new mm; it joins the caller's container. */
-	if (id && current->mm)
-		add_pgd(id, current->mm->pgd);
+	if (id && current->mm && add_pgd(id, current->mm->pgd))
+		send_sig(SIGKILL, current, 1);    /* the new image never runs uncontained */
 	return 0;
 }
 
@@ -334,7 +346,11 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		if (id <= 0)
 			return -ENOSPC;
 		set_tgid(current->tgid, id);
-		add_pgd(id, current->mm->pgd);   /* takes effect at once: the handler switches nCR3 */
+		if (add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
+			set_tgid(current->tgid, 0);
+			sk_hypercall(SK_HC_RELEASE, id, 0, 0);
+			return -ENOSPC;
+		}
 		en.container = id;
 		return copy_to_user((void __user *)arg, &en, sizeof(en)) ? -EFAULT : 0;
 	case SK_IOC_QUERY:
@@ -539,14 +555,14 @@ static int __init sk_init(void)
 		sk_pool_free();
 		return r;
 	}
-	r = register_kretprobe(&kp_fork);
+	r = register_kprobe(&kp_fork);
 	r = r ?: register_kprobe(&kp_exec);
 	r = r ?: register_kprobe(&kp_pgd_free);
 	r = r ?: register_kprobe(&kp_exit);
 	r = r ?: misc_register(&sk_misc);
 	if (r) {
 		pr_err("splitkernel: hooks or device failed (%d)\n", r);
-		unregister_kretprobe(&kp_fork);
+		unregister_kprobe(&kp_fork);
 		unregister_kprobe(&kp_exec);
 		unregister_kprobe(&kp_pgd_free);
 		unregister_kprobe(&kp_exit);
@@ -567,7 +583,7 @@ static void __exit sk_exit(void)
 	unregister_kprobe(&kp_exit);
 	unregister_kprobe(&kp_pgd_free);
 	unregister_kprobe(&kp_exec);
-	unregister_kretprobe(&kp_fork);
+	unregister_kprobe(&kp_fork);
 	sk_svm_devirtualize_all();
 	sk_pool_free();
 	memset(sk_tasks, 0, sizeof(sk_tasks));

@@ -146,11 +146,26 @@ def test_mode_is_visible_in_proc_and_query(skguest):
 
 def test_fork_exec_storm_in_non_root(skguest):
     free0 = meminfo(skguest)
-    rc, out = skguest.run("split-run -- sh -c 'i=0; while [ $i -lt 200 ]; do /bin/busybox true || exit 1; "
-                          "i=$((i+1)); done; split-query'", timeout=300)
-    assert rc == 0 and "mode=NR" in out
+    # 4 concurrent spawners x 50: every one of the 200 fork+exec'd children reports non-root mode.
+    rc, out = skguest.run("split-run -- sh -c 'for j in 1 2 3 4; do (i=0; while [ $i -lt 50 ]; do "
+                          "split-query | cut -d\" \" -f1; i=$((i+1)); done) & done; wait'", timeout=300)
+    modes = out.split()
+    assert rc == 0 and len(modes) == 200 and set(modes) == {"mode=NR"}, out[-500:]
     assert skguest.run("echo alive")[1].strip() == "alive"
     assert abs(meminfo(skguest) - free0) < 4096   # KiB
+
+
+def test_full_container_kills_rather_than_leaks(skguest):
+    # SK_MAX_PGDS (64) address spaces per container: a process that would need a 65th is killed
+    # before it runs user code, instead of running uncontained. 70 live sleepers + the shell.
+    rc, out = skguest.run("split-run -- sh -c 'for i in $(seq 70); do sleep 3 & pids=\"$pids $!\"; done; "
+                          "ok=0; bad=0; for p in $pids; do if wait $p; then ok=$((ok+1)); else bad=$((bad+1)); fi; done; "
+                          "echo ok=$ok bad=$bad'", timeout=120)
+    ok, bad = (int(x) for x in re.search(r"ok=(\d+) bad=(\d+)", out).groups())
+    assert ok + bad == 70 and 0 < ok <= 63 and bad >= 7, out
+    assert "is full" in skguest.run("dmesg | grep splitkernel | tail -1")[1]
+    rc, out = skguest.run("split-run -- split-query")
+    assert rc == 0 and out.startswith("mode=NR")
 
 
 def test_violation_storm_keeps_the_kernel_up(skguest):
