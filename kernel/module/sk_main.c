@@ -23,6 +23,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/cpumask.h>
+#include <linux/cpuhotplug.h>
 #include <asm/io.h>
 #include "sk.h"
 
@@ -504,6 +505,14 @@ static int carve_pool(void)
 
 static struct proc_dir_entry *sk_proc;
 
+/*
+ * CPU hotplug while loaded would take a CPU out from under the handler (offline: INIT/SIPI resets
+ * it out of SVM on the way back) or bring one up that runs uncontained: both are refused.
+ */
+static int sk_hp_state = -1;
+static int sk_cpu_up_refuse(unsigned int cpu) { return -EBUSY; }
+static int sk_cpu_down_refuse(unsigned int cpu) { return -EBUSY; }
+
 static int __init sk_init(void)
 {
 	const char *why = NULL;
@@ -560,6 +569,14 @@ static int __init sk_init(void)
 	r = r ?: register_kprobe(&kp_pgd_free);
 	r = r ?: register_kprobe(&kp_exit);
 	r = r ?: misc_register(&sk_misc);
+	if (!r) {
+		sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
+							sk_cpu_up_refuse, sk_cpu_down_refuse);
+		if (sk_hp_state < 0) {
+			misc_deregister(&sk_misc);
+			r = sk_hp_state;
+		}
+	}
 	if (r) {
 		pr_err("splitkernel: hooks or device failed (%d)\n", r);
 		unregister_kprobe(&kp_fork);
@@ -578,6 +595,7 @@ static int __init sk_init(void)
 
 static void __exit sk_exit(void)
 {
+	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
 	misc_deregister(&sk_misc);
 	unregister_kprobe(&kp_exit);

@@ -168,6 +168,17 @@ def test_full_container_kills_rather_than_leaks(skguest):
     assert rc == 0 and out.startswith("mode=NR")
 
 
+def test_cpu_hotplug_is_refused_while_loaded(skguest):
+    if skguest.smp < 2:
+        pytest.skip("needs 2 CPUs")
+    online = "/sys/devices/system/cpu/cpu1/online"
+    assert skguest.run(f"cat {online}")[1].strip() == "1"
+    rc, out = skguest.run(f"echo 0 > {online}")
+    assert rc != 0
+    assert skguest.run(f"cat {online}")[1].strip() == "1"
+    assert "cpus 0x3" in skguest.run("head -1 /proc/splitkernel")[1]
+
+
 def test_violation_storm_keeps_the_kernel_up(skguest):
     rc, out = skguest.run("i=0; while [ $i -lt 30 ]; do split-run -- sh -c 'echo write-text > /proc/sktest'; "
                           "i=$((i+1)); done; echo done", timeout=300)
@@ -194,6 +205,10 @@ def test_load_unload_cycles():
         drift = free0 - meminfo(g)
         assert drift < 2048, f"MemFree dropped by {drift} KiB over 50 cycles"
         assert "splitkernel: unloaded" in g.run("dmesg | tail -1")[1]
+        # Unloaded, CPU hotplug works again (and the CPU comes back native).
+        online = "/sys/devices/system/cpu/cpu1/online"
+        g.run(f"echo 0 > {online} && echo 1 > {online}", check=True)
+        assert g.run(f"cat {online}")[1].strip() == "1"
     finally:
         g.down()
 
