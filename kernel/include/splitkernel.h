@@ -14,12 +14,8 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 #else
-#include <stdint.h>
+#include <linux/types.h>     /* __u8 .. __u64, as <asm/types.h> defines them for every program */
 #include <sys/ioctl.h>
-typedef uint8_t __u8;
-typedef uint16_t __u16;
-typedef uint32_t __u32;
-typedef uint64_t __u64;
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
@@ -185,7 +181,8 @@ struct sk_protect {
 #define SK_IOC_ALLOC_PROTECTED _IOWR(SK_IOC_MAGIC, 3, struct sk_protect)
 #define SK_IOC_FREE_PROTECTED  _IOW(SK_IOC_MAGIC, 4, struct sk_protect)
 
-/* Hypercalls (VMMCALL; RAX = number, RBX/RCX/RDX = arguments, RAX = result) */
+/* Hypercalls (VMMCALL; RAX = number, RBX/RCX/RDX = arguments, RAX = result). Guest kernel only:
+ * from user mode (CPL 3) VMMCALL raises #UD and is recorded as SK_EV_HYPERCALL with SK_ACT_DENY. */
 #define SK_HC_PING            0x5301   /* returns SK_MAGIC */
 #define SK_HC_DEVIRT          0x5302   /* this CPU leaves the root-mode handler (unload) */
 #define SK_HC_NEW_CONTAINER   0x5303   /* rbx = policy, rcx = owner tgid: returns id or -1 */

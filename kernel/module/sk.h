@@ -34,6 +34,7 @@ struct sk_cpu {
 	u64 flush_gen;       /* container table generation last flushed on this CPU */
 	u64 *probe_entry;    /* nested entry replaced by SK_HC_PROBE_SET, restored at the next NPF */
 	u64 probe_saved;
+	u64 percpu;          /* this CPU's per-cpu offset in the guest kernel (current_task lives there) */
 };
 
 /* Pool layout, fixed at load. */

@@ -24,6 +24,7 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/cpumask.h>
+#include <linux/cpuhotplug.h>
 #include <asm/io.h>
 #include "sk.h"
 
@@ -83,14 +84,19 @@ static void set_tgid(pid_t tgid, u32 id)
 	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
 }
 
-static void add_pgd(u32 id, pgd_t *pgd)
+/* Returns non-zero when the container is full (SK_MAX_PGDS): the caller must not let that
+ * address space run, or it would run uncontained. */
+static int add_pgd(u32 id, pgd_t *pgd)
 {
 	unsigned long flags;
 	u64 pa = __pa(pgd);
 	int i;
 
-	if (sk_hypercall(SK_HC_ADD_PGD, id, pa, 0))
-		return;
+	if (sk_hypercall(SK_HC_ADD_PGD, id, pa, 0)) {
+		pr_warn_ratelimited("splitkernel: container %u is full (%d address spaces): killing %d\n",
+				    id, SK_MAX_PGDS, current->pid);
+		return -ENOSPC;
+	}
 	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
 	for (i = 0; i < ARRAY_SIZE(sk_pgds); i++)
 		if (!sk_pgds[i] || sk_pgds[i] == pa) {
@@ -98,36 +104,43 @@ static void add_pgd(u32 id, pgd_t *pgd)
 			break;
 		}
 	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	return 0;
 }
 
 /* ---- kprobes: fork, exec, address-space teardown, exit ------------------------------------ */
 
-static int copy_process_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
+/*
+ * fork/clone: wake_up_new_task(p) runs in the parent once copy_process has succeeded and before
+ * the child can run at all. A plain kprobe, not a kretprobe on copy_process: a kretprobe has a
+ * fixed number of instances (maxactive) and silently misses returns beyond it, which in a fork
+ * storm would let a child escape its container.
+ */
+static int wake_up_new_task_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	struct task_struct *p = (struct task_struct *)regs_return_value(regs);
+	struct task_struct *p = (struct task_struct *)regs->di;
 	u32 id;
 
-	if (IS_ERR_OR_NULL(p))
+	if (!p)
 		return 0;
 	id = container_of_tgid(current->tgid);
 	if (!id)
 		return 0;
 	set_tgid(p->tgid, id);
-	if (p->mm && p->mm != current->mm)
-		add_pgd(id, p->mm->pgd);     /* fork: the child's new address space joins the container */
+	/* fork: the child's new address space joins the container, or the child never runs user code */
+	if (p->mm && p->mm != current->mm && add_pgd(id, p->mm->pgd))
+		send_sig(SIGKILL, p, 1);
 	return 0;
 }
 
-static struct kretprobe kp_fork = { .kp.symbol_name = "copy_process", .handler = copy_process_ret,
-				    .maxactive = 32 };
+static struct kprobe kp_fork = { .symbol_name = "wake_up_new_task", .pre_handler = wake_up_new_task_pre };
 
 static int setup_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	u32 id = container_of_tgid(current->tgid);
 
 	/* exec: begin_new_exec has switched to the new mm; it joins the caller's container. */
-	if (id && current->mm)
-		add_pgd(id, current->mm->pgd);
+	if (id && current->mm && add_pgd(id, current->mm->pgd))
+		send_sig(SIGKILL, current, 1);    /* the new image never runs uncontained */
 	return 0;
 }
 
@@ -180,7 +193,19 @@ static struct kprobe kp_exit = { .symbol_name = "do_exit", .pre_handler = do_exi
 struct sk_file {
 	struct mutex lock;
 	struct page *pages[SK_MAX_PROTECTED];
+	int mapped[SK_MAX_PROTECTED];    /* live user mappings of each page (FREE waits for none) */
 };
+
+/* Force an exit on every CPU: each flushes its TLB before running again (sk_svm_handle_exit). */
+static void sk_ping_cpu(void *unused)
+{
+	sk_hypercall(SK_HC_PING, 0, 0, 0);
+}
+
+static void sk_shootdown(void)
+{
+	on_each_cpu(sk_ping_cpu, NULL, 1);
+}
 
 static int sk_open(struct inode *inode, struct file *f)
 {
@@ -224,6 +249,8 @@ static long sk_protect_ioctl(struct sk_file *sf, unsigned int cmd, struct sk_pro
 	if (cmd == SK_IOC_FREE_PROTECTED) {
 		if (p->index >= SK_MAX_PROTECTED || !sf->pages[p->index])
 			return -EINVAL;
+		if (sf->mapped[p->index])
+			return -EBUSY;      /* still mapped: freeing it would leave a user PTE to a free page */
 		free_protected(sf, p->index);
 		return 0;
 	}
@@ -240,11 +267,34 @@ static long sk_protect_ioctl(struct sk_file *sf, unsigned int cmd, struct sk_pro
 		__free_page(pg);
 		return -ENOSPC;
 	}
+	/* No CPU may keep a stale translation (e.g. a root 1 GiB entry) that still reaches the page. */
+	sk_shootdown();
 	sf->pages[i] = pg;
 	p->index = i;
 	p->pa = page_to_phys(pg);
 	return 0;
 }
+
+/* The vma holds a reference to the file, so sf outlives every mapping of its pages. */
+static void sk_vm_open(struct vm_area_struct *vma)
+{
+	struct sk_file *sf = vma->vm_file->private_data;
+
+	mutex_lock(&sf->lock);
+	sf->mapped[vma->vm_pgoff]++;
+	mutex_unlock(&sf->lock);
+}
+
+static void sk_vm_close(struct vm_area_struct *vma)
+{
+	struct sk_file *sf = vma->vm_file->private_data;
+
+	mutex_lock(&sf->lock);
+	sf->mapped[vma->vm_pgoff]--;
+	mutex_unlock(&sf->lock);
+}
+
+static const struct vm_operations_struct sk_vm_ops = { .open = sk_vm_open, .close = sk_vm_close };
 
 static int sk_mmap(struct file *f, struct vm_area_struct *vma)
 {
@@ -257,6 +307,13 @@ static int sk_mmap(struct file *f, struct vm_area_struct *vma)
 	mutex_lock(&sf->lock);
 	r = sf->pages[i] ? remap_pfn_range(vma, vma->vm_start, page_to_pfn(sf->pages[i]), PAGE_SIZE,
 					   vma->vm_page_prot) : -EINVAL;
+	if (!r) {
+		/* One page, not expandable, and not inherited across fork (the child's vma would
+		 * outlive FREE's check); mremap moves it through vm_ops open/close. */
+		vma->vm_flags |= VM_DONTEXPAND | VM_DONTCOPY;
+		vma->vm_ops = &sk_vm_ops;
+		sf->mapped[i]++;
+	}
 	mutex_unlock(&sf->lock);
 	return r;
 }
@@ -291,7 +348,11 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 		if (id <= 0)
 			return -ENOSPC;
 		set_tgid(current->tgid, id);
-		add_pgd(id, current->mm->pgd);   /* takes effect at once: the handler switches nCR3 */
+		if (add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
+			set_tgid(current->tgid, 0);
+			sk_hypercall(SK_HC_RELEASE, id, 0, 0);
+			return -ENOSPC;
+		}
 		en.container = id;
 		return copy_to_user((void __user *)arg, &en, sizeof(en)) ? -EFAULT : 0;
 	case SK_IOC_QUERY:
@@ -403,6 +464,7 @@ static int carve_pool(void)
 		if (!c)
 			return -ENOMEM;
 		c->cpu = cpu;
+		c->percpu = per_cpu_offset(cpu);
 		c->vmcb = sk_page_alloc();
 		c->hsave = sk_page_alloc();
 		c->stack = sk_page_alloc();
@@ -429,6 +491,14 @@ static int carve_pool(void)
 }
 
 static struct proc_dir_entry *sk_proc;
+
+/*
+ * CPU hotplug while loaded would take a CPU out from under the handler (offline: INIT/SIPI resets
+ * it out of SVM on the way back) or bring one up that runs uncontained: both are refused.
+ */
+static int sk_hp_state = -1;
+static int sk_cpu_up_refuse(unsigned int cpu) { return -EBUSY; }
+static int sk_cpu_down_refuse(unsigned int cpu) { return -EBUSY; }
 
 static int __init sk_init(void)
 {
@@ -481,14 +551,22 @@ static int __init sk_init(void)
 		sk_pool_free();
 		return r;
 	}
-	r = register_kretprobe(&kp_fork);
+	r = register_kprobe(&kp_fork);
 	r = r ?: register_kprobe(&kp_exec);
 	r = r ?: register_kprobe(&kp_pgd_free);
 	r = r ?: register_kprobe(&kp_exit);
 	r = r ?: misc_register(&sk_misc);
+	if (!r) {
+		sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
+							sk_cpu_up_refuse, sk_cpu_down_refuse);
+		if (sk_hp_state < 0) {
+			misc_deregister(&sk_misc);
+			r = sk_hp_state;
+		}
+	}
 	if (r) {
 		pr_err("splitkernel: hooks or device failed (%d)\n", r);
-		unregister_kretprobe(&kp_fork);
+		unregister_kprobe(&kp_fork);
 		unregister_kprobe(&kp_exec);
 		unregister_kprobe(&kp_pgd_free);
 		unregister_kprobe(&kp_exit);
@@ -504,12 +582,13 @@ static int __init sk_init(void)
 
 static void __exit sk_exit(void)
 {
+	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
 	misc_deregister(&sk_misc);
 	unregister_kprobe(&kp_exit);
 	unregister_kprobe(&kp_pgd_free);
 	unregister_kprobe(&kp_exec);
-	unregister_kretprobe(&kp_fork);
+	unregister_kprobe(&kp_fork);
 	sk_svm_devirtualize_all();
 	sk_pool_free();
 	memset(sk_tasks, 0, sizeof(sk_tasks));

@@ -16,6 +16,7 @@
 #include <linux/mm.h>
 #include <asm/io.h>
 #include <asm/svm.h>
+#include <asm/trapnr.h>
 #include <asm/msr.h>
 #include <asm/desc.h>
 #include <asm/processor.h>
@@ -157,18 +158,15 @@ static inline bool is_kernel_addr(u64 a)
 	return (s64)a < 0;
 }
 
-static u32 guest_tgid(struct vmcb *v)
+static u32 guest_tgid(struct sk_cpu *c)
 {
-	u64 gs;
 	struct task_struct *t;
 
-	/* Our GS base is the guest's: the kernel one, or (in user mode) in KERNEL_GS_BASE. */
-	rdmsrl(MSR_GS_BASE, gs);
-	if (!is_kernel_addr(gs))
-		rdmsrl(MSR_KERNEL_GS_BASE, gs);
-	if (!is_kernel_addr(gs))
-		return 0;
-	t = *(struct task_struct **)(gs + (unsigned long)&current_task);
+	/*
+	 * Not through the GS base we run on: user mode may have set it (WRGSBASE) to any kernel
+	 * address. The guest's per-cpu area of this CPU is fixed, recorded at load (c->percpu).
+	 */
+	t = READ_ONCE(*(struct task_struct **)(c->percpu + (unsigned long)&current_task));
 	if (!is_kernel_addr((u64)t))
 		return 0;
 	return READ_ONCE(t->tgid);
@@ -188,7 +186,7 @@ static void record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra
 	e->tsc = rdtsc();
 	e->cpu = c->cpu;
 	e->container = c->container;
-	e->pid = guest_tgid(v);
+	e->pid = guest_tgid(c);
 	e->kind = kind;
 	e->exit_code = v->control.exit_code;
 	e->exitinfo1 = v->control.exit_info_1;
@@ -434,6 +432,13 @@ static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 
 	counters(c)->exits_vmmcall++;
 	__atomic_fetch_add(&sk_desc.hypercalls, 1, __ATOMIC_RELAXED);
+	if (v->save.cpl != 0) {
+		/* Hypercalls are for the guest kernel only: from user mode, #UD (SIGILL) as on a CPU
+		 * without a hypervisor; RIP stays on the VMMCALL (a fault). */
+		v->control.event_inj = X86_TRAP_UD | SVM_EVTINJ_TYPE_EXEPT | SVM_EVTINJ_VALID;
+		record(c, SK_EV_HYPERCALL, 0, SK_ACT_DENY, nr);
+		return 0;
+	}
 	switch (nr) {
 	case SK_HC_PING:
 		res = SK_MAGIC;
@@ -538,11 +543,6 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		record(c, SK_EV_LIFECYCLE, 0, SK_ACT_NONE, 1);
 	}
 	v->control.tlb_ctl = TLB_CONTROL_DO_NOTHING;
-	if (c->flush_gen != READ_ONCE(sk.gen)) {
-		/* Another CPU changed a container's tables: flush before running again. */
-		c->flush_gen = READ_ONCE(sk.gen);
-		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-	}
 	counters(c)->exits++;
 	__atomic_fetch_add(&sk_desc.total_exits, 1, __ATOMIC_RELAXED);
 	switch (code) {
@@ -569,6 +569,16 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		if (code == (u64)SVM_EXIT_ERR || code == SVM_EXIT_SHUTDOWN)
 			ret = leave(c, g, 0);   /* cannot go on under SVM: hand the CPU back */
 		break;
+	}
+	/*
+	 * A container's tables changed (on this CPU, in the exit just handled, or on another CPU):
+	 * flush before running again. Checked last so that a change made by this exit counts too.
+	 * The guest side forces an exit on every CPU (sk_shootdown) where a stale entry would
+	 * grant access (protected pages).
+	 */
+	if (!ret && c->flush_gen != READ_ONCE(sk.gen)) {
+		c->flush_gen = READ_ONCE(sk.gen);
+		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
 	}
 	return ret;
 }

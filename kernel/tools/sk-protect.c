@@ -1,6 +1,7 @@
 /* sk-protect [-r] SECONDS: in a container, allocate a protected page, write a secret into it,
  * print "pa=0x... secret=0x..." and hold it for SECONDS before freeing it.
- * -r: keep the page visible to the root container (processes with no container). */
+ * -r: keep the page visible to the root container (processes with no container).
+ * -b: also check that FREE_PROTECTED refuses (EBUSY) while the page is still mapped. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -14,11 +15,13 @@
 int main(int argc, char **argv)
 {
 	struct sk_protect p = { 0 };
-	int i = 1, fd;
+	int i = 1, fd, busy = 0;
 
-	if (argc > 1 && !strcmp(argv[1], "-r")) {
-		p.flags = SK_PROT_VISIBLE_TO_ROOT;
-		i++;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "-r"))
+			p.flags = SK_PROT_VISIBLE_TO_ROOT;
+		else if (!strcmp(argv[i], "-b"))
+			busy = 1;
 	}
 	int secs = argc > i ? atoi(argv[i]) : 5;
 	fd = open("/dev/splitkernel", O_RDWR);
@@ -43,6 +46,13 @@ int main(int argc, char **argv)
 	if (page[0] != secret) {
 		printf("fail secret changed\n");
 		return 1;
+	}
+	if (busy) {
+		if (ioctl(fd, SK_IOC_FREE_PROTECTED, &p) == 0 || errno != EBUSY) {
+			printf("fail free-while-mapped: %s\n", strerror(errno));
+			return 1;
+		}
+		printf("free-while-mapped=EBUSY\n");
 	}
 	munmap((void *)page, 4096);
 	if (ioctl(fd, SK_IOC_FREE_PROTECTED, &p)) {

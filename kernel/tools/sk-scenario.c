@@ -1,6 +1,12 @@
 /* sk-scenario NAME: one workload of the split-kernel test suite, run (under split-run) in
  * non-root mode. Prints "ok DETAIL" and exits 0 when the workload behaved normally. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/auxv.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -10,6 +16,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "splitkernel.h"
 
 static int global_value = 1;
 
@@ -181,6 +188,63 @@ static int bench_ctxsw(long n)
 	return 0;
 }
 
+/* user-hypercall: VMMCALL from user mode, on every CPU, for the hypercalls that would hurt
+ * (leave SVM, free a container, unprotect or protect a page, write counters to an address), and
+ * once with the GS base set to an unmapped kernel address (WRGSBASE) so that the handler must not
+ * trust GS. Each must raise SIGILL (#UD) and change nothing. */
+static sigjmp_buf ud_jmp;
+static void on_sigill(int sig) { (void)sig; siglongjmp(ud_jmp, 1); }
+
+static int user_vmmcall(uint64_t nr, uint64_t a1, uint64_t a2)
+{
+	if (sigsetjmp(ud_jmp, 1))
+		return 1;   /* SIGILL */
+	__asm__ volatile("vmmcall" : "+a"(nr) : "b"(a1), "c"(a2), "d"(0) : "memory");
+	return 0;
+}
+
+static int user_hypercall(void)
+{
+	static const uint64_t calls[][3] = {
+		{ SK_HC_DEVIRT, 0, 0 },
+		{ SK_HC_FREE_CONTAINER, 1, 0 },
+		{ SK_HC_PROTECT, 0x100000, 0 },
+		{ SK_HC_UNPROTECT, 0x100000, 0 },
+		{ SK_HC_QUERY, 0, 0xffffffff81000000ULL },   /* counters written into kernel text */
+	};
+	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN), n = 0, gs = 0;
+
+	signal(SIGILL, on_sigill);
+	for (int cpu = 0; cpu < ncpu; cpu++) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		if (sched_setaffinity(0, sizeof(set), &set))
+			return fail("sched_setaffinity");
+		for (unsigned i = 0; i < sizeof(calls) / sizeof(calls[0]); i++, n++)
+			if (!user_vmmcall(calls[i][0], calls[i][1], calls[i][2])) {
+				printf("fail hypercall %#llx from user mode on cpu %d returned\n",
+				       (unsigned long long)calls[i][0], cpu);
+				return 1;
+			}
+		if (getauxval(AT_HWCAP2) & 2) {   /* HWCAP2_FSGSBASE */
+			uint64_t bad = 0xffff800000000000ULL;
+
+			__asm__ volatile("wrgsbase %0" :: "r"(bad));
+			int ok = user_vmmcall(SK_HC_PING, 0, 0);
+			__asm__ volatile("wrgsbase %0" :: "r"(0ULL));
+			if (!ok) {
+				printf("fail ping with a kernel GS base returned\n");
+				return 1;
+			}
+			gs++;
+		}
+	}
+	printf("ok %d user-mode hypercalls on %d cpus raised SIGILL (%d with a kernel GS base)\n", n, ncpu, gs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *s = argc > 1 ? argv[1] : "";
@@ -193,6 +257,7 @@ int main(int argc, char **argv)
 	if (!strcmp(s, "forkexec")) return forkexec();
 	if (!strcmp(s, "thread1")) return threads(1);
 	if (!strcmp(s, "thread2")) return threads(2);
+	if (!strcmp(s, "user-hypercall")) return user_hypercall();
 	if (!strcmp(s, "bench-syscall")) return bench_syscall(argc > 2 ? atol(argv[2]) : 100000);
 	if (!strcmp(s, "bench-ctxsw")) return bench_ctxsw(argc > 2 ? atol(argv[2]) : 5000);
 	fprintf(stderr, "usage: sk-scenario syscalls|fileio|sleep|fork|forkexec|thread1|thread2|bench-syscall [N]|bench-ctxsw [N]\n");

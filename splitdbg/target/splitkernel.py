@@ -21,7 +21,7 @@ NR_REGIONS = 6
 VENDORS = {1: "SVM", 2: "VMX"}
 EVENT_KINDS = {1: "exit", 2: "violation", 3: "cr3-switch", 4: "hypercall", 5: "enter-nr", 6: "cr4-blocked",
                7: "lifecycle"}
-ACTIONS = {0: "none", 1: "allow", 2: "deny", 3: "isolate", 4: "switch", 5: "emulate"}
+ACTIONS = {0: "none", 1: "allow", 2: "deny", 3: "isolate", 4: "switch", 5: "emulate", 6: "probe"}
 REGIONS = {0: "none", 1: "text", 2: "rodata", 3: "module-text", 4: "sk-state", 5: "protected"}
 POLICIES = {0: "deny", 1: "isolate", 2: "log"}
 HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304: "ADD_PGD", 0x5305: "DEL_PGD",

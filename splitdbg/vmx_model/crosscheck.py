@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import npt
 from .translate import slat_translate
 
-ACTIONS_THAT_CHANGE_TABLES = {"isolate", "allow", "6"}
+ACTIONS_THAT_CHANGE_TABLES = {"isolate", "allow", "probe", "6"}
 
 
 def npf_access(exitinfo1: int) -> tuple[str, bool]:

@@ -15,7 +15,8 @@ from .conftest import boot
 SCENARIO = re.compile(r"^SPLIT-SCENARIO name=(\S+) result=(\w+) detail=(.*)$", re.M)
 ALL = ["nr-syscalls", "nr-fileio", "nr-sleep", "nr-fork", "nr-forkexec", "nr-thread1", "nr-thread2",
        "kwriter-text-deny", "kwriter-rodata-deny", "kwriter-text-isolate", "kwriter-rodata-isolate",
-       "kwriter-text-log", "cr4-smep", "protected-from-nr", "protected-from-root", "protected-visible-to-root"]
+       "kwriter-text-log", "cr4-smep", "protected-from-nr", "protected-from-root", "protected-visible-to-root",
+       "protected-free-while-mapped", "user-hypercall-root", "user-hypercall-nr"]
 
 
 @pytest.fixture(scope="module", params=[(1, 4), (2, 4), (2, 5)], ids=["1cpu", "2cpu", "2cpu-5level"])
@@ -83,6 +84,12 @@ def test_violations_are_in_the_rings(skguest, scenario_run):
     root_reader = [e for e in violations if e.region_name == "protected" and e.container == 0]
     assert root_reader
     assert any(e.kind_name == "cr3-switch" for e in events)
+    # Hypercalls from user mode were refused (#UD), in root and in a container, on every CPU.
+    refused = [e for e in events if e.kind_name == "hypercall" and e.action_name == "deny"]
+    assert all(e.cpl == 3 for e in refused)
+    assert {e.container == 0 for e in refused} == {True, False}
+    assert {e.cpu for e in refused} == set(range(skguest.smp))
+    assert "with a kernel GS base" in scenario_run["user-hypercall-nr"][1]
 
 
 def test_isolated_copy_holds_the_write_and_the_kernel_does_not(skguest):
@@ -139,11 +146,37 @@ def test_mode_is_visible_in_proc_and_query(skguest):
 
 def test_fork_exec_storm_in_non_root(skguest):
     free0 = meminfo(skguest)
-    rc, out = skguest.run("split-run -- sh -c 'i=0; while [ $i -lt 200 ]; do /bin/busybox true || exit 1; "
-                          "i=$((i+1)); done; split-query'", timeout=300)
-    assert rc == 0 and "mode=NR" in out
+    # 4 concurrent spawners x 50: every one of the 200 fork+exec'd children reports non-root mode.
+    rc, out = skguest.run("split-run -- sh -c 'for j in 1 2 3 4; do (i=0; while [ $i -lt 50 ]; do "
+                          "split-query | cut -d\" \" -f1; i=$((i+1)); done) & done; wait'", timeout=300)
+    modes = out.split()
+    assert rc == 0 and len(modes) == 200 and set(modes) == {"mode=NR"}, out[-500:]
     assert skguest.run("echo alive")[1].strip() == "alive"
     assert abs(meminfo(skguest) - free0) < 4096   # KiB
+
+
+def test_full_container_kills_rather_than_leaks(skguest):
+    # SK_MAX_PGDS (64) address spaces per container: a process that would need a 65th is killed
+    # before it runs user code, instead of running uncontained. 70 live sleepers + the shell.
+    rc, out = skguest.run("split-run -- sh -c 'for i in $(seq 70); do sleep 3 & pids=\"$pids $!\"; done; "
+                          "ok=0; bad=0; for p in $pids; do if wait $p; then ok=$((ok+1)); else bad=$((bad+1)); fi; done; "
+                          "echo ok=$ok bad=$bad'", timeout=120)
+    ok, bad = (int(x) for x in re.search(r"ok=(\d+) bad=(\d+)", out).groups())
+    assert ok + bad == 70 and 0 < ok <= 63 and bad >= 7, out
+    assert "is full" in skguest.run("dmesg | grep splitkernel | tail -1")[1]
+    rc, out = skguest.run("split-run -- split-query")
+    assert rc == 0 and out.startswith("mode=NR")
+
+
+def test_cpu_hotplug_is_refused_while_loaded(skguest):
+    if skguest.smp < 2:
+        pytest.skip("needs 2 CPUs")
+    online = "/sys/devices/system/cpu/cpu1/online"
+    assert skguest.run(f"cat {online}")[1].strip() == "1"
+    rc, out = skguest.run(f"echo 0 > {online}")
+    assert rc != 0
+    assert skguest.run(f"cat {online}")[1].strip() == "1"
+    assert "cpus 0x3" in skguest.run("head -1 /proc/splitkernel")[1]
 
 
 def test_violation_storm_keeps_the_kernel_up(skguest):
@@ -172,6 +205,10 @@ def test_load_unload_cycles():
         drift = free0 - meminfo(g)
         assert drift < 2048, f"MemFree dropped by {drift} KiB over 50 cycles"
         assert "splitkernel: unloaded" in g.run("dmesg | tail -1")[1]
+        # Unloaded, CPU hotplug works again (and the CPU comes back native).
+        online = "/sys/devices/system/cpu/cpu1/online"
+        g.run(f"echo 0 > {online} && echo 1 > {online}", check=True)
+        assert g.run(f"cat {online}")[1].strip() == "1"
     finally:
         g.down()
 
