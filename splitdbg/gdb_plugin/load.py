@@ -14,3 +14,13 @@ for _p in reversed(_paths):
         sys.path.insert(0, _p)
 
 import splitdbg.gdb_plugin  # noqa: E402  (registers the commands)
+
+# Symbols of the guest's modules at their real addresses, when gdb has the kernel and a target:
+# quietly, since a plugin loaded before `target remote` has nothing to read yet.
+try:
+    import gdb as _gdb
+
+    if _gdb.current_progspace().filename and _gdb.selected_inferior().pid:
+        _gdb.execute("split symbols", to_string=True)
+except Exception:  # noqa: BLE001  (no target, no module list, no .ko files: `split symbols` says why)
+    pass

@@ -204,10 +204,33 @@ def test_gdb_loads_module_symbols_at_their_addresses(guest):
     from .test_gdb_plugin import gdb_batch
 
     sections = guest.run("cat /sys/module/splitkernel/sections/.text")[1].strip()
-    out = gdb_batch(guest.port, "split symbols", "info address sk_svm_handle_exit", "p/x &sk_desc_page")
+    # Loading the plugin after `target remote` loads the modules' symbols by itself.
+    out = gdb_batch(guest.port, "info address sk_svm_handle_exit", "p/x &sk_desc_page", "split symbols")
     assert "loaded symbols of" in out and "splitkernel" in out
     text = int(sections, 16)
     addr = int(re.search(r"sk_svm_handle_exit\" is a function at address (0x[0-9a-f]+)", out).group(1), 16)
     assert text <= addr < text + 0x10000
     desc = int(re.search(r"^\$1 = (0x[0-9a-f]+)", out, re.M).group(1), 16)
     assert desc >= 0xffffffffa0000000          # the descriptor, in the module's data
+
+
+def test_gdb_events_follow(guest):
+    import threading
+
+    from splitdbg.dbg.gdbmi import GdbMI
+
+    from .test_gdb_plugin import LOAD
+
+    dbg = GdbMI.connect(f":{guest.port}")          # the guest stops while gdb holds it
+    try:
+        dbg.execute(f"source {LOAD}")
+        assert "split kernel" in dbg.execute("split status")   # opens the memory backend first
+        dbg.cont()                                  # then gdb lets it run while we follow
+        writer = threading.Timer(3, lambda: guest.run("split-run -p text=isolate -- sh -c 'echo write-text > /proc/sktest'"))
+        writer.start()
+        out = dbg.execute("split events --follow --for 10 --kind violation --json", timeout=60)
+        writer.join()
+    finally:
+        dbg.close()
+    evs = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    assert any(e["kind_name"] == "violation" and e["action_name"] == "isolate" for e in evs), out
