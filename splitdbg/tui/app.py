@@ -225,7 +225,9 @@ class SplitdbgApp(App):
         self.render_map()
         if s.sharing or not any(c.ranges for c in s.containers):
             self.render_sharing()
-        if not self.paused:
+        newest = (len(s.events), s.events[-1].cpu, s.events[-1].seq) if s.events else (0,)
+        if not self.paused and newest != getattr(self, "_newest", None):
+            self._newest = newest            # the event table is rebuilt only when there is news
             self.render_events()
         if self.first_full_screen is None:
             self.first_full_screen = time.monotonic() - self.started

@@ -24,6 +24,7 @@ class LiveSource:
         self._n = 0
         self._ranges_cache: dict[int, list] = {}
         self._sharing: list = []
+        self._details: dict = {}     # event details computed once per event, not once per poll
 
     def poll(self) -> Snapshot:
         from ..target.session import Session
@@ -32,7 +33,7 @@ class LiveSource:
             self.session = Session(self.target, vmlinux=self.vmlinux)
         try:
             with_ranges = self._n % self.ranges_every == 0
-            snap = self.session.snapshot(with_ranges=with_ranges)
+            snap = self.session.snapshot(with_ranges=with_ranges, detail_cache=self._details)
         except SplitdbgError:
             self.close()
             raise
