@@ -32,6 +32,7 @@ EVENT = struct.Struct("<QQIIIIQQQQQQHHIQ")
 EVENT_FIELDS = ("seq", "tsc", "cpu", "container", "pid", "kind", "exit_code", "exitinfo1", "exitinfo2", "rip",
                 "cr3", "slat_root", "cpl", "region", "action", "extra")
 RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, reserved
+_SEQ_TSC = struct.Struct("<QQ")
 COUNTERS = struct.Struct("<6Q6Q4Q")
 COUNTER_FIELDS = ("exits", "exits_npf", "exits_cr3", "exits_vmmcall", "exits_other", "cr3_switches_in")
 CONTAINER_HEAD = struct.Struct("<IIIIQII")     # id, active, owner_pid, policy, ncr3, npgds, nisolated
@@ -166,9 +167,11 @@ def _is_descriptor(mem, pa: int) -> bool:
 class SplitKernel:
     """The module's state in one guest: descriptor, containers, rings. Re-read with refresh()."""
 
-    def __init__(self, mem, descriptor_pa: int | None = None):
+    def __init__(self, mem, descriptor_pa: int | None = None, event_cache: dict | None = None):
         self.mem = mem
         self.pa = find_descriptor(mem, descriptor_pa)
+        # Decoded events by (cpu, seq, tsc): a poller re-reads the same ring slots many times.
+        self.event_cache = event_cache if event_cache is not None else {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -242,11 +245,18 @@ class SplitKernel:
             return ring
         # Read the whole array once (384 KiB) and pick the live slots; torn or stale ones are skipped.
         raw = self.mem.read(pa + RING_HEADER.size, entries * event_size)
+        cache = self.event_cache
         for seq in range(first, head + 1):
-            slot = (seq - 1) % entries
-            ev = Event(*EVENT.unpack_from(raw, slot * event_size))
-            if ev.seq == seq:
-                ring.events.append(ev)
+            off = ((seq - 1) % entries) * event_size
+            slot_seq, tsc = _SEQ_TSC.unpack_from(raw, off)
+            if slot_seq != seq:
+                continue                       # torn or already overwritten
+            ev = cache.get((rcpu, seq, tsc))
+            if ev is None:
+                ev = cache[(rcpu, seq, tsc)] = Event(*EVENT.unpack_from(raw, off))
+            ring.events.append(ev)
+        if len(cache) > 4 * MAX_CPUS * entries:
+            cache.clear()
         return ring
 
     def events(self, since: dict[int, int] | None = None) -> list[Event]:

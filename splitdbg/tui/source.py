@@ -25,6 +25,7 @@ class LiveSource:
         self._ranges_cache: dict[int, list] = {}
         self._sharing: list = []
         self._details: dict = {}     # event details computed once per event, not once per poll
+        self._events: dict = {}      # decoded ring entries, likewise
 
     def poll(self) -> Snapshot:
         from ..target.session import Session
@@ -33,7 +34,7 @@ class LiveSource:
             self.session = Session(self.target, vmlinux=self.vmlinux)
         try:
             with_ranges = self._n % self.ranges_every == 0
-            snap = self.session.snapshot(with_ranges=with_ranges, detail_cache=self._details)
+            snap = self.session.snapshot(with_ranges=with_ranges, detail_cache=self._details, event_cache=self._events)
         except SplitdbgError:
             self.close()
             raise
