@@ -47,7 +47,7 @@ class Kernel:
     """A Linux 6.1 x86-64 kernel in guest memory, with vmlinux's symbols and DWARF."""
 
     STRUCTS = ("task_struct", "mm_struct", "module", "module_layout", "list_head", "module_sect_attrs",
-               "module_sect_attr", "bin_attribute", "attribute")
+               "module_sect_attr", "bin_attribute", "attribute", "cpuinfo_x86")
 
     def __init__(self, mem, vmlinux: str, mode: x86_paging.PagingMode | None = None):
         self.mem = mem
@@ -77,11 +77,17 @@ class Kernel:
     def mode(self) -> x86_paging.PagingMode:
         if self._mode is not None:
             return self._mode
-        # The kernel records its own choice: __pgtable_l5_enabled is 1 under 5-level paging.
-        if "__pgtable_l5_enabled" in self.symbols:
-            l5 = self.read_image_u32("__pgtable_l5_enabled")
-            return x86_paging.PagingMode(levels=5 if l5 else 4)
-        return x86_paging.PagingMode(levels=4)
+        # The kernel records its own choices: __pgtable_l5_enabled is 1 under 5-level paging, and
+        # boot_cpu_data.x86_phys_bits is MAXPHYADDR (40 under QEMU TCG, not the architectural 52),
+        # which decides which entry bits are reserved.
+        levels = 5 if "__pgtable_l5_enabled" in self.symbols and self.read_image_u32("__pgtable_l5_enabled") else 4
+        maxphyaddr = 52
+        if "boot_cpu_data" in self.symbols:
+            pa = self.image_pa(self.symbols.address("boot_cpu_data") + self.types.offsetof("cpuinfo_x86", "x86_phys_bits"))
+            bits = self.mem.read(pa, 1)[0]
+            if 32 <= bits <= 52:
+                maxphyaddr = bits
+        return x86_paging.PagingMode(levels=levels, maxphyaddr=maxphyaddr)
 
     def read_image_u32(self, name: str) -> int:
         return int.from_bytes(self.mem.read(self.image_pa(self.symbols.address(name)), 4), "little")

@@ -12,10 +12,12 @@ from splitdbg.target.kernel import Kernel
 def test_tasks_match_proc(guest):
     guest.run("sleep 600 & echo $! > /tmp/sleeper.pid", check=True)
     try:
+        phys = int(re.search(r"(\d+) bits physical", guest.run("cat /proc/cpuinfo")[1]).group(1))
         guest.pause()
         with SharedRamFile(guest.ram_file) as mem:
             k = Kernel(mem, lab.artifacts()["vmlinux"])
             assert k.mode.levels == guest.paging  # read from the kernel's own __pgtable_l5_enabled
+            assert k.mode.maxphyaddr == phys      # boot_cpu_data.x86_phys_bits: 40 under QEMU TCG
             tasks = k.tasks()
         guest.resume()
         rc, out = guest.run("for d in /proc/[0-9]*; do echo ${d#/proc/} $(cat $d/comm); done")
