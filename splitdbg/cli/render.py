@@ -70,6 +70,11 @@ def ept(s: Snapshot, cid: int, flt: set[str] | None = None, window: tuple[int, i
 
 def _match(r, flt: set[str]) -> bool:
     for f in flt:
+        if "-" in f[1:] and all(c in "0123456789abcdefx-" for c in f.lower()):
+            lo, hi = (int(x, 16) for x in f.split("-", 1))     # an address range A-B (hex)
+            if r.end <= lo or r.start >= hi:
+                return False
+            continue
         if f in ("r", "w", "x", "u") and f not in r.perms:
             return False
         if f in ("-r", "-w", "-x") and f[1] in r.perms:

@@ -29,8 +29,10 @@ HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation
 [b]Keys[/b]
   1 2 3 4     containers / container map / events / frame sharing (kernel text and rodata)
   w           walk tool: a process and an address in, the two-dimensional walk out
+  z           stop / continue the guest (gdb attaches / detaches)
+  b           run until a CPU enters the root-mode handler (breakpoint on sk_svm_handle_exit)
   enter       open the selected container's map, or an event's detail
-  /           filter (events: pid=N, kind=K or text; map: r w x -w differs isolated protected)
+  /           filter (events: pid=N, kind=K or text; map: r w x -w differs isolated protected START-END)
   p           pause / resume the event log;  f: follow the newest event
   s           save the screen as SVG;  e: export the events as JSON lines
   ?           this help;  q: quit
@@ -136,6 +138,8 @@ class SplitdbgApp(App):
         Binding("3", "tab('events')", "events"),
         Binding("4", "tab('sharing')", "sharing"),
         Binding("w", "walk", "walk"),
+        Binding("z", "stop_continue", "stop/continue"),
+        Binding("b", "break_handler", "break in R"),
         Binding("slash", "filter", "filter"),
         Binding("p", "pause", "pause"),
         Binding("f", "follow", "follow"),
@@ -144,6 +148,7 @@ class SplitdbgApp(App):
     ]
 
     paused = reactive(False)
+    guest_state = reactive("running")
     selected_container = reactive(0)
 
     def __init__(self, source, interval: float = 0.5, polls: int | None = None) -> None:
@@ -156,6 +161,7 @@ class SplitdbgApp(App):
         self.map_filter = ""
         self.events_shown: list[EventRec] = []
         self.lost: str | None = None
+        self.losses: list[str] = []          # every loss of the target seen, for the record
         self.first_full_screen: float | None = None
         self.started = time.monotonic()
 
@@ -209,6 +215,7 @@ class SplitdbgApp(App):
 
     def on_target_lost(self, msg: TargetLost) -> None:
         self.lost = msg.why
+        self.losses.append(msg.why)
         self.render_status()
 
     def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
@@ -237,6 +244,7 @@ class SplitdbgApp(App):
         s = self.snap
         if self.lost:
             txt = Text(f"target lost: {self.lost} (retrying)", style="bold red")
+            self.last_lost_text = txt.plain
         elif s is None:
             txt = Text("connecting...")
         elif s.module is None:
@@ -247,7 +255,8 @@ class SplitdbgApp(App):
                                 (f"{len(s.containers) - 1} containers  ", ""),
                                 f"exits {m['total_exits']}  ({self.rates[-1]:.0f}/s)  ",
                                 (f"ring overflow {m.get('ring_overflow', 0)}  ", "red" if m.get("ring_overflow") else ""),
-                                ("PAUSED" if self.paused else "live", "bold yellow" if self.paused else "green"))
+                                ("PAUSED" if self.paused else "live", "bold yellow" if self.paused else "green"),
+                                (f"  guest {self.guest_state}", "bold magenta" if self.guest_state != "running" else ""))
         self.query_one("#status", Static).update(txt)
 
     def render_containers(self) -> None:
@@ -346,6 +355,33 @@ class SplitdbgApp(App):
             self.notify("the walk tool needs a live target (not a recording)", severity="warning")
             return
         self.push_screen(WalkTool(walker))
+
+    def action_stop_continue(self) -> None:
+        self._control("resume" if self.guest_state != "running" else "stop")
+
+    def action_break_handler(self) -> None:
+        self._control("break_at_handler")
+
+    @work(thread=True, exclusive=False, group="control")
+    def _control(self, what: str) -> None:
+        fn = getattr(self.source, what, None)
+        if fn is None:
+            self.call_from_thread(self.notify, "control needs a live target", severity="warning")
+            return
+        try:
+            state = fn()
+        except SplitdbgError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.call_from_thread(self._set_state, state)
+
+    def _set_state(self, state: str) -> None:
+        # The header gets the short form; the notification the whole sentence.
+        self.guest_state = ("in R handler" if "root-mode handler" in state else
+                            "stopped" if state.startswith(("stopped", "no VM exit")) else state)
+        self.notify(state, timeout=10)
+        if self.snap:
+            self.render_status()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -6,6 +6,7 @@ Sources are used from a worker thread; they never touch the UI.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -51,6 +52,54 @@ class LiveSource:
             self.record.flush()
         return snap
 
+    # -- control through gdb: stop, continue, stop at the root-mode handler -------------------------
+    control = None   # GdbMI while splitdbg holds the guest stopped
+
+    def stop(self) -> str:
+        from ..dbg.gdbmi import GdbMI
+
+        if self.control is None:
+            self.control = GdbMI.connect(self.target)      # attaching stops every vCPU
+        return "stopped by splitdbg (gdb attached)"
+
+    def resume(self) -> str:
+        if self.control is not None:
+            self.control.close()                            # detaching lets the guest run on
+            self.control = None
+        return "running"
+
+    def break_at_handler(self, timeout: float = 20.0) -> str:
+        """Run the guest until a CPU enters the root-mode handler (a breakpoint on
+        sk_svm_handle_exit), and say which exit brought it there."""
+        from ..lab import REPO
+        from ..target.splitkernel import SplitKernel
+        from ..vmx_model import vmcb
+
+        self.stop()
+        dbg = self.control
+        if self.session is None or self.session.kernel is None:
+            raise SplitdbgError("the handler breakpoint needs the kernel's symbols (vmlinux)")
+        dbg.execute(f"file {self.session.kernel.symbols.path}")
+        dbg.execute(f"source {REPO / 'splitdbg' / 'gdb_plugin' / 'load.py'}")
+        dbg.execute("split symbols")
+        out = dbg.execute("break sk_svm_handle_exit")
+        if "Breakpoint" not in out:
+            raise SplitdbgError(f"cannot set a breakpoint on the handler: {out.strip()}")
+        dbg.cont()
+        hit = dbg.wait_stopped(timeout)
+        if not hit:
+            dbg.interrupt()
+        dbg.execute("delete")
+        if not hit:
+            return f"no VM exit reached the handler within {timeout:.0f} s; stopped"
+        regs = dbg.read_registers(("rip",))
+        sk = SplitKernel(self.session.mem)
+        m = re.search(r"Current thread is (\d+)", dbg.execute("thread"))
+        cpu = int(m.group(1)) - 1 if m else 0
+        c = vmcb.decode(self.session.mem.read(sk.vmcb_pa(sk.cpus[0] if cpu not in sk.cpus else cpu), 4096))["control"]
+        return (f"stopped in the root-mode handler on CPU {cpu} (RIP {regs.get('rip', 0):#x}): "
+                f"exit {c['decoded']['exit']}, EXITINFO1 {c['exit_info_1']:#x}, EXITINFO2 {c['exit_info_2']:#x}")
+
     def walk(self, pid: int, gva: int, access: str) -> dict:
         from ..target.walk import walk_process
 
@@ -59,6 +108,7 @@ class LiveSource:
         return walk_process(self.session.mem, self.session.kernel, pid, gva, access)
 
     def close(self) -> None:
+        self.resume()
         if self.session is not None:
             try:
                 self.session.close()

@@ -143,3 +143,52 @@ def test_sharing_view_shows_a_writable_kernel_text_frame():
             await pilot.pause(0.1)
             assert not isinstance(a.screen, EventDetail)
     run(go())
+
+
+class FlakySource:
+    """A target that goes away and comes back (QEMU restarted, module reloaded)."""
+
+    def __init__(self):
+        self.replay, self.n = ReplaySource(str(REC)), 0
+        self.target = "flaky"
+
+    def poll(self):
+        self.n += 1
+        if 2 <= self.n <= 3:
+            from splitdbg.errors import TargetGone
+            raise TargetGone("the gdbstub at :1234 is gone")
+        return self.replay.poll()
+
+    def close(self):
+        pass
+
+
+def test_a_lost_target_is_shown_and_the_app_recovers(monkeypatch):
+    import splitdbg.tui.app as tui
+
+    monkeypatch.setattr(tui.time, "sleep", lambda s: None)   # no 2 s back-off in a test
+
+    async def go():
+        a = SplitdbgApp(FlakySource(), interval=0.05, polls=6)
+        seen = []
+        async with a.run_test(size=(120, 40)) as pilot:
+            for _ in range(40):
+                await pilot.pause(0.05)
+                seen.append(str(a.query_one("#status", Static).render()))
+            assert a.losses == ["the gdbstub at :1234 is gone"] * 2
+            assert a.last_lost_text == "target lost: the gdbstub at :1234 is gone (retrying)"
+            assert "SVM/NPT" in seen[-1] and a.lost is None   # back once the target answers again
+    run(go())
+
+
+def test_map_filter_by_address_range():
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            a.map_filter = "0x1000000-0x1200000"
+            a.render_map()
+            t = a.query_one("#ranges-table", DataTable)
+            root = last_snapshot().container(0)
+            assert t.row_count == sum(1 for r in root.ranges if r.start < 0x1200000 and r.end > 0x1000000) > 0
+    run(go())
