@@ -180,38 +180,20 @@ def cmd_walk(args):
 
 
 def follow_events(args) -> int:
-    """Poll the rings (from the shared RAM file, the guest keeps running) and print what is new."""
-    import time
-
-    from ..target.splitkernel import ModuleNotLoaded
-    from ..vmx_model.crosscheck import crosscheck_event
+    """Print new events as they arrive (the guest keeps running; Ctrl-C stops)."""
+    from ..target.splitkernel import ModuleNotLoaded, follow
 
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
-        sk = sess.splitkernel()
-        since = {cpu: sk.ring(cpu).head for cpu in sk.cpus}
         if not args.json:
             print(render.EVENTS_HEADER, flush=True)
-        deadline = time.monotonic() + args.seconds if args.seconds else None
         try:
-            while deadline is None or time.monotonic() < deadline:
-                try:
-                    sk.refresh()
-                except ModuleNotLoaded as exc:
-                    print(f"splitdbg: {exc}", file=sys.stderr)
-                    return 2
-                live = {c.ncr3 for c in sk.containers()}
-                for e in sk.events(since):
-                    since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
-                    if (args.pid is not None and e.pid != args.pid) or (args.kind and e.kind_name != args.kind):
-                        continue
-                    check = crosscheck_event(sk.mem, e, levels=sk.d["slat_levels"] or 4, live_roots=live) \
-                        if e.kind_name == "violation" else ""
-                    if args.json:
-                        print(json.dumps(dict(e.as_dict(), check=check)), flush=True)
-                    else:
-                        print(render.event_line(e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name,
-                                                e.region_name, e.exitinfo1, e.exitinfo2, e.rip, check), flush=True)
-                time.sleep(0.1)
+            for e, check in follow(sess.splitkernel(), args.seconds, args.pid, args.kind):
+                print(json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
+                    e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
+                    e.exitinfo1, e.exitinfo2, e.rip, check), flush=True)
+        except ModuleNotLoaded as exc:
+            print(f"splitdbg: {exc}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             pass
     return 0

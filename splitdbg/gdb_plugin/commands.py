@@ -152,31 +152,16 @@ Usage: split events [--pid N] [--kind K] [--last N] [--follow [--for SECONDS]] [
         parser.add_argument("--for", dest="seconds", type=float)
 
     def follow(self, args):
-        import time
+        from ..target.splitkernel import SplitKernel, follow
 
-        from ..target.splitkernel import SplitKernel
-        from ..vmx_model.crosscheck import crosscheck_event
-
-        sk = SplitKernel(session.memory())
-        since = {cpu: sk.ring_header(cpu)[0] for cpu in sk.cpus}
-        deadline = time.monotonic() + args.seconds if args.seconds else None
         if not args.json:
             gdb.write(render.EVENTS_HEADER + "\n")
         try:
-            while deadline is None or time.monotonic() < deadline:
-                sk.refresh()
-                live = {c.ncr3 for c in sk.containers()}
-                for e in sk.events(since):
-                    since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
-                    if (args.pid is not None and e.pid != args.pid) or (args.kind and e.kind_name != args.kind):
-                        continue
-                    check = crosscheck_event(sk.mem, e, levels=sk.d["slat_levels"] or 4, live_roots=live) \
-                        if e.kind_name == "violation" else ""
-                    gdb.write((json.dumps(dict(e.as_dict(), check=check)) if args.json else
-                               render.event_line(e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name,
-                                                 e.region_name, e.exitinfo1, e.exitinfo2, e.rip, check)) + "\n")
+            for e, check in follow(SplitKernel(session.memory()), args.seconds, args.pid, args.kind):
+                gdb.write((json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
+                    e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
+                    e.exitinfo1, e.exitinfo2, e.rip, check)) + "\n")
                 gdb.flush()
-                time.sleep(0.1)
         except KeyboardInterrupt:
             pass
 

@@ -264,3 +264,25 @@ class SplitKernel:
         since = since or {}
         evs = [e for cpu in self.cpus for e in self.ring(cpu, since.get(cpu, 0)).events]
         return sorted(evs, key=lambda e: (e.tsc, e.cpu, e.seq))
+
+
+def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = None, kind: str | None = None):
+    """Yield (event, model verdict) for each event that arrives from now on, for `seconds` (or
+    until the caller stops iterating). The rings are polled every 0.1 s from guest memory."""
+    import time
+
+    from ..vmx_model.crosscheck import crosscheck_event
+
+    since = {cpu: sk.ring_header(cpu)[0] for cpu in sk.cpus}
+    deadline = time.monotonic() + seconds if seconds else None
+    while deadline is None or time.monotonic() < deadline:
+        sk.refresh()                       # ModuleNotLoaded when the module goes away
+        live = {c.ncr3 for c in sk.containers()}
+        for e in sk.events(since):
+            since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
+            if (pid is not None and e.pid != pid) or (kind and e.kind_name != kind):
+                continue
+            check = crosscheck_event(sk.mem, e, levels=sk.d["slat_levels"] or 4, live_roots=live) \
+                if e.kind_name == "violation" else ""
+            yield e, check
+        time.sleep(0.1)
