@@ -19,7 +19,7 @@
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
-#define SK_ABI_VERSION  2
+#define SK_ABI_VERSION  3
 
 #define SK_MAX_CPUS        8
 #define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
@@ -67,7 +67,7 @@
 #define SK_POLICY_OF(policy, region) (((policy) >> (4 * (region))) & 0xf)
 #define SK_POLICY_DEFAULT 0  /* deny everywhere */
 
-struct sk_event {               /* 96 bytes */
+struct sk_event {               /* 104 bytes */
 	__u64 seq;                  /* per-CPU sequence number, from 1 */
 	__u64 tsc;
 	__u32 cpu;
@@ -84,6 +84,8 @@ struct sk_event {               /* 96 bytes */
 	__u16 region;               /* SK_REGION_* for violations */
 	__u32 action;               /* SK_ACT_* */
 	__u64 extra;                /* kind-specific: new CR3, hypercall number, copy address, ... */
+	__u64 guest_linear;         /* VMX: guest-linear address of an EPT violation (exit qualification
+	                               bit 7 set), else 0; SVM's nested page faults do not report one */
 };
 
 struct sk_ring {                /* per CPU; entries follow the header */
@@ -113,7 +115,8 @@ struct sk_container {           /* in the module's pool; array of SK_MAX_CONTAIN
 	__u32 active;               /* 1 in use, 2 released (freed once no address space and no CPU uses it) */
 	__u32 owner_pid;            /* tgid of the process that entered (0 for the root container) */
 	__u32 policy;               /* SK_POLICY(region, pol) */
-	__u64 ncr3;                 /* physical address of the top-level nested table (nCR3) */
+	__u64 ncr3;                 /* physical address of the top-level second-level table: nCR3 (SVM),
+	                               or the EPT PML4/PML5 that the EPTP points at (VMX) */
 	__u32 npgds;
 	__u32 nisolated;
 	__u64 pgds[SK_MAX_PGDS];    /* guest CR3 (pgd physical address) of each address space */
@@ -149,6 +152,12 @@ struct sk_descriptor {
 	__u64 total_exits;
 	__u64 hypercalls;
 	__u64 load_count;           /* incremented each time the module virtualises the CPUs */
+	__u64 slat_caps;            /* VMX: IA32_VMX_EPT_VPID_CAP; SVM: CPUID 8000_000Ah EDX */
+	__u32 maxphyaddr;           /* the CPU's physical-address width (CPUID 8000_0008h EAX[7:0]) */
+	__u32 reserved;
+	struct sk_guest_regs {      /* per CPU, written at every VM exit: the guest's control registers, */
+		__u64 cr0, cr3, cr4, efer;   /* readable without knowing the VMCS's in-memory layout */
+	} guest[SK_MAX_CPUS];
 };
 
 /* ioctls on /dev/splitkernel */
@@ -181,8 +190,8 @@ struct sk_protect {
 #define SK_IOC_ALLOC_PROTECTED _IOWR(SK_IOC_MAGIC, 3, struct sk_protect)
 #define SK_IOC_FREE_PROTECTED  _IOW(SK_IOC_MAGIC, 4, struct sk_protect)
 
-/* Hypercalls (VMMCALL; RAX = number, RBX/RCX/RDX = arguments, RAX = result). Guest kernel only:
- * from user mode (CPL 3) VMMCALL raises #UD and is recorded as SK_EV_HYPERCALL with SK_ACT_DENY. */
+/* Hypercalls (VMMCALL under SVM, VMCALL under VMX; RAX = number, RBX/RCX/RDX = arguments, RAX = result). Guest kernel only:
+ * from user mode (CPL 3) the instruction raises #UD and is recorded as SK_EV_HYPERCALL with SK_ACT_DENY. */
 #define SK_HC_PING            0x5301   /* returns SK_MAGIC */
 #define SK_HC_DEVIRT          0x5302   /* this CPU leaves the root-mode handler (unload) */
 #define SK_HC_NEW_CONTAINER   0x5303   /* rbx = policy, rcx = owner tgid: returns id or -1 */

@@ -4,7 +4,6 @@
 #define SK_H
 
 #include <linux/types.h>
-#include <asm/svm.h>
 #include "../include/splitkernel.h"
 
 #define SK_POOL_ORDER   10                      /* 4 MiB, 4 MiB-aligned: two whole 2 MiB pages */
@@ -12,9 +11,21 @@
 #define SK_POOL_PAGES   (1u << SK_POOL_ORDER)
 #define SK_HOST_STACK   (4 * PAGE_SIZE)
 
-/* Guest GPRs as sk_vmrun.S pushes them after #VMEXIT (RAX and RSP live in the VMCB). */
+/* Guest GPRs as sk_vmrun.S pushes them after a VM exit. RSP lives in the VMCB/VMCS; so does RAX
+ * under SVM (the pushed RAX is then the host's, and only used to hand RAX back on devirtualisation). */
 struct sk_gprs {
-	u64 r15, r14, r13, r12, r11, r10, r9, r8, rdi, rsi, rbp, rdx, rcx, rbx, rax_unused;
+	u64 r15, r14, r13, r12, r11, r10, r9, r8, rdi, rsi, rbp, rdx, rcx, rbx, rax;
+};
+
+/* The exit being handled, as the vendor backend read it: recorded as-is in events (sk_exit.c). */
+struct sk_exit_info {
+	u64 code;            /* SVM exit code / VMX exit reason (full, bit 31 = VM-entry failure) */
+	u64 info1;           /* SVM EXITINFO1 / VMX exit qualification */
+	u64 info2;           /* SVM EXITINFO2 / VMX guest-physical address */
+	u64 gla;             /* VMX guest-linear address when the exit qualification says it is valid */
+	u64 rip, cr3;        /* guest RIP and CR3 at the exit */
+	u64 slat_root;       /* nCR3 / EPTP in force */
+	u16 cpl;
 };
 
 /* One per CPU, in the pool. The first four fields are used by sk_vmrun.S: keep them first. */
@@ -22,9 +33,9 @@ struct sk_cpu {
 	u64 host_rsp;        /* 0: top of the host stack (points at the slot holding this pointer) */
 	u64 guest_rsp;       /* 8: captured by sk_launch; on devirtualisation, the stack to return on */
 	u64 guest_rip;       /* 16: where the guest resumes after sk_launch */
-	u64 vmcb_pa;         /* 24 */
-	struct vmcb *vmcb;
-	void *hsave;
+	u64 vmcb_pa;         /* 24: VMCB (SVM) or VMCS region (VMX) */
+	void *vmcb;          /* struct vmcb * (SVM) or the VMCS region (VMX) */
+	void *hsave;         /* SVM host save area, or the VMXON region */
 	u8 *stack;
 	struct sk_ring *ring;
 	u32 cpu;
@@ -35,6 +46,8 @@ struct sk_cpu {
 	u64 *probe_entry;    /* nested entry replaced by SK_HC_PROBE_SET, restored at the next NPF */
 	u64 probe_saved;
 	u64 percpu;          /* this CPU's per-cpu offset in the guest kernel (current_task lives there) */
+	struct sk_exit_info ex;   /* the exit being handled */
+	int flush;           /* drop this CPU's second-level translations before the next entry */
 };
 
 /* Pool layout, fixed at load. */
@@ -43,7 +56,9 @@ struct sk_state {
 	u64 pool_pa;
 	struct sk_cpu *cpus[SK_MAX_CPUS];
 	struct sk_container *containers;
-	void *msrpm, *iopm;
+	void *msrpm, *iopm;            /* SVM MSR/IO permission maps; VMX: msrpm is the MSR bitmap */
+	u32 vendor;                     /* SK_VENDOR_*: chosen at load from CPUID */
+	u64 slat_caps;                  /* IA32_VMX_EPT_VPID_CAP, or CPUID 8000_000Ah EDX (the descriptor's) */
 	u64 root_ncr3;                  /* root container's top table */
 	u64 tmpl_ncr3;                  /* template of non-root containers */
 	unsigned long *page_used;       /* bitmap over pool pages, host-side allocator */
@@ -53,7 +68,7 @@ struct sk_state {
 	u64 desc_page_pa;
 	u64 gen;                        /* bumped when any container table changes */
 	u64 host_cr3;
-	int nlevels;                    /* nested paging levels: the host's (4, or 5 with LA57) */                   /* init_top_pgt: the host runs on the kernel's own tables */
+	int nlevels;                    /* second-level paging levels: the host's (4, or 5 with LA57) */
 	int ncpus;
 };
 
@@ -68,10 +83,35 @@ union sk_desc_page {
 extern union sk_desc_page sk_desc_page;
 #define sk_desc (sk_desc_page.d)
 
+/*
+ * A vendor backend (sk_svm.c, sk_vmx.c). Everything else (pool, tables, containers, policies,
+ * hypercalls, rings) is shared; the backend decodes its exits into c->ex and calls sk_exit.c.
+ */
+struct sk_backend {
+	const char *name;                        /* "SVM, nested paging" */
+	u32 vendor;                              /* SK_VENDOR_* */
+	int (*supported)(const char **why);      /* CPU and firmware checks, before anything is allocated */
+	int (*setup)(void);                      /* vendor pages in the pool (MSR maps), before launch */
+	int (*virtualize_all)(void);
+	void (*devirtualize_all)(void);
+	/* root-mode hooks used by sk_exit.c */
+	void (*set_slat_root)(struct sk_cpu *c, u64 top_pa);   /* nCR3 / EPTP of the next entry */
+	void (*inject)(struct sk_cpu *c, int vector);          /* #GP (error code 0) or #UD */
+};
+extern const struct sk_backend sk_svm_backend, sk_vmx_backend;
+extern const struct sk_backend *sk_be;
+
 /* sk_vmrun.S */
 int sk_launch(struct sk_cpu *c);
+int sk_vmx_launch(struct sk_cpu *c);
 
-/* sk_npt.c: pool, nested tables, containers (host side after launch) */
+/* Abstract permissions of a second-level mapping; sk_slat.c encodes them as NPT or EPT entries. */
+#define SK_PERM_R   1
+#define SK_PERM_W   2
+#define SK_PERM_X   4
+#define SK_PERM_RWX 7
+
+/* sk_slat.c: pool, second-level tables (NPT or EPT), containers (host side after launch) */
 int sk_pool_init(void);
 void sk_pool_free(void);
 void *sk_page_alloc(void);                 /* zeroed pool page or NULL; host or pre-launch */
@@ -87,14 +127,27 @@ int sk_container_add_pgd(u32 id, u64 pgd);
 void sk_container_del_pgd(u64 pgd);
 u32 sk_container_of_pgd(u64 pgd);
 u32 sk_region_of(u64 gpa, u32 container);
-int sk_map_4k(u64 ncr3, u64 gpa, u64 hpa, u64 flags);   /* split as needed, map one 4 KiB page */
+int sk_map_4k(u64 ncr3, u64 gpa, u64 hpa, u32 perm);    /* split as needed, map one 4 KiB page */
+u64 sk_eptp(u64 top_pa);                                 /* EPTP for tables at top_pa: WB, page-walk length */
 void sk_lock(void);
 void sk_unlock(void);
 
-/* sk_svm.c */
-int sk_svm_supported(const char **why);
-int sk_svm_virtualize_all(void);
-void sk_svm_devirtualize_all(void);
+/* sk_exit.c: the vendor-neutral part of the root-mode handler */
+void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra);
+struct sk_counters *sk_counters_of(struct sk_cpu *c);
+void sk_exit_begin(struct sk_cpu *c);
+void sk_exit_end(struct sk_cpu *c);
+void sk_switch_container(struct sk_cpu *c, u32 id);
+void sk_cr3_written(struct sk_cpu *c, u64 cr3);
+u64 sk_cr4_filter(struct sk_cpu *c, u64 old, u64 val);
+void sk_violation(struct sk_cpu *c, u64 gpa);
+#define SK_HC_DONE  0   /* result in *res; step over the instruction */
+#define SK_HC_LEAVE 1   /* SK_HC_DEVIRT: leave root mode on this CPU */
+#define SK_HC_FAULT 2   /* #UD injected (user mode); do not step */
+int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res);
+void sk_note_guest_regs(struct sk_cpu *c, u64 cr0, u64 cr3, u64 cr4, u64 efer);
+
+/* guest side (sk_main.c): VMMCALL or VMCALL, as the backend needs */
 u64 sk_hypercall(u64 nr, u64 a1, u64 a2, u64 a3);
 
 static inline u64 sk_pa(const void *p) { return __pa(p); }

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * splitkernel: per-process second-level page-table containers for Linux 6.1 (AMD SVM + NPT).
+ * splitkernel: per-process second-level page-table containers for Linux 6.1 (AMD SVM + NPT, or
+ * Intel VMX + EPT: the backend is chosen at load from CPUID).
  *
  * Guest side: load/unload, /dev/splitkernel (ENTER, QUERY), /proc/splitkernel, and kprobes that
  * keep containers attached to processes across fork and exec and drop address spaces when they
- * are freed. Container state itself belongs to the root-mode handler (sk_svm.c, sk_npt.c) and
+ * are freed. Container state itself belongs to the root-mode handler (sk_exit.c, sk_slat.c and
+ * the backend, sk_svm.c or sk_vmx.c) and
  * is changed only through hypercalls. Design: docs/module.md.
  */
 #include <linux/module.h>
@@ -32,12 +34,25 @@ MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("split kernel: per-process nested-paging containers");
 
 struct sk_state sk;
+const struct sk_backend *sk_be;
 bool sk_probe;
 module_param_named(probe, sk_probe, bool, 0444);
 MODULE_PARM_DESC(probe, "enable SK_HC_PROBE_GET/SET, the hooks of splitdbg's differential test");
 /* The debug descriptor: in the module's data, found by its magic (and self_pa) in physical memory. */
 union sk_desc_page sk_desc_page __aligned(PAGE_SIZE) = { .d = { .magic = SK_MAGIC, .version = SK_ABI_VERSION,
 								 .size = sizeof(struct sk_descriptor) } };
+
+/* A hypercall from the guest kernel: VMMCALL (SVM) or VMCALL (VMX), both 3 bytes. */
+u64 sk_hypercall(u64 nr, u64 a1, u64 a2, u64 a3)
+{
+	u64 ret;
+
+	if (sk.vendor == SK_VENDOR_VMX)
+		asm volatile("vmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
+	else
+		asm volatile("vmmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
+	return ret;
+}
 
 /* ---- which processes are contained (guest-side bookkeeping) ------------------------------ */
 
@@ -196,7 +211,7 @@ struct sk_file {
 	int mapped[SK_MAX_PROTECTED];    /* live user mappings of each page (FREE waits for none) */
 };
 
-/* Force an exit on every CPU: each flushes its TLB before running again (sk_svm_handle_exit). */
+/* Force an exit on every CPU: each flushes its TLB before running again (sk_exit_end). */
 static void sk_ping_cpu(void *unused)
 {
 	sk_hypercall(SK_HC_PING, 0, 0, 0);
@@ -360,7 +375,7 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			return -EFAULT;
 		q.container = container_of_tgid(q.pid ? q.pid : current->tgid);
 		q.mode = q.container ? 1 : 0;
-		q.vendor = SK_VENDOR_SVM;
+		q.vendor = sk.vendor;
 		cnt = kzalloc(sizeof(*cnt), GFP_KERNEL);
 		if (!cnt)
 			return -ENOMEM;
@@ -446,15 +461,12 @@ static int carve_pool(void)
 	for (n = 1; n * PAGE_SIZE < SK_MAX_CONTAINERS * sizeof(struct sk_container); n++)
 		sk_page_alloc();    /* contiguous: the allocator hands pages out in order at first */
 	sk.msrpm = sk_page_alloc();
-	sk_page_alloc();        /* MSRPM is 8 KiB */
+	sk_page_alloc();        /* SVM's MSRPM is 8 KiB (VMX's MSR bitmap 4 KiB) */
 	sk.iopm = sk_page_alloc();
 	sk_page_alloc();
-	sk_page_alloc();        /* IOPM is 12 KiB */
-	if (!sk.iopm)
+	sk_page_alloc();        /* SVM's IOPM is 12 KiB */
+	if (!sk.iopm || sk_be->setup())
 		return -ENOMEM;
-	/* Intercept writes to EFER (0xc0000080) and any access to VM_HSAVE_PA (0xc0010117). */
-	((u8 *)sk.msrpm)[0x800 + (0x080 * 2) / 8] |= 2;
-	((u8 *)sk.msrpm)[0x1000 + (0x117 * 2) / 8] |= 3 << ((0x117 * 2) % 8);
 	for_each_online_cpu(cpu) {
 		int i, pages = (sizeof(struct sk_ring) + SK_RING_ENTRIES * sizeof(struct sk_event)) / PAGE_SIZE + 1;
 
@@ -505,8 +517,12 @@ static int __init sk_init(void)
 	const char *why = NULL;
 	int r;
 
-	if (!sk_svm_supported(&why)) {
-		pr_err("splitkernel: not loading: %s\n", why);
+	/* The backend follows the CPU: VMX on Intel, SVM on AMD (CPUID 1 ECX.VMX, 8000_0001h ECX.SVM). */
+	sk_be = boot_cpu_has(X86_FEATURE_VMX) ? &sk_vmx_backend : &sk_svm_backend;
+	sk.vendor = sk_be->vendor;
+	if (!sk_be->supported(&why)) {
+		pr_err("splitkernel: not loading (%s backend): %s\n", sk_be->name, why);
+		memset(&sk, 0, sizeof(sk));
 		return -ENODEV;
 	}
 	r = collect_regions();
@@ -528,7 +544,7 @@ static int __init sk_init(void)
 	sk.containers[0].active = 1;
 	sk.containers[0].ncr3 = sk.root_ncr3;
 	sk_desc.self_pa = PFN_PHYS(vmalloc_to_pfn(&sk_desc)) + offset_in_page(&sk_desc);
-	sk_desc.vendor = SK_VENDOR_SVM;
+	sk_desc.vendor = sk.vendor;
 	sk_desc.ncpus = sk.ncpus;
 	sk_desc.max_containers = SK_MAX_CONTAINERS;
 	sk_desc.containers_pa = sk_pa(sk.containers);
@@ -536,6 +552,8 @@ static int __init sk_init(void)
 	sk_desc.event_size = sizeof(struct sk_event);
 	sk_desc.ring_entries = SK_RING_ENTRIES;
 	sk_desc.slat_levels = sk.nlevels;
+	sk_desc.slat_caps = sk.slat_caps;
+	sk_desc.maxphyaddr = boot_cpu_data.x86_phys_bits;
 	sk_desc.pool_pa = sk.pool_pa;
 	sk_desc.pool_size = SK_POOL_SIZE;
 	sk_desc.kernel_text_pa = sk.text_pa;
@@ -544,10 +562,10 @@ static int __init sk_init(void)
 	sk_desc.rodata_end_pa = sk.rodata_end_pa;
 	sk_desc.load_count++;
 
-	r = sk_svm_virtualize_all();
+	r = sk_be->virtualize_all();
 	if (r) {
-		pr_err("splitkernel: a CPU could not enter SVM (VMEXIT_INVALID); nothing changed\n");
-		sk_svm_devirtualize_all();
+		pr_err("splitkernel: a CPU could not enter the guest (%s); nothing changed\n", sk_be->name);
+		sk_be->devirtualize_all();
 		sk_pool_free();
 		return r;
 	}
@@ -570,13 +588,13 @@ static int __init sk_init(void)
 		unregister_kprobe(&kp_exec);
 		unregister_kprobe(&kp_pgd_free);
 		unregister_kprobe(&kp_exit);
-		sk_svm_devirtualize_all();
+		sk_be->devirtualize_all();
 		sk_pool_free();
 		return r;
 	}
 	sk_proc = proc_create_single("splitkernel", 0444, NULL, sk_proc_show);
-	pr_info("splitkernel: %d CPU(s) under the root-mode handler (SVM, nested paging); descriptor at %#llx, pool %#llx+%#lx\n",
-		sk.ncpus, sk_desc.self_pa, sk.pool_pa, SK_POOL_SIZE);
+	pr_info("splitkernel: %d CPU(s) under the root-mode handler (%s); descriptor at %#llx, pool %#llx+%#lx\n",
+		sk.ncpus, sk_be->name, sk_desc.self_pa, sk.pool_pa, SK_POOL_SIZE);
 	return 0;
 }
 
@@ -589,7 +607,7 @@ static void __exit sk_exit(void)
 	unregister_kprobe(&kp_pgd_free);
 	unregister_kprobe(&kp_exec);
 	unregister_kprobe(&kp_fork);
-	sk_svm_devirtualize_all();
+	sk_be->devirtualize_all();
 	sk_pool_free();
 	memset(sk_tasks, 0, sizeof(sk_tasks));
 	memset(sk_pgds, 0, sizeof(sk_pgds));

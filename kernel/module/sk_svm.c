@@ -26,18 +26,14 @@
 
 extern char sk_launch_failed[];
 
-#define CR4_SMEP (1ULL << 20)
-#define CR4_SMAP (1ULL << 21)
-#define PHYS_PAGE 0x000ffffffffff000ULL
-
-int sk_svm_supported(const char **why)
+static int svm_supported(const char **why)
 {
 	u32 eax, ebx, ecx, edx;
 	u64 vmcr, efer;
 
 	cpuid(0x80000001, &eax, &ebx, &ecx, &edx);
 	if (!(ecx & (1 << 2))) {
-		*why = "this CPU has no AMD SVM (CPUID 8000_0001h ECX bit 2); the VMX backend is not built yet";
+		*why = "this CPU has no AMD SVM (CPUID 8000_0001h ECX bit 2)";
 		return 0;
 	}
 	cpuid(0x8000000a, &eax, &ebx, &ecx, &edx);
@@ -45,6 +41,7 @@ int sk_svm_supported(const char **why)
 		*why = "SVM without nested paging (CPUID 8000_000Ah EDX bit 0)";
 		return 0;
 	}
+	sk.slat_caps = edx;
 	rdmsrl(MSR_VM_CR, vmcr);
 	if (vmcr & (1 << 4)) {
 		*why = "SVM is disabled by firmware (VM_CR.SVMDIS)";
@@ -59,14 +56,6 @@ int sk_svm_supported(const char **why)
 }
 
 /* ---- guest-side helpers ------------------------------------------------------------------ */
-
-u64 sk_hypercall(u64 nr, u64 a1, u64 a2, u64 a3)
-{
-	u64 ret;
-
-	asm volatile("vmmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
-	return ret;
-}
 
 static void seg_from_gdt(struct vmcb_seg *s, u16 sel, const struct desc_ptr *gdt)
 {
@@ -152,84 +141,9 @@ void sk_svm_prepare_vmcb(struct sk_cpu *c)
 
 /* ---- root-mode handler ------------------------------------------------------------------- */
 
-/* The upper canonical half, for 4- and 5-level paging alike (0xff11... is the LA57 direct map). */
 static inline bool is_kernel_addr(u64 a)
 {
 	return (s64)a < 0;
-}
-
-static u32 guest_tgid(struct sk_cpu *c)
-{
-	struct task_struct *t;
-
-	/*
-	 * Not through the GS base we run on: user mode may have set it (WRGSBASE) to any kernel
-	 * address. The guest's per-cpu area of this CPU is fixed, recorded at load (c->percpu).
-	 */
-	t = READ_ONCE(*(struct task_struct **)(c->percpu + (unsigned long)&current_task));
-	if (!is_kernel_addr((u64)t))
-		return 0;
-	return READ_ONCE(t->tgid);
-}
-
-static void record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
-{
-	struct vmcb *v = c->vmcb;
-	struct sk_ring *ring = c->ring;
-	u64 seq = ring->head + 1;
-	struct sk_event *e = &ring->ev[(seq - 1) & (SK_RING_ENTRIES - 1)];
-
-	if (seq > SK_RING_ENTRIES)
-		ring->overflow++;           /* the entry written now overwrites one never read from here */
-	e->seq = 0;                     /* a reader seeing seq 0 or a stale seq skips a torn entry */
-	barrier();
-	e->tsc = rdtsc();
-	e->cpu = c->cpu;
-	e->container = c->container;
-	e->pid = guest_tgid(c);
-	e->kind = kind;
-	e->exit_code = v->control.exit_code;
-	e->exitinfo1 = v->control.exit_info_1;
-	e->exitinfo2 = v->control.exit_info_2;
-	e->rip = v->save.rip;
-	e->cr3 = v->save.cr3;
-	e->slat_root = v->control.nested_cr3;
-	e->cpl = v->save.cpl;
-	e->region = region;
-	e->action = action;
-	e->extra = extra;
-	barrier();
-	e->seq = seq;
-	barrier();
-	ring->head = seq;
-}
-
-static struct sk_counters *counters(struct sk_cpu *c)
-{
-	return &sk.containers[c->container].counters;
-}
-
-static u32 sk_container_of_protected(u64 pa)
-{
-	u32 id, i;
-
-	for (id = 1; id < SK_MAX_CONTAINERS; id++)
-		for (i = 0; i < sk.containers[id].nprotected; i++)
-			if (sk.containers[id].protected_pa[i] == (pa & PHYS_PAGE))
-				return id;
-	return 0;
-}
-
-static void switch_container(struct sk_cpu *c, u32 id)
-{
-	struct vmcb *v = c->vmcb;
-
-	if (id == c->container)
-		return;
-	c->container = id;
-	v->control.nested_cr3 = sk.containers[id].ncr3;
-	v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;   /* no flush-by-ASID under QEMU TCG */
-	counters(c)->cr3_switches_in++;
 }
 
 static u64 *gpr(struct vmcb *v, struct sk_gprs *g, int r)
@@ -277,10 +191,20 @@ static int decode_mov_to_cr(u64 rip, int want, int *reg, int *len)
 	return 0;
 }
 
-static void inject_gp(struct vmcb *v)
+static void svm_inject(struct sk_cpu *c, int vector)
 {
-	v->control.event_inj = 13 | SVM_EVTINJ_TYPE_EXEPT | SVM_EVTINJ_VALID | SVM_EVTINJ_VALID_ERR;
-	v->control.event_inj_err = 0;
+	struct vmcb *v = c->vmcb;
+
+	v->control.event_inj = vector | SVM_EVTINJ_TYPE_EXEPT | SVM_EVTINJ_VALID;
+	if (vector == X86_TRAP_GP) {
+		v->control.event_inj |= SVM_EVTINJ_VALID_ERR;
+		v->control.event_inj_err = 0;
+	}
+}
+
+static void svm_set_slat_root(struct sk_cpu *c, u64 top_pa)
+{
+	((struct vmcb *)c->vmcb)->control.nested_cr3 = top_pa;
 }
 
 static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
@@ -288,47 +212,34 @@ static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
 	struct vmcb *v = c->vmcb;
 	int reg, len;
 	u64 val;
-	u32 before = c->container;
 
-	counters(c)->exits_cr3++;
 	if (decode_mov_to_cr(v->save.rip, 3, &reg, &len)) {
-		record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
-		inject_gp(v);
+		sk_counters_of(c)->exits_cr3++;
+		sk_record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
+		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
 	/* Bit 63 (PCID no-flush) is not part of CR3: VMRUN would refuse it. We flush anyway. */
 	val = *gpr(v, g, reg) & ~(1ULL << 63);
 	v->save.cr3 = val;
 	v->save.rip += len;
-	v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-	switch_container(c, sk_container_of_pgd(val & PHYS_PAGE));
-	if (c->container != before) {
-		record(c, SK_EV_CR3_SWITCH, 0, SK_ACT_SWITCH, val);
-		sk_container_reap();
-	}
+	c->ex.cr3 = val;
+	c->ex.rip = v->save.rip;
+	sk_cr3_written(c, val);
 }
 
 static void do_cr4(struct sk_cpu *c, struct sk_gprs *g)
 {
 	struct vmcb *v = c->vmcb;
 	int reg, len;
-	u64 val, lost;
 
 	if (decode_mov_to_cr(v->save.rip, 4, &reg, &len)) {
-		record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
-		inject_gp(v);
+		sk_record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
+		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
-	val = *gpr(v, g, reg);
-	lost = v->save.cr4 & (CR4_SMEP | CR4_SMAP) & ~val;
-	if (lost && c->container != 0) {
-		val |= lost;                 /* the write happens, without clearing SMEP/SMAP */
-		counters(c)->cr4_blocked++;
-		record(c, SK_EV_CR4_BLOCKED, 0, SK_ACT_EMULATE, *gpr(v, g, reg));
-	}
-	v->save.cr4 = val;
+	v->save.cr4 = sk_cr4_filter(c, v->save.cr4, *gpr(v, g, reg));
 	v->save.rip += len;
-	v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;  /* PGE toggles flush global entries */
 }
 
 static void do_msr(struct sk_cpu *c, struct sk_gprs *g)
@@ -345,55 +256,7 @@ static void do_msr(struct sk_cpu *c, struct sk_gprs *g)
 	}
 	/* Writes to VM_HSAVE_PA are dropped: the host save area is ours. */
 	v->save.rip += 2;
-	record(c, SK_EV_EXIT, 0, SK_ACT_EMULATE, msr);
-}
-
-static void do_npf(struct sk_cpu *c)
-{
-	struct vmcb *v = c->vmcb;
-	struct sk_container *ct = &sk.containers[c->container];
-	u64 gpa = v->control.exit_info_2, page = gpa & PAGE_MASK;
-	u32 region = sk_region_of(gpa, c->container);
-	u32 pol = c->container ? SK_POLICY_OF(ct->policy, region) : SK_POL_DENY;
-	u32 action = SK_ACT_DENY;
-	u64 extra = 0;
-	void *copy;
-
-	ct->counters.exits_npf++;
-	if (c->probe_entry) {
-		/* The fault the probe armed: record it, undo the change, let the access run again. */
-		extra = sk_pa(c->probe_entry);
-		*c->probe_entry = c->probe_saved;
-		c->probe_entry = NULL;
-		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-		record(c, SK_EV_VIOLATION, region, SK_ACT_PROBE, extra);
-		return;
-	}
-	ct->counters.violations[region]++;
-	if (region == SK_REGION_NONE || region == SK_REGION_SK_STATE || region == SK_REGION_PROTECTED)
-		pol = SK_POL_DENY;   /* never negotiable */
-	if (pol == SK_POL_ISOLATE && ct->nisolated < SK_MAX_ISOLATED && (copy = sk_page_alloc())) {
-		memcpy(copy, phys_to_virt(page), PAGE_SIZE);
-		if (!sk_map_4k(ct->ncr3, page, sk_pa(copy), 0x7)) {
-			ct->iso_gpa[ct->nisolated] = page;
-			ct->iso_copy[ct->nisolated++] = sk_pa(copy);
-			ct->counters.isolated++;
-			action = SK_ACT_ISOLATE;
-			extra = sk_pa(copy);
-		} else {
-			sk_page_free(copy);
-		}
-	} else if (pol == SK_POL_LOG && !sk_map_4k(ct->ncr3, page, page, 0x7)) {
-		/* Allowed from now on for this page in this container (see docs/module.md). */
-		ct->counters.allowed++;
-		action = SK_ACT_ALLOW;
-	}
-	if (action == SK_ACT_DENY) {
-		inject_gp(v);
-		ct->counters.denied++;
-	}
-	v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-	record(c, SK_EV_VIOLATION, region, action, extra);
+	sk_record(c, SK_EV_EXIT, 0, SK_ACT_EMULATE, msr);
 }
 
 /* Leave SVM on this CPU and resume the guest natively (sk_vmrun.S .Lleave). */
@@ -408,7 +271,7 @@ static int leave(struct sk_cpu *c, struct sk_gprs *g, int failed)
 	} else {
 		rip = v->save.rip + 3;     /* past VMMCALL */
 		rsp = v->save.rsp;
-		record(c, SK_EV_LIFECYCLE, 0, SK_ACT_NONE, 0);
+		sk_record(c, SK_EV_LIFECYCLE, 0, SK_ACT_NONE, 0);
 	}
 	native_write_cr3(v->save.cr3);
 	asm volatile("mov %0, %%cr4" :: "r"(v->save.cr4) : "memory");
@@ -419,111 +282,23 @@ static int leave(struct sk_cpu *c, struct sk_gprs *g, int failed)
 	sp[0] = failed ? native_save_fl() : v->save.rflags;
 	sp[1] = rip;
 	c->guest_rsp = (u64)sp;
-	g->rax_unused = v->save.rax;
+	g->rax = v->save.rax;
 	return 1;
 }
 
 static int do_hypercall(struct sk_cpu *c, struct sk_gprs *g)
 {
 	struct vmcb *v = c->vmcb;
-	u64 nr = v->save.rax, a1 = g->rbx, a2 = g->rcx, a3 = g->rdx;
-	u64 res = (u64)-1;
-	int nonroot = c->container != 0;
+	u64 res;
 
-	counters(c)->exits_vmmcall++;
-	__atomic_fetch_add(&sk_desc.hypercalls, 1, __ATOMIC_RELAXED);
-	if (v->save.cpl != 0) {
-		/* Hypercalls are for the guest kernel only: from user mode, #UD (SIGILL) as on a CPU
-		 * without a hypervisor; RIP stays on the VMMCALL (a fault). */
-		v->control.event_inj = X86_TRAP_UD | SVM_EVTINJ_TYPE_EXEPT | SVM_EVTINJ_VALID;
-		record(c, SK_EV_HYPERCALL, 0, SK_ACT_DENY, nr);
-		return 0;
-	}
-	switch (nr) {
-	case SK_HC_PING:
-		res = SK_MAGIC;
-		break;
-	case SK_HC_DEVIRT:
-		if (!nonroot)
-			return leave(c, g, 0);
-		break;
-	case SK_HC_NEW_CONTAINER:
-		if (!nonroot)
-			res = (u64)(s64)sk_container_new((u32)a1, (u32)a2,
-							 is_kernel_addr(a3) ? (const char *)a3 : NULL);
-		break;
-	case SK_HC_ADD_PGD:
-		/* From non-root mode only into the caller's own container (fork, exec). */
-		if (!nonroot || a1 == c->container) {
-			res = (u64)(s64)sk_container_add_pgd((u32)a1, a2);
-			if (!res && (v->save.cr3 & PHYS_PAGE) == (a2 & PHYS_PAGE))
-				switch_container(c, (u32)a1);
-		}
-		break;
-	case SK_HC_DEL_PGD:
-		if (!nonroot || sk_container_of_pgd(a1) == c->container) {
-			sk_container_del_pgd(a1);
-			res = 0;
-		}
-		break;
-	case SK_HC_FREE_CONTAINER:
-		if (!nonroot && c->container != a1)
-			res = (u64)(s64)sk_container_free((u32)a1);
-		break;
-	case SK_HC_RELEASE:
-		if (a1 > 0 && a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) &&
-		    sk.containers[a1].active == 1) {
-			sk.containers[a1].active = 2;
-			res = 0;
-		}
-		break;
-	case SK_HC_PROTECT:
-		/* Only a non-root container can own a protected page: it is hidden from all others. */
-		if (nonroot)
-			res = (u64)(s64)sk_protect(c->container, a1, a2 & SK_PROT_VISIBLE_TO_ROOT);
-		break;
-	case SK_HC_UNPROTECT: {
-		u32 owner = sk_container_of_protected(a1);
-
-		if (owner && (!nonroot || owner == c->container))
-			res = (u64)(s64)(sk_unprotect(a1) < 0 ? -1 : 0);
+	switch (sk_hypercall_exit(c, v->save.rax, g->rbx, g->rcx, g->rdx, &res)) {
+	case SK_HC_LEAVE:
+		return leave(c, g, 0);
+	case SK_HC_DONE:
+		v->save.rax = res;
+		v->save.rip += 3;
 		break;
 	}
-	case SK_HC_PROBE_GET:
-	case SK_HC_PROBE_SET:
-		if (sk_probe && nonroot && a2 >= 1 && a2 <= (u64)sk.nlevels) {
-			u64 *e = sk_entry_ptr(sk.containers[c->container].ncr3, a1, (int)a2);
-
-			if (e && nr == SK_HC_PROBE_GET) {
-				res = *e;
-			} else if (e) {
-				c->probe_saved = *e;
-				c->probe_entry = e;
-				*e = a3;
-				res = 0;
-			}
-			v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-		}
-		break;
-	case SK_HC_PROBE_CLEAR:
-		res = 0;
-		if (c->probe_entry) {
-			*c->probe_entry = c->probe_saved;
-			c->probe_entry = NULL;
-			v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
-			res = 1;
-		}
-		break;
-	case SK_HC_QUERY:
-		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && is_kernel_addr(a2)) {
-			memcpy((void *)a2, &sk.containers[a1].counters, sizeof(struct sk_counters));
-			res = 0;
-		}
-		break;
-	}
-	v->save.rax = res;
-	v->save.rip += 3;
-	record(c, SK_EV_HYPERCALL, 0, SK_ACT_NONE, nr);
 	return 0;
 }
 
@@ -534,17 +309,25 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	u64 code = v->control.exit_code;
 	int ret = 0;
 
+	c->ex.code = code;
+	c->ex.info1 = v->control.exit_info_1;
+	c->ex.info2 = v->control.exit_info_2;
+	c->ex.gla = 0;
+	c->ex.rip = v->save.rip;
+	c->ex.cr3 = v->save.cr3;
+	c->ex.slat_root = v->control.nested_cr3;
+	c->ex.cpl = v->save.cpl;
 	if (!c->launched) {
 		if (code == (u64)SVM_EXIT_ERR) {
 			c->launch_error = -1;
 			return leave(c, g, 1);
 		}
 		c->launched = 1;
-		record(c, SK_EV_LIFECYCLE, 0, SK_ACT_NONE, 1);
+		sk_record(c, SK_EV_LIFECYCLE, 0, SK_ACT_NONE, 1);
 	}
 	v->control.tlb_ctl = TLB_CONTROL_DO_NOTHING;
-	counters(c)->exits++;
-	__atomic_fetch_add(&sk_desc.total_exits, 1, __ATOMIC_RELAXED);
+	sk_note_guest_regs(c, v->save.cr0, v->save.cr3, v->save.cr4, v->save.efer);
+	sk_exit_begin(c);
 	switch (code) {
 	case SVM_EXIT_VMMCALL:
 		ret = do_hypercall(c, g);
@@ -559,26 +342,20 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		do_msr(c, g);
 		break;
 	case SVM_EXIT_NPF:
-		do_npf(c);
-		if (c->container)
-			record(c, SK_EV_ENTER_NR, 0, SK_ACT_NONE, 0);
+		sk_violation(c, v->control.exit_info_2);
 		break;
 	default:
-		counters(c)->exits_other++;
-		record(c, SK_EV_EXIT, 0, SK_ACT_NONE, 0);
+		sk_counters_of(c)->exits_other++;
+		sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, 0);
 		if (code == (u64)SVM_EXIT_ERR || code == SVM_EXIT_SHUTDOWN)
 			ret = leave(c, g, 0);   /* cannot go on under SVM: hand the CPU back */
 		break;
 	}
-	/*
-	 * A container's tables changed (on this CPU, in the exit just handled, or on another CPU):
-	 * flush before running again. Checked last so that a change made by this exit counts too.
-	 * The guest side forces an exit on every CPU (sk_shootdown) where a stale entry would
-	 * grant access (protected pages).
-	 */
-	if (!ret && c->flush_gen != READ_ONCE(sk.gen)) {
-		c->flush_gen = READ_ONCE(sk.gen);
-		v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
+	if (!ret) {
+		sk_exit_end(c);
+		/* No flush-by-ASID under QEMU TCG: flush everything. */
+		if (c->flush)
+			v->control.tlb_ctl = TLB_CONTROL_FLUSH_ALL_ASID;
 	}
 	return ret;
 }
@@ -606,7 +383,7 @@ static void virt_one(void *unused)
 	__atomic_fetch_or(&sk_desc.cpu_mask, 1u << cpu, __ATOMIC_RELAXED);
 }
 
-int sk_svm_virtualize_all(void)
+static int svm_virtualize_all(void)
 {
 	atomic_set(&sk_failed, 0);
 	on_each_cpu(virt_one, NULL, 1);
@@ -623,7 +400,27 @@ static void devirt_one(void *unused)
 	}
 }
 
-void sk_svm_devirtualize_all(void)
+static void svm_devirtualize_all(void)
 {
 	on_each_cpu(devirt_one, NULL, 1);
 }
+
+/* MSR permission map: intercept writes to EFER (0xc0000080) and any access to VM_HSAVE_PA
+ * (0xc0010117), so that the guest can neither clear EFER.SVME nor move the host save area. */
+static int svm_setup(void)
+{
+	((u8 *)sk.msrpm)[0x800 + (0x080 * 2) / 8] |= 2;
+	((u8 *)sk.msrpm)[0x1000 + (0x117 * 2) / 8] |= 3 << ((0x117 * 2) % 8);
+	return 0;
+}
+
+const struct sk_backend sk_svm_backend = {
+	.name = "SVM, nested paging",
+	.vendor = SK_VENDOR_SVM,
+	.supported = svm_supported,
+	.setup = svm_setup,
+	.virtualize_all = svm_virtualize_all,
+	.devirtualize_all = svm_devirtualize_all,
+	.set_slat_root = svm_set_slat_root,
+	.inject = svm_inject,
+};

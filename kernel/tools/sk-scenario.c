@@ -188,18 +188,33 @@ static int bench_ctxsw(long n)
 	return 0;
 }
 
-/* user-hypercall: VMMCALL from user mode, on every CPU, for the hypercalls that would hurt
- * (leave SVM, free a container, unprotect or protect a page, write counters to an address), and
+/* user-hypercall: VMMCALL (AMD) or VMCALL (Intel) from user mode, on every CPU, for the hypercalls
+ * that would hurt (leave root mode, free a container, unprotect or protect a page, write counters to an address), and
  * once with the GS base set to an unmapped kernel address (WRGSBASE) so that the handler must not
  * trust GS. Each must raise SIGILL (#UD) and change nothing. */
 static sigjmp_buf ud_jmp;
 static void on_sigill(int sig) { (void)sig; siglongjmp(ud_jmp, 1); }
 
+static int cpu_is_intel(void)
+{
+	uint32_t a = 0, b, c, d;
+
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "=c"(c), "=d"(d));
+	return b == 0x756e6547;   /* "Genu" of GenuineIntel */
+}
+
 static int user_vmmcall(uint64_t nr, uint64_t a1, uint64_t a2)
 {
+	static int intel = -1;
+
+	if (intel < 0)
+		intel = cpu_is_intel();
 	if (sigsetjmp(ud_jmp, 1))
 		return 1;   /* SIGILL */
-	__asm__ volatile("vmmcall" : "+a"(nr) : "b"(a1), "c"(a2), "d"(0) : "memory");
+	if (intel)
+		__asm__ volatile("vmcall" : "+a"(nr) : "b"(a1), "c"(a2), "d"(0) : "memory");
+	else
+		__asm__ volatile("vmmcall" : "+a"(nr) : "b"(a1), "c"(a2), "d"(0) : "memory");
 	return 0;
 }
 

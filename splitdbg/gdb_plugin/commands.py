@@ -192,6 +192,10 @@ Usage: split vmcb CPU [--json]"""
         sk = SplitKernel(session.memory())
         if args.cpu not in sk.cpus:
             raise SplitdbgError(f"CPU {args.cpu} is not under the root-mode handler (CPUs: {sk.cpus})")
+        if sk.arch != "svm":
+            raise SplitdbgError("the module runs the VMX backend: a VMCS's in-memory layout is the CPU's own "
+                                "(not architectural), so it cannot be decoded; `split status` shows the guest "
+                                "registers the handler recorded")
         d = vmcb.decode(sk.mem.read(sk.vmcb_pa(args.cpu), 4096))
         if args.json:
             gdb.write(json.dumps(d) + "\n")

@@ -4,21 +4,32 @@ the fault, and the model's verdict."""
 from __future__ import annotations
 
 from ..errors import SplitdbgError
-from ..vmx_model import npt, slat_translate
-from ..vmx_model.crosscheck import npf_access
+from ..vmx_model import ept, npt, slat_translate
+from ..vmx_model.crosscheck import SVM_EXIT_NPF, VMX_EXIT_EPT_VIOLATION, ept_access, npf_access
 
 
-def event_detail(mem, event, kernel=None, module_symbols=None, levels: int = 4, verdict: str = "") -> dict:
+def event_detail(mem, event, kernel=None, module_symbols=None, levels: int = 4, verdict: str = "",
+                 arch: str = "svm", caps=None) -> dict:
     d = {"decoded": {}, "symbol": None, "disassembly": [], "walk": [], "walk_outcome": "", "verdict": verdict}
-    if event.exit_code == 0x400:
+    fmt = None
+    if arch == "svm" and event.exit_code == SVM_EXIT_NPF:
         d["decoded"] = npt.decode_exitinfo1(event.exitinfo1)
         access, final = npf_access(event.exitinfo1)
+        fmt = npt
+    elif arch == "vmx" and event.exit_code == VMX_EXIT_EPT_VIOLATION:
+        d["decoded"] = ept.decode_qualification(event.exitinfo1)
+        access, final = ept_access(event.exitinfo1)
+        if event.exitinfo1 & ept.Q_GLA_VALID:
+            d["decoded"]["guest-linear address"] = f"{getattr(event, 'guest_linear', 0):#x}"
+        fmt = ept
+    if fmt is not None:
         d["decoded"]["access"] = access
         try:
-            r = slat_translate(mem=mem, arch="svm", slat_root=event.slat_root, gpa=event.exitinfo2, access=access,
-                               final=final, levels=levels)
+            # The second-level walk of the faulting guest-physical address in the container's tables.
+            r = slat_translate(mem=mem, arch=arch, slat_root=event.slat_root, gpa=event.exitinfo2, access=access,
+                               final=final, levels=levels, caps=caps)
             d["walk"] = [{"level": s.level, "entry_addr": s.entry_addr, "entry": s.entry,
-                          "fields": npt.decode_entry(s.entry, s.level)} for s in r.steps]
+                          "fields": fmt.decode_entry(s.entry, s.level)} for s in r.steps]
             d["walk_outcome"] = r.explain()
         except SplitdbgError as exc:
             d["walk_outcome"] = f"cannot walk: {exc}"

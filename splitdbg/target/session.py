@@ -13,7 +13,6 @@ from pathlib import Path
 from ..dbg.gdbmi import GdbMI
 from ..errors import SplitdbgError
 from ..mem import ImageFile, open_memory
-from ..vmx_model import vmcb
 from . import snapshot as snap
 from .kernel import Kernel
 from .splitkernel import ModuleNotLoaded, SplitKernel
@@ -67,11 +66,11 @@ class Session:
         return SplitKernel(self.mem)
 
     def guest_control_regs(self, sk: SplitKernel | None = None) -> dict[str, int]:
-        """CR0, CR4, EFER of the guest: from a VMCB when the module runs, else from gdb."""
+        """CR0, CR3, CR4, EFER of the guest: as the root-mode handler recorded them at the last VM
+        exit when the module runs (either vendor), else from gdb."""
         try:
             sk = sk or self.splitkernel()
-            save = vmcb.decode(self.mem.read(sk.vmcb_pa(sk.cpus[0]), 4096))["save"]
-            return {"cr0": save["cr0"], "cr4": save["cr4"], "efer": save["efer"], "cr3": save["cr3"]}
+            return sk.guest_regs(sk.cpus[0])
         except (ModuleNotLoaded, IndexError):
             if self.regs:
                 return self.regs

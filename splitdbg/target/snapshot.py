@@ -78,6 +78,7 @@ class EventRec:
     extra: int
     check: str = ""      # the model's verdict for violations: "agree", "differs: ...", or ""
     detail: dict | None = None   # violations: decoded exit information, symbol, disassembly, walk
+    guest_linear: int = 0        # VMX EPT violations: the guest-linear address, when valid
 
 
 @dataclass
@@ -116,9 +117,8 @@ class Snapshot:
 
 
 def container_ranges(sk: SplitKernel, ncr3: int) -> list[RangeRec]:
-    levels = sk.d.get("slat_levels") or 4
     return [RangeRec(r.start, r.end, r.hpa, r.perms, r.page_size)
-            for r in slat_ranges(sk.mem, "svm", ncr3, levels=levels)]
+            for r in slat_ranges(sk.mem, sk.arch, sk.slat_root(ncr3), caps=sk.caps(), levels=sk.levels)]
 
 
 def mark_differences(root: list[RangeRec], other: list[RangeRec]) -> None:
@@ -184,7 +184,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         cpus = sk.cpus
         root_ranges = None
         for c in sk.containers():
-            rec = ContainerRec(c.id, c.owner_pid, c.owner_comm, c.released, c.policy, c.ncr3, list(c.pgds),
+            rec = ContainerRec(c.id, c.owner_pid, c.owner_comm, c.released, c.policy, sk.slat_root(c.ncr3), list(c.pgds),
                                list(c.protected), [list(x) for x in c.isolated], asdict(c.counters))
             if with_ranges:
                 rec.ranges = container_ranges(sk, c.ncr3)
@@ -206,16 +206,18 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         modsyms = module_symbols(kernel) if crosscheck else None
         for e in sk.events():
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
-                           e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra)
+                           e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra,
+                           guest_linear=e.guest_linear)
             key = (e.cpu, e.seq, e.tsc)
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again
             elif crosscheck and e.kind_name == "violation":
-                rec.check = crosscheck_event(sk.mem, e, levels=sk.d.get("slat_levels") or 4,
+                rec.check = crosscheck_event(sk.mem, e, levels=sk.levels, arch=sk.arch, caps=sk.caps(),
                                              host_efer=(guest_regs or {}).get("efer"),
+                                             guest_regs=sk.guest_regs(e.cpu),
                                              live_roots={c.slat_root for c in containers})
-                rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.d.get("slat_levels") or 4,
-                                          verdict=rec.check)
+                rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.levels, verdict=rec.check,
+                                          arch=sk.arch, caps=sk.caps())
                 if detail_cache is not None:
                     detail_cache[key] = (rec.check, rec.detail)
             events.append(rec)
@@ -235,5 +237,6 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                              ("rodata", module["rodata_pa"], module["rodata_end_pa"])):
             g = sharing_graph(mem, [c for c in containers if c.id and c.pgds], lo, hi, kernel.mode)
             sharing += [dict(r, region=name) for r in frame_rows(g, limit=500)]
-    return Snapshot(FORMAT, time.time(), target, backend, module, "NPT", cpus, containers, processes, events, notes,
+    slat = sk.slat_name if sk is not None else "NPT"
+    return Snapshot(FORMAT, time.time(), target, backend, module, slat, cpus, containers, processes, events, notes,
                     sharing)

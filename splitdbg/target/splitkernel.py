@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import MemoryReadError, SplitdbgError
 
 SK_MAGIC = 0x4E524B54494C5053
-SK_ABI_VERSION = 2
+SK_ABI_VERSION = 3
 MAX_CPUS = 8
 NR_REGIONS = 6
 
@@ -28,9 +28,9 @@ HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304:
               0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE", 0x5309: "PROTECT", 0x530A: "UNPROTECT"}
 
 # struct layouts, field by field as in the header (little-endian, natural alignment = packed here)
-EVENT = struct.Struct("<QQIIIIQQQQQQHHIQ")
+EVENT = struct.Struct("<QQIIIIQQQQQQHHIQQ")
 EVENT_FIELDS = ("seq", "tsc", "cpu", "container", "pid", "kind", "exit_code", "exitinfo1", "exitinfo2", "rip",
-                "cr3", "slat_root", "cpl", "region", "action", "extra")
+                "cr3", "slat_root", "cpl", "region", "action", "extra", "guest_linear")
 RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, reserved
 _SEQ_TSC = struct.Struct("<QQ")
 COUNTERS = struct.Struct("<6Q6Q4Q")
@@ -39,12 +39,14 @@ CONTAINER_HEAD = struct.Struct("<IIIIQII")     # id, active, owner_pid, policy, 
 MAX_PGDS, MAX_ISOLATED, MAX_PROTECTED = 64, 64, 16
 CONTAINER_TAIL = struct.Struct(f"<II{MAX_PROTECTED}Q")   # nprotected, protected_flags, protected_pa[]
 CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16 + CONTAINER_TAIL.size
-DESCRIPTOR = struct.Struct("<QIIQIIIIQIIII8Q8QQQQQQQQQQ")
+GUEST_REGS = ("cr0", "cr3", "cr4", "efer")
+DESCRIPTOR = struct.Struct(f"<QIIQIIIIQIIII8Q8QQQQQQQQQQQII{4 * MAX_CPUS}Q")
 DESCRIPTOR_FIELDS = ("magic", "version", "size", "self_pa", "vendor", "ncpus", "cpu_mask", "max_containers",
                      "containers_pa", "container_size", "event_size", "ring_entries", "slat_levels") + \
     tuple(f"rings_pa{i}" for i in range(MAX_CPUS)) + tuple(f"vmcb_pa{i}" for i in range(MAX_CPUS)) + \
     ("pool_pa", "pool_size", "kernel_text_pa", "kernel_text_end_pa", "rodata_pa", "rodata_end_pa", "total_exits",
-     "hypercalls", "load_count")
+     "hypercalls", "load_count", "slat_caps", "maxphyaddr", "reserved") + \
+    tuple(f"guest{i}_{r}" for i in range(MAX_CPUS) for r in GUEST_REGS)
 
 
 class ModuleNotLoaded(SplitdbgError):
@@ -73,6 +75,7 @@ class Event:
     region: int
     action: int
     extra: int
+    guest_linear: int = 0     # VMX EPT violations: the guest-linear address (exit qualification bit 7)
 
     @property
     def kind_name(self) -> str:
@@ -192,6 +195,42 @@ class SplitKernel:
         return VENDORS.get(self.d["vendor"], "?")
 
     @property
+    def arch(self) -> str:
+        """The model's name for the backend: "svm" (NPT) or "vmx" (EPT)."""
+        return "vmx" if self.d["vendor"] == 2 else "svm"
+
+    @property
+    def slat_name(self) -> str:
+        return "EPT" if self.arch == "vmx" else "NPT"
+
+    @property
+    def levels(self) -> int:
+        return self.d["slat_levels"] or 4
+
+    def slat_root(self, table_pa: int) -> int:
+        """What the hardware is given for a container's top table: nCR3 itself, or the EPTP the
+        module builds (write-back, page-walk length - 1 in bits 5:3; sk_eptp)."""
+        if self.arch == "vmx":
+            return table_pa | 6 | (self.levels - 1) << 3
+        return table_pa
+
+    def caps(self):
+        """The model's capabilities from what the module read off the CPU (descriptor)."""
+        from ..vmx_model.common import Caps
+
+        maxphy = self.d["maxphyaddr"] or None
+        if self.arch == "vmx":
+            cap = self.d["slat_caps"]
+            return Caps(maxphyaddr=maxphy or 46, ept_execute_only=bool(cap & 1), ept_1g=bool(cap >> 17 & 1),
+                        ept_5level=bool(cap >> 7 & 1), ept_ad=bool(cap >> 21 & 1),
+                        ept_advanced_exit_info=bool(cap >> 22 & 1))
+        return Caps(maxphyaddr=maxphy or 48)
+
+    def guest_regs(self, cpu: int) -> dict[str, int]:
+        """CR0, CR3, CR4, EFER of the guest on `cpu` at its last VM exit (written by the handler)."""
+        return {r: self.d[f"guest{cpu}_{r}"] for r in GUEST_REGS}
+
+    @property
     def cpus(self) -> list[int]:
         return [i for i in range(MAX_CPUS) if self.d["cpu_mask"] >> i & 1]
 
@@ -277,12 +316,13 @@ def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = No
     deadline = time.monotonic() + seconds if seconds else None
     while deadline is None or time.monotonic() < deadline:
         sk.refresh()                       # ModuleNotLoaded when the module goes away
-        live = {c.ncr3 for c in sk.containers()}
+        live = {sk.slat_root(c.ncr3) for c in sk.containers()}
         for e in sk.events(since):
             since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
             if (pid is not None and e.pid != pid) or (kind and e.kind_name != kind):
                 continue
-            check = crosscheck_event(sk.mem, e, levels=sk.d["slat_levels"] or 4, live_roots=live) \
+            check = crosscheck_event(sk.mem, e, levels=sk.levels, live_roots=live, arch=sk.arch, caps=sk.caps(),
+                                     guest_regs=sk.guest_regs(e.cpu)) \
                 if e.kind_name == "violation" else ""
             yield e, check
         time.sleep(0.1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SplitdbgError
-from ..vmx_model import translate, vmcb
+from ..vmx_model import translate
 from .splitkernel import SplitKernel
 
 
@@ -16,10 +16,11 @@ def walk_process(mem, kernel, pid: int, gva: int, access: str = "read") -> dict:
     sk = SplitKernel(mem)
     if not sk.cpus:
         raise SplitdbgError("no CPU is under the root-mode handler")
-    save = vmcb.decode(mem.read(sk.vmcb_pa(sk.cpus[0]), 4096))["save"]
+    regs = sk.guest_regs(sk.cpus[0])   # CR0/CR4/EFER are the same on every CPU of this kernel
     cid = sk.container_of_cr3(task.pgd)
-    ncr3 = next(c.ncr3 for c in sk.containers() if c.id == cid)
-    r = translate(mem=mem, arch="svm", gva=gva, access=access, cpl=0, cr0=save["cr0"], cr3=task.pgd, cr4=save["cr4"],
-                  efer=save["efer"], slat_root=ncr3, host_efer=save["efer"], host_cr4=save["cr4"])
+    ncr3 = sk.slat_root(next(c.ncr3 for c in sk.containers() if c.id == cid))
+    r = translate(mem=mem, arch=sk.arch, gva=gva, access=access, cpl=0, cr0=regs["cr0"], cr3=task.pgd,
+                  cr4=regs["cr4"], efer=regs["efer"], slat_root=ncr3, host_efer=regs["efer"], host_cr4=regs["cr4"],
+                  caps=sk.caps())
     return dict(r.as_dict(), pid=pid, comm=task.comm, container=cid, guest_cr3=task.pgd, slat_root=ncr3,
                 explanation=r.explain())

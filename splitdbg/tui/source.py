@@ -82,6 +82,9 @@ class LiveSource:
         dbg.execute(f"file {self.session.kernel.symbols.path}")
         dbg.execute(f"source {REPO / 'splitdbg' / 'gdb_plugin' / 'load.py'}")
         dbg.execute("split symbols")
+        sk = SplitKernel(self.session.mem)
+        if sk.arch != "svm":
+            raise SplitdbgError("stopping in the root-mode handler is for the SVM backend under QEMU's gdbstub")
         out = dbg.execute("break sk_svm_handle_exit")
         if "Breakpoint" not in out:
             raise SplitdbgError(f"cannot set a breakpoint on the handler: {out.strip()}")

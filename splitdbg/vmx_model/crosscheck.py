@@ -1,10 +1,19 @@
-"""Cross-check a recorded VM exit against the model: agree, or differ with an explanation."""
+"""Cross-check a recorded VM exit against the model: agree, or differ with an explanation.
+
+SVM (NPF, exit code 0x400): AMD records only the guest-physical address, so the second level is
+recomputed alone from EXITINFO1's access and final/guest-walk bits. VMX (EPT violation, exit
+reason 48): the exit also gives the guest-linear address, so when the qualification says it is
+valid the whole two-dimensional walk is recomputed (guest CR3 from the event, CR0/CR4/EFER from
+the handler's record), which predicts the advanced bits 9-11 of the qualification as well.
+"""
 from __future__ import annotations
 
-from . import npt
-from .translate import slat_translate
+from . import ept, npt
+from .translate import slat_translate, translate
 
 ACTIONS_THAT_CHANGE_TABLES = {"isolate", "allow", "probe", "6"}
+SVM_EXIT_NPF = 0x400
+VMX_EXIT_EPT_VIOLATION = 48
 
 
 def npf_access(exitinfo1: int) -> tuple[str, bool]:
@@ -13,25 +22,90 @@ def npf_access(exitinfo1: int) -> tuple[str, bool]:
     return access, bool(exitinfo1 & npt.NPF_FINAL)
 
 
+def ept_access(qualification: int) -> tuple[str, bool]:
+    """(access, final) encoded in an EPT violation's exit qualification (SDM table 28-7): bit 8
+    set means the access was to the translated linear address, clear a guest paging-structure
+    access (when bit 7 says the linear address is valid)."""
+    access = "fetch" if qualification & ept.Q_FETCH else "write" if qualification & ept.Q_WRITE else "read"
+    final = bool(qualification & ept.Q_GLA_TRANSLATED) or not qualification & ept.Q_GLA_VALID
+    return access, final
+
+
+def is_slat_violation(event) -> bool:
+    return event.exit_code == SVM_EXIT_NPF or event.exit_code == VMX_EXIT_EPT_VIOLATION
+
+
 def crosscheck_event(mem, event, *, levels: int = 4, host_efer: int | None = None,
-                     host_cr4: int | None = None, live_roots: set[int] | None = None) -> str:
-    """Recompute an NPF event from the container's current tables (event.slat_root)."""
-    if event.exit_code != 0x400:
+                     host_cr4: int | None = None, live_roots: set[int] | None = None, arch: str = "svm",
+                     caps=None, guest_regs: dict | None = None, quirks: str | None = None) -> str:
+    """Recompute a second-level violation from the container's current tables (event.slat_root)."""
+    if not is_slat_violation(event):
         return ""
     if live_roots is not None and event.slat_root not in live_roots:
         return "not checkable now: its container has been freed"
+    if arch == "vmx":
+        return _check_ept(mem, event, caps, guest_regs, quirks or "bochs-2.7")
     access, final = npf_access(event.exitinfo1)
     kw = dict(mem=mem, arch="svm", slat_root=event.slat_root, gpa=event.exitinfo2, access=access, final=final,
-              levels=levels, host_efer=host_efer, host_cr4=host_cr4)
-    arch = slat_translate(**kw)
-    got = (arch.exitinfo1, arch.exitinfo2)
+              levels=levels, host_efer=host_efer, host_cr4=host_cr4, caps=caps)
+    model = slat_translate(**kw)
+    got = (model.exitinfo1, model.exitinfo2)
     if got == (event.exitinfo1, event.exitinfo2):
         return "agree"
-    action = getattr(event, "action_name", getattr(event, "action", ""))
-    if arch.kind == "ok" and action in ACTIONS_THAT_CHANGE_TABLES:
+    action = _action(event)
+    if model.kind == "ok" and action in ACTIONS_THAT_CHANGE_TABLES:
         return f"not checkable now: the handler's action ({action}) has since made the page accessible"
     qemu = slat_translate(**kw, quirks="qemu-tcg-7.2")
     if (qemu.exitinfo1, qemu.exitinfo2) == (event.exitinfo1, event.exitinfo2):
         return "differs from the architecture as QEMU 7.2 is known to: " + "; ".join(qemu.quirks_applied)
-    want = f"{arch.exitinfo1:#x}" if arch.exitinfo1 is not None else "no fault"
-    return f"differs: the model expects EXITINFO1 {want} ({arch.reason}), recorded {event.exitinfo1:#x}"
+    want = f"{model.exitinfo1:#x}" if model.exitinfo1 is not None else "no fault"
+    return f"differs: the model expects EXITINFO1 {want} ({model.reason}), recorded {event.exitinfo1:#x}"
+
+
+def _action(event) -> str:
+    return getattr(event, "action_name", getattr(event, "action", ""))
+
+
+# Bits the recorded qualification carries that the model does not predict: NMI unblocking (12),
+# and the asynchronous/shadow-stack bits (13-16) that no access here can set.
+_UNMODELLED = ept.Q_NMI_UNBLOCKING | (0xF << 13)
+# Advanced information about the linear address (bits 9-11): needs the guest's own walk.
+_LINEAR_INFO = ept.Q_GLA_USER | ept.Q_GLA_WRITABLE | ept.Q_GLA_XD
+
+
+def _ept_model(mem, event, caps, guest_regs, quirks):
+    """(model result, bits of the qualification it cannot predict)."""
+    q = event.exitinfo1
+    access, final = ept_access(q)
+    gla = getattr(event, "guest_linear", 0)
+    if q & ept.Q_GLA_VALID and guest_regs and guest_regs.get("cr0"):
+        # The two-dimensional walk of the faulting linear address, as the guest made it.
+        return translate(mem=mem, arch="vmx", gva=gla, access=access, cpl=getattr(event, "cpl", 0),
+                         cr0=guest_regs["cr0"], cr3=event.cr3, cr4=guest_regs["cr4"], efer=guest_regs["efer"],
+                         slat_root=event.slat_root, caps=caps, quirks=quirks), _UNMODELLED
+    # Without the guest's control registers: the second level alone, linear-address bits unchecked.
+    return slat_translate(mem=mem, arch="vmx", slat_root=event.slat_root, gpa=event.exitinfo2, access=access,
+                          final=final, caps=caps, quirks=quirks, gva=gla if q & ept.Q_GLA_VALID else None), \
+        _UNMODELLED | _LINEAR_INFO
+
+
+def _check_ept(mem, event, caps, guest_regs, quirks) -> str:
+    model, unknown = _ept_model(mem, event, caps, guest_regs, None)
+    recorded = event.exitinfo1 & ~unknown
+    if model.qualification is not None:
+        model.qualification &= ~unknown
+    if model.kind == "ept_violation" and (model.qualification, model.gpa) == (recorded, event.exitinfo2):
+        return "agree"
+    action = _action(event)
+    if model.kind in ("ok", "guest_pf") and action in ACTIONS_THAT_CHANGE_TABLES:
+        return f"not checkable now: the handler's action ({action}) has since made the page accessible"
+    if quirks:
+        emu, _ = _ept_model(mem, event, caps, guest_regs, quirks)
+        if emu.kind == "ept_violation" and ((emu.qualification or 0) & ~unknown, emu.gpa) == (recorded, event.exitinfo2) \
+                and emu.quirks_applied:
+            return f"differs from the architecture as {quirks} is known to: " + "; ".join(emu.quirks_applied)
+    if model.kind != "ept_violation":
+        return f"differs: the model expects no EPT violation ({model.kind}: {model.reason}), recorded " \
+               f"qualification {event.exitinfo1:#x} at GPA {event.exitinfo2:#x}"
+    return (f"differs: the model expects qualification {model.qualification:#x} at GPA {model.gpa:#x} "
+            f"({model.reason}), recorded {event.exitinfo1:#x} at GPA {event.exitinfo2:#x}")

@@ -30,11 +30,15 @@ static struct page *probe_block;     /* 2 MiB, 2 MiB-aligned: a whole nested PDE
 static u8 *probe_va;                 /* its first page, mapped executable in the vmalloc area */
 static u64 probe_pt_pa;              /* guest-physical address of probe_va's guest PTE */
 
+/* VMCALL on Intel (splitkernel's VMX backend), VMMCALL on AMD (SVM). */
 static u64 hypercall(u64 nr, u64 a1, u64 a2, u64 a3)
 {
 	u64 ret;
 
-	asm volatile("vmmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
+	if (boot_cpu_has(X86_FEATURE_VMX))
+		asm volatile("vmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
+	else
+		asm volatile("vmmcall" : "=a"(ret) : "a"(nr), "b"(a1), "c"(a2), "d"(a3) : "memory");
 	return ret;
 }
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * The module's private pool, nested page tables and containers.
+ * The module's private pool, second-level page tables (AMD NPT or Intel EPT) and containers.
  *
  * Everything here lives in one 4 MiB, 4 MiB-aligned block of physically contiguous memory (the
  * pool), which is absent from every nested table the guest runs under: two 2 MiB nested entries
@@ -18,13 +18,45 @@
 #include <asm/special_insns.h>
 #include "sk.h"
 
+/* NPT entries are ordinary x86 paging entries (AMD APM 15.25.5), used with U=1 throughout. */
 #define NP_P   (1ULL << 0)
 #define NP_RW  (1ULL << 1)
 #define NP_US  (1ULL << 2)
-#define NP_PS  (1ULL << 7)
 #define NP_NX  (1ULL << 63)
-#define NP_RWX (NP_P | NP_RW | NP_US)
+/* EPT entries (Intel SDM 29.3.2): read/write/execute in bits 2:0, memory type in bits 5:3 of a leaf. */
+#define EPT_R  (1ULL << 0)
+#define EPT_W  (1ULL << 1)
+#define EPT_X  (1ULL << 2)
+#define EPT_MT_WB (6ULL << 3)   /* with "ignore PAT" clear, the guest's PAT still applies (MMIO stays UC) */
+#define SL_PS  (1ULL << 7)      /* large page, in both formats */
 #define NP_ADDR 0x000ffffffffff000ULL
+
+/* Encoding of the two formats: a leaf with SK_PERM_* permissions, a non-leaf entry, "present". */
+static inline u64 leaf(u32 perm)
+{
+	if (!perm)
+		return 0;
+	if (sk.vendor == SK_VENDOR_VMX)
+		return EPT_MT_WB | ((perm & SK_PERM_R) ? EPT_R : 0) | ((perm & SK_PERM_W) ? EPT_W : 0) |
+		       ((perm & SK_PERM_X) ? EPT_X : 0);
+	return NP_P | NP_US | ((perm & SK_PERM_W) ? NP_RW : 0) | ((perm & SK_PERM_X) ? 0 : NP_NX);
+}
+
+static inline u64 dir(u64 pa)
+{
+	/* permissions are decided at the leaves */
+	return pa | (sk.vendor == SK_VENDOR_VMX ? EPT_R | EPT_W | EPT_X : NP_P | NP_RW | NP_US);
+}
+
+static inline bool present(u64 e)
+{
+	return sk.vendor == SK_VENDOR_VMX ? (e & (EPT_R | EPT_W | EPT_X)) : (e & NP_P);
+}
+
+u64 sk_eptp(u64 top_pa)
+{
+	return top_pa | 6 /* WB */ | ((u64)(sk.nlevels - 1) << 3);   /* page-walk length - 1 */
+}
 
 static u32 sk_lock_word;
 
@@ -112,41 +144,41 @@ static int split(u64 *entry, int level)
 	t = page_alloc_locked();
 	if (!t)
 		return -ENOMEM;
-	if (e & NP_P) {
+	if (present(e)) {
 		u64 base = e & NP_ADDR & ~((size << 9) - 1);
-		u64 flags = e & ~NP_ADDR & ~NP_PS;
+		u64 flags = e & ~NP_ADDR & ~SL_PS;
 
 		for (i = 0; i < 512; i++)
-			t[i] = (base + i * size) | flags | (level == 3 ? NP_PS : 0);
+			t[i] = (base + i * size) | flags | (level == 3 ? SL_PS : 0);
 	}
-	*entry = sk_pa(t) | NP_RWX;   /* permissions are decided at the leaves */
+	*entry = dir(sk_pa(t));
 	return 0;
 }
 
-/* Map one 4 KiB guest-physical page to hpa with `flags` in the tables under ncr3 (lock held). */
-static int map_4k_locked(u64 ncr3, u64 gpa, u64 hpa, u64 flags)
+/* Map one 4 KiB guest-physical page to hpa with `perm` in the tables under ncr3 (lock held). */
+static int map_4k_locked(u64 ncr3, u64 gpa, u64 hpa, u32 perm)
 {
 	u64 *t = tbl(ncr3), *e;
 	int level;
 
 	for (level = sk.nlevels; level > 1; level--) {
 		e = &t[(gpa >> (12 + 9 * (level - 1))) & 511];
-		if (!(*e & NP_P) || (level <= 3 && (*e & NP_PS))) {
+		if (!present(*e) || (level <= 3 && (*e & SL_PS))) {
 			if (split(e, level))
 				return -ENOMEM;
 		}
 		t = tbl(*e & NP_ADDR);
 	}
-	t[(gpa >> 12) & 511] = (hpa & NP_ADDR) | flags;
+	t[(gpa >> 12) & 511] = perm ? (hpa & NP_ADDR) | leaf(perm) : 0;
 	return 0;
 }
 
-int sk_map_4k(u64 ncr3, u64 gpa, u64 hpa, u64 flags)
+int sk_map_4k(u64 ncr3, u64 gpa, u64 hpa, u32 perm)
 {
 	int r;
 
 	sk_lock();
-	r = map_4k_locked(ncr3, gpa, hpa, flags);
+	r = map_4k_locked(ncr3, gpa, hpa, perm);
 	sk.gen++;
 	sk_unlock();
 	return r;
@@ -162,7 +194,7 @@ static void hide_pool(u64 ncr3)
 		pml4 = tbl(pml4[0] & NP_ADDR);
 	for (gpa = sk.pool_pa; gpa < sk.pool_pa + SK_POOL_SIZE; gpa += 1ULL << 21) {
 		pdpt = tbl(pml4[(gpa >> 39) & 511] & NP_ADDR);
-		if (pdpt[(gpa >> 30) & 511] & NP_PS)
+		if (pdpt[(gpa >> 30) & 511] & SL_PS)
 			split(&pdpt[(gpa >> 30) & 511], 3);
 		pd = tbl(pdpt[(gpa >> 30) & 511] & NP_ADDR);
 		pd[(gpa >> 21) & 511] = 0;
@@ -181,24 +213,24 @@ static u64 build_identity(void)
 	if (!pml4 || !pdpt)
 		return 0;
 	for (i = 0; i < 512; i++)
-		pdpt[i] = ((u64)i << 30) | NP_RWX | NP_PS;
-	pml4[0] = sk_pa(pdpt) | NP_RWX;
+		pdpt[i] = ((u64)i << 30) | leaf(SK_PERM_RWX) | SL_PS;
+	pml4[0] = dir(sk_pa(pdpt));
 	if (sk.nlevels == 5) {
 		top = page_alloc_locked();
 		if (!top)
 			return 0;
-		top[0] = sk_pa(pml4) | NP_RWX;
+		top[0] = dir(sk_pa(pml4));
 	}
 	hide_pool(sk_pa(top));
 	return sk_pa(top);
 }
 
-static int protect_range(u64 ncr3, u64 start, u64 end, u64 flags)
+static int protect_range(u64 ncr3, u64 start, u64 end, u32 perm)
 {
 	u64 pa;
 
 	for (pa = start & PAGE_MASK; pa < end; pa += PAGE_SIZE)
-		if (map_4k_locked(ncr3, pa, pa, flags))
+		if (map_4k_locked(ncr3, pa, pa, perm))
 			return -ENOMEM;
 	return 0;
 }
@@ -215,13 +247,13 @@ int sk_build_tables(void)
 	if (!sk.root_ncr3 || !sk.tmpl_ncr3)
 		return -ENOMEM;
 	/* Non-root: kernel text, module text and rodata read-only; our descriptor read-only. */
-	r |= protect_range(sk.tmpl_ncr3, sk.text_pa, sk.text_end_pa, NP_P | NP_US);
+	r |= protect_range(sk.tmpl_ncr3, sk.text_pa, sk.text_end_pa, SK_PERM_R | SK_PERM_X);
 	/* Rodata stays executable at this level: the vDSO that user space runs lives in it, and the
 	 * guest's own page tables already make kernel rodata non-executable. */
-	r |= protect_range(sk.tmpl_ncr3, sk.rodata_pa, sk.rodata_end_pa, NP_P | NP_US);
+	r |= protect_range(sk.tmpl_ncr3, sk.rodata_pa, sk.rodata_end_pa, SK_PERM_R | SK_PERM_X);
 	for (i = 0; i < sk.nmodtext; i++)
-		r |= map_4k_locked(sk.tmpl_ncr3, sk.modtext[i], sk.modtext[i], NP_P | NP_US);
-	r |= map_4k_locked(sk.tmpl_ncr3, sk.desc_page_pa, sk.desc_page_pa, NP_P | NP_US | NP_NX);
+		r |= map_4k_locked(sk.tmpl_ncr3, sk.modtext[i], sk.modtext[i], SK_PERM_R | SK_PERM_X);
+	r |= map_4k_locked(sk.tmpl_ncr3, sk.desc_page_pa, sk.desc_page_pa, SK_PERM_R);
 	return r ? -ENOMEM : 0;
 }
 
@@ -236,7 +268,7 @@ static u64 clone_table(u64 src, int level)
 	if (level == 1)
 		return sk_pa(d);
 	for (i = 0; i < 512; i++) {
-		if ((s[i] & NP_P) && !(level <= 3 && (s[i] & NP_PS))) {
+		if (present(s[i]) && !(level <= 3 && (s[i] & SL_PS))) {
 			u64 child = clone_table(s[i] & NP_ADDR, level - 1);
 
 			if (!child)
@@ -254,7 +286,7 @@ static void free_table(u64 pa, int level)
 
 	if (level > 1)
 		for (i = 0; i < 512; i++)
-			if ((t[i] & NP_P) && !(level <= 3 && (t[i] & NP_PS)))
+			if (present(t[i]) && !(level <= 3 && (t[i] & SL_PS)))
 				free_table(t[i] & NP_ADDR, level - 1);
 	page_free_locked(t);
 }
@@ -392,7 +424,7 @@ u64 *sk_entry_ptr(u64 ncr3, u64 gpa, int level)
 		e = &t[(gpa >> (12 + 9 * (l - 1))) & 511];
 		if (l == level)
 			break;
-		if (!(*e & NP_P) || (l <= 3 && (*e & NP_PS) && split(e, l))) {
+		if (!present(*e) || (l <= 3 && (*e & SL_PS) && split(e, l))) {
 			e = NULL;
 			break;
 		}
@@ -457,9 +489,9 @@ int sk_unprotect(u64 pa)
 	if (owner) {
 		for (id = 1; id < SK_MAX_CONTAINERS; id++)
 			if (id != owner && sk.containers[id].active)
-				map_4k_locked(sk.containers[id].ncr3, pa, pa, NP_RWX);
-		map_4k_locked(sk.tmpl_ncr3, pa, pa, NP_RWX);
-		map_4k_locked(sk.root_ncr3, pa, pa, NP_RWX);
+				map_4k_locked(sk.containers[id].ncr3, pa, pa, SK_PERM_RWX);
+		map_4k_locked(sk.tmpl_ncr3, pa, pa, SK_PERM_RWX);
+		map_4k_locked(sk.root_ncr3, pa, pa, SK_PERM_RWX);
 		sk.gen++;
 	}
 	sk_unlock();
