@@ -17,9 +17,15 @@ key=$( { echo "linux-source-6.1 $srcver"; cat "$here"/config/*.config; \
 out=$cache/kernel/$key
 if [ -f "$out/.done" ]; then echo "$out"; exit 0; fi
 
+# One build at a time in this cache (several checkouts share it): wait for the lock, then look
+# again, since the build we waited for may have been this one.
+mkdir -p "$cache/kernel"
+exec 9>"$cache/kernel/.lock"
+flock 9
+if [ -f "$out/.done" ]; then echo "$out"; exit 0; fi
+
 jobs=$(nproc)
 log=$out.log
-mkdir -p "$cache/kernel"
 rm -rf "$out" && mkdir -p "$out"
 echo "build-kernel: building $key (linux-source-6.1 $srcver) -j$jobs; log in $log; about 6-8 minutes on 2 cores" >&2
 {
@@ -54,7 +60,7 @@ cp "$out/build/arch/x86/boot/bzImage" "$out/build/vmlinux" "$out/"
 ln -sfn "$out/build/scripts/gdb/vmlinux-gdb.py" "$out/vmlinux-gdb.py"
 touch "$out/.done"
 ln -sfn "$key" "$cache/kernel/latest"
-# Keep the two newest builds; each is about 2 GB.
-ls -1dt "$cache"/kernel/*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
+# Keep the three newest finished builds (each is about 2 GB); other checkouts may use older keys.
+ls -1t "$cache"/kernel/*/.done 2>/dev/null | tail -n +4 | xargs -r -n1 dirname | xargs -r rm -rf
 echo "build-kernel: done in ${SECONDS}s" >&2
 echo "$out"
