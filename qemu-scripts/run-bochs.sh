@@ -44,7 +44,7 @@ command -v xorriso >/dev/null || { echo "run-bochs: xorriso not installed (make 
 isolinux=/usr/lib/ISOLINUX/isolinux.bin ldlinux=/usr/lib/syslinux/modules/bios/ldlinux.c32
 [ -f "$isolinux" ] && [ -f "$ldlinux" ] || { echo "run-bochs: isolinux/syslinux-common not installed (make deps)" >&2; exit 1; }
 # The whole command line sits on isolinux's APPEND line: a double quote in it is passed through.
-cmdline="console=ttyS0 panic=-1 $append"
+cmdline="console=ttyS0,115200 panic=-1 $append"
 case "$cmdline" in *$'\n'*) echo "run-bochs: newline in --append" >&2; exit 2 ;; esac
 
 # Boot medium, cached by its inputs.

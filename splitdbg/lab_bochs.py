@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ def write_sidecar(path: Path, *, source: str, ranges: list[dict], vmlinux: str |
 
 def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int = 128,
             append: str = "", boot_timeout: float = 600.0, vmexit_timeout: float = 60.0,
-            log=print) -> Capture:
+            ips: int | None = None, log=print) -> Capture:
     """Boot under Bochs, run RUN, stop at sk-bochs-break, dump, quit. See the module docstring."""
     t_start = time.monotonic()
     arts = artifacts()
@@ -168,6 +169,8 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
     cmd_append = kernel_append(load, run, append)
     argv = [str(SCRIPT), "--kernel", arts["bzImage"], "--initrd", arts["initrd"], "--mem", str(mem_mib),
             "--dir", str(out), "--append", cmd_append]
+    if ips:
+        argv += ["--ips", str(ips)]
     serial = out / "serial.txt"
     times: dict[str, float] = {}
     notes: list[str] = []
@@ -203,6 +206,9 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         if stop.reason != "magic":
             raise BochsLabError(f"Bochs stopped for another reason than the magic breakpoint: {stop.text.strip()}")
         text = _serial(serial)
+        m = re.search(r"^\[[ \d.]+\] Command line: (.*)$", text, re.M)
+        if m:     # what the kernel got: isolinux adds BOOT_IMAGE= and initrd=
+            cmdline = m.group(1).strip()
         # The console lags behind the CPU (the UART drains its buffer at emulated speed): a marker
         # the guest printed may not be in serial.txt yet when Bochs stops.
         if ready_at is None:
