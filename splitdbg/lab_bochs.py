@@ -156,7 +156,7 @@ def write_sidecar(path: Path, *, source: str, ranges: list[dict], vmlinux: str |
     return side
 
 
-def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int = 128,
+def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int = 64,
             append: str = "", boot_timeout: float = 600.0, vmexit_timeout: float = 60.0,
             ips: int | None = None, log=print) -> Capture:
     """Boot under Bochs, run RUN, stop at sk-bochs-break, dump, quit. See the module docstring."""

@@ -43,7 +43,7 @@ def register(sub) -> None:
     bx = lsub.add_parser("bochs", help="boot the guest under Bochs (Intel VMX+EPT), stop it, dump its physical memory")
     bx.add_argument("--load", default="", help="modules to load at boot, comma-separated (e.g. splitkernel,sktest)")
     bx.add_argument("--run", default="", help="command from /usr/bin to run before the stop (sk-bochs-break)")
-    bx.add_argument("--mem", type=int, default=128, help="guest RAM in MiB (default 128)")
+    bx.add_argument("--mem", type=int, default=64, help="guest RAM in MiB (default 64; 32 is too small for the initramfs)")
     bx.add_argument("--append", default="", help="extra kernel command line")
     bx.add_argument("--timeout", type=float, default=600, help="seconds to wait for the stop (default 600)")
     bx.add_argument("--out", required=True, help="directory for image.raw, image.json, serial.txt, bochs.log")

@@ -125,6 +125,7 @@ def parse_page(text: str) -> PageWalk:
 
 _XLINE = re.compile(r"^0x([0-9a-fA-F]+)\s*(?:<[^>]*>)?\s*:\s*(.*)$", re.M)
 _UNIT = {"b": 1, "h": 2, "w": 4, "g": 8}
+_HEXWORD = re.compile(r"0x[0-9a-fA-F]+")
 
 
 def parse_x(text: str, unit: str = "b") -> dict[int, int]:
@@ -137,6 +138,8 @@ def parse_x(text: str, unit: str = "b") -> dict[int, int]:
     for m in _XLINE.finditer(text):
         base = int(m.group(1), 16)
         for i, word in enumerate(m.group(2).split()):
+            if not _HEXWORD.fullmatch(word):
+                break     # "bx_dbg_read_linear: physical address not available ...": the read stopped
             out[base + i * size] = int(word, 16)
     return out
 
@@ -153,7 +156,9 @@ _TAB = re.compile(r"^0x([0-9a-fA-F]+)-0x([0-9a-fA-F]+) -> 0x([0-9a-fA-F]+)-0x([0
 
 def parse_info_tab(text: str) -> list[tuple[int, int, int]]:
     """`info tab`: merged mappings as (linear start, linear end exclusive, physical start).
-    Quirk (Bochs 2.7): ranges mapped by 1 GiB pages are left out of the listing."""
+    Quirk (Bochs 2.7): the listing leaves out whole parts of the kernel's address space (the
+    direct map at 0xffff888000000000, vmalloc) that `page` translates fine: do not use it as
+    the list of mappings."""
     return [(int(a, 16), int(b, 16) + 1, int(p, 16)) for a, b, p, _ in _TAB.findall(text)]
 
 
@@ -339,9 +344,15 @@ class BochsDebugger(Debugger):
 
     def vmexit_break(self, on: bool) -> None:
         """`vmexitbp`: stop at every VM exit (it toggles; we track the state)."""
-        if getattr(self, "_vmexitbp", False) != on:
-            self.execute("vmexitbp")
-            self._vmexitbp = on
+        if getattr(self, "_vmexitbp", False) == on:
+            return
+        reply = self.execute("vmexitbp")     # "vmexit switch break enabled" / "... disabled"
+        self._vmexitbp = "enabled" in reply
+        if self._vmexitbp != on:
+            reply = self.execute("vmexitbp")
+            self._vmexitbp = "enabled" in reply
+        if self._vmexitbp != on:
+            raise BochsError(f"vmexitbp did not switch {'on' if on else 'off'}: {reply.strip()!r}")
 
     # -- state ---------------------------------------------------------------------------------
     def read_registers(self, names: tuple[str, ...] = (), cpu: int | None = None) -> dict[str, int]:
