@@ -158,8 +158,11 @@ def write_sidecar(path: Path, *, source: str, ranges: list[dict], vmlinux: str |
 
 def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int = 64,
             append: str = "", boot_timeout: float = 600.0, vmexit_timeout: float = 60.0,
-            ips: int | None = None, log=print) -> Capture:
-    """Boot under Bochs, run RUN, stop at sk-bochs-break, dump, quit. See the module docstring."""
+            ips: int | None = None, on_stopped=None, log=print) -> Capture:
+    """Boot under Bochs, run RUN, stop at sk-bochs-break, dump, quit. See the module docstring.
+
+    `on_stopped(dbg, info)`, if given, is called after the dump while Bochs is still stopped there
+    (info: mode, regs, stop, ranges, image path), e.g. to check the image against `xp` and `page`."""
     t_start = time.monotonic()
     arts = artifacts()
     out = Path(out).resolve()
@@ -249,6 +252,9 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
                      f"{regs.get('cr3', 0):x} at {stop.cs:04x}:{stop.rip:x} (stop: {stop.reason}, t={stop.ticks})")
         notes.append("ranges: the E820 'usable' ranges of the boot log; reserved/ACPI ranges and holes are absent")
         log(f"bochs: dumped {nbytes >> 20} MiB in {times['dump_s']:.2f}s ({times['dump_mb_per_s']} MB/s)")
+
+        if on_stopped is not None:
+            on_stopped(dbg, {"mode": mode, "regs": regs, "stop": stop, "ranges": sidecar_ranges, "image": image})
 
         # -- let the run finish, quit -------------------------------------------------------------
         dbg.cont()
