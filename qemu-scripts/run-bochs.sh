@@ -10,12 +10,12 @@
 # cached in build/bochs/iso/<hash of its inputs>.iso (xorriso, 0.1 s to build).
 #
 # Options: --kernel F  --initrd F  --append "ARGS"  --mem MiB (64)  --dir DIR
-#          --cpu MODEL (corei7_skylake_x: VMX with EPT; ryzen: SVM with NPT)  --ips N (50000000)
+#          --cpu MODEL (corei7_skylake_x: VMX with EPT; ryzen: SVM with NPT)  --ips N (10000000: emulated instructions per emulated second with clock sync=none; fewer = busy waits cost fewer instructions)
 #          --rc FILE (debugger commands to run first, bochs -rc)  --prepare (write DIR/bochsrc, print it, exit)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-kernel="" initrd="" append="" mem=64 dir="" cpu=corei7_skylake_x ips=50000000 rc="" prepare=0
+kernel="" initrd="" append="" mem=64 dir="" cpu=corei7_skylake_x ips=10000000 rc="" prepare=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernel) kernel=$2; shift 2 ;;
