@@ -40,6 +40,16 @@ def register(sub) -> None:
     run.add_argument("cmd", nargs="+")
     run.set_defaults(func=cmd_run)
 
+    bx = lsub.add_parser("bochs", help="boot the guest under Bochs (Intel VMX+EPT), stop it, dump its physical memory")
+    bx.add_argument("--load", default="", help="modules to load at boot, comma-separated (e.g. splitkernel,sktest)")
+    bx.add_argument("--run", default="", help="command from /usr/bin to run before the stop (sk-bochs-break)")
+    bx.add_argument("--mem", type=int, default=64, help="guest RAM in MiB (default 64; 32 is too small for the initramfs)")
+    bx.add_argument("--append", default="", help="extra kernel command line")
+    bx.add_argument("--timeout", type=float, default=600, help="seconds to wait for the stop (default 600)")
+    bx.add_argument("--out", required=True, help="directory for image.raw, image.json, serial.txt, bochs.log")
+    bx.add_argument("--json", action="store_true", help="print the sidecar")
+    bx.set_defaults(func=cmd_bochs)
+
 
 def cmd_up(args) -> int:
     append = args.append
@@ -56,6 +66,20 @@ def cmd_up(args) -> int:
         state = "stopped at reset, waiting for gdb" if args.stopped else "ready"
         print(f"guest {state}: gdbstub :{guest.port}, {guest.smp} CPU(s), {args.paging}-level paging, "
               f"RAM file {guest.ram_file}\n  console log {guest.serial_log}  monitor {guest.monitor}  pid {guest.pid}")
+    return 0
+
+
+def cmd_bochs(args) -> int:
+    from .. import lab_bochs
+    log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    cap = lab_bochs.capture(args.out, load=args.load, run=args.run, mem_mib=args.mem, append=args.append,
+                            boot_timeout=args.timeout, log=log)
+    if args.json:
+        print(cap.sidecar.read_text(), end="")
+    else:
+        size = sum(r["size"] for r in cap.ranges)
+        print(f"image {cap.image} ({size >> 20} MiB in {len(cap.ranges)} range(s)), sidecar {cap.sidecar}, "
+              f"mode {cap.mode}\n  times: " + ", ".join(f"{k} {v}" for k, v in cap.times.items()))
     return 0
 
 
