@@ -11,7 +11,8 @@ BUILD    := build
 STAGING  := $(BUILD)/guest-root
 
 APT_PACKAGES := qemu-system-x86 qemu-utils gdb busybox-static linux-source-6.1 build-essential \
-                flex bison libelf-dev libssl-dev bc cpio kmod xz-utils python3-venv tmux
+                flex bison libelf-dev libssl-dev bc cpio kmod xz-utils python3-venv tmux \
+                bochs bochsbios vgabios isolinux syslinux-common xorriso
 
 # Directories with guest-side code (modules, tools, probes); each Makefile takes KDIR and DESTDIR
 # and installs into the staging tree that becomes the initramfs.

@@ -60,9 +60,10 @@ if [ ! -f "$iso" ]; then
   cp "$initrd" "$tree/initrd.gz"
   printf 'DEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL /bzImage\n  INITRD /initrd.gz\n  APPEND %s\n' "$cmdline" \
     > "$tree/isolinux/isolinux.cfg"
-  xorriso -as mkisofs -quiet -o "$iso.tmp" -b isolinux/isolinux.bin -c isolinux/boot.cat \
+  xorriso -as mkisofs -quiet -o "$iso.$$.tmp" -b isolinux/isolinux.bin -c isolinux/boot.cat \
     -no-emul-boot -boot-load-size 4 -boot-info-table "$tree" 2>/dev/null
-  mv "$iso.tmp" "$iso"
+  mv "$iso.$$.tmp" "$iso"   # atomic: two runs building the same medium do not clash
+  rm -rf "$tree"; trap - EXIT  # (exec below would skip an EXIT trap)
   # Keep the 8 newest media (each --run/--load gives its own command line).
   ls -1t "$cache"/*.iso 2>/dev/null | tail -n +9 | xargs -r rm -f
 fi

@@ -158,7 +158,7 @@ def write_sidecar(path: Path, *, source: str, ranges: list[dict], vmlinux: str |
 
 def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int = 64,
             append: str = "", boot_timeout: float = 600.0, vmexit_timeout: float = 60.0,
-            ips: int | None = None, on_stopped=None, log=print) -> Capture:
+            ips: int | None = None, cpu: str = "corei7_skylake_x", on_stopped=None, log=print) -> Capture:
     """Boot under Bochs, run RUN, stop at sk-bochs-break, dump, quit. See the module docstring.
 
     `on_stopped(dbg, info)`, if given, is called after the dump while Bochs is still stopped there
@@ -174,6 +174,8 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
             "--dir", str(out), "--append", cmd_append]
     if ips:
         argv += ["--ips", str(ips)]
+    if cpu:
+        argv += ["--cpu", cpu]
     serial = out / "serial.txt"
     times: dict[str, float] = {}
     notes: list[str] = []
