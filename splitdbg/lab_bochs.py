@@ -262,11 +262,19 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
             on_stopped(dbg, {"mode": mode, "regs": regs, "stop": stop, "ranges": sidecar_ranges, "image": image})
 
         # -- let the run finish, quit -------------------------------------------------------------
+        # A command that broke in by itself (sk-bochs-break inside it, e.g. from a container) stops
+        # again at the trailing sk-bochs-break: that stop, too, ends the run.
         dbg.cont()
         t_end = time.monotonic()
+        stopped_again = False
         while time.monotonic() - t_end < 60 and "SPLITDBG: run-end" not in _serial(serial):
-            time.sleep(0.25)
-        if "SPLITDBG: run-end" not in _serial(serial):
+            try:
+                dbg.wait_stop(0.25)
+                stopped_again = True
+                break
+            except TimeoutError:
+                pass
+        if "SPLITDBG: run-end" not in _serial(serial) and not stopped_again:
             notes.append("SPLITDBG: run-end not seen within 60s after the dump")
         dbg.quit()
         times["total_s"] = round(time.monotonic() - t_start, 2)

@@ -580,6 +580,12 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		step(c);     /* nothing cached that the guest may drop: treat as WBINVD would (no-op) */
 		break;
 	case EXIT_REASON_EPT_MISCONFIG:
+		if (c->probe_entry) {
+			/* The probe made this entry (SK_HC_PROBE_SET): recorded and undone like a violation. */
+			sk_violation(c, c->ex.info2);
+			break;
+		}
+		fallthrough;
 	case EXIT_REASON_TRIPLE_FAULT:
 		sk_counters_of(c)->exits_other++;
 		sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, 0);

@@ -26,8 +26,9 @@ def event_detail(mem, event, kernel=None, module_symbols=None, levels: int = 4, 
         d["decoded"]["access"] = access
         try:
             # The second-level walk of the faulting guest-physical address in the container's tables.
+            gla = getattr(event, "guest_linear", 0) if arch == "vmx" and event.exitinfo1 & ept.Q_GLA_VALID else None
             r = slat_translate(mem=mem, arch=arch, slat_root=event.slat_root, gpa=event.exitinfo2, access=access,
-                               final=final, levels=levels, caps=caps)
+                               final=final, levels=levels, caps=caps, gva=gla)
             d["walk"] = [{"level": s.level, "entry_addr": s.entry_addr, "entry": s.entry,
                           "fields": fmt.decode_entry(s.entry, s.level)} for s in r.steps]
             d["walk_outcome"] = r.explain()

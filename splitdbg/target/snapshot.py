@@ -215,7 +215,8 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                 rec.check = crosscheck_event(sk.mem, e, levels=sk.levels, arch=sk.arch, caps=sk.caps(),
                                              host_efer=(guest_regs or {}).get("efer"),
                                              guest_regs=sk.guest_regs(e.cpu),
-                                             live_roots={c.slat_root for c in containers})
+                                             live_roots={c.slat_root for c in containers},
+                                             live_pgds={c.slat_root: c.pgds for c in containers})
                 rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.levels, verdict=rec.check,
                                           arch=sk.arch, caps=sk.caps())
                 if detail_cache is not None:

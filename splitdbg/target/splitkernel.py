@@ -316,13 +316,15 @@ def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = No
     deadline = time.monotonic() + seconds if seconds else None
     while deadline is None or time.monotonic() < deadline:
         sk.refresh()                       # ModuleNotLoaded when the module goes away
-        live = {sk.slat_root(c.ncr3) for c in sk.containers()}
+        conts = sk.containers()
+        live = {sk.slat_root(c.ncr3) for c in conts}
+        pgds = {sk.slat_root(c.ncr3): list(c.pgds) for c in conts}
         for e in sk.events(since):
             since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
             if (pid is not None and e.pid != pid) or (kind and e.kind_name != kind):
                 continue
             check = crosscheck_event(sk.mem, e, levels=sk.levels, live_roots=live, arch=sk.arch, caps=sk.caps(),
-                                     guest_regs=sk.guest_regs(e.cpu)) \
+                                     guest_regs=sk.guest_regs(e.cpu), live_pgds=pgds) \
                 if e.kind_name == "violation" else ""
             yield e, check
         time.sleep(0.1)

@@ -37,14 +37,17 @@ def is_slat_violation(event) -> bool:
 
 def crosscheck_event(mem, event, *, levels: int = 4, host_efer: int | None = None,
                      host_cr4: int | None = None, live_roots: set[int] | None = None, arch: str = "svm",
-                     caps=None, guest_regs: dict | None = None, quirks: str | None = None) -> str:
-    """Recompute a second-level violation from the container's current tables (event.slat_root)."""
+                     caps=None, guest_regs: dict | None = None, quirks: str | None = None,
+                     live_pgds: dict[int, list[int]] | None = None) -> str:
+    """Recompute a second-level violation from the container's current tables (event.slat_root).
+    `live_pgds` (container's slat root -> its address spaces' CR3s) tells whether the guest tables
+    of the event's CR3 still exist, for VMX's two-dimensional check."""
     if not is_slat_violation(event):
         return ""
     if live_roots is not None and event.slat_root not in live_roots:
         return "not checkable now: its container has been freed"
     if arch == "vmx":
-        return _check_ept(mem, event, caps, guest_regs, quirks or "bochs-2.7")
+        return _check_ept(mem, event, caps, guest_regs, quirks or "bochs-2.7", live_pgds)
     access, final = npf_access(event.exitinfo1)
     kw = dict(mem=mem, arch="svm", slat_root=event.slat_root, gpa=event.exitinfo2, access=access, final=final,
               levels=levels, host_efer=host_efer, host_cr4=host_cr4, caps=caps)
@@ -73,15 +76,31 @@ _UNMODELLED = ept.Q_NMI_UNBLOCKING | (0xF << 13)
 _LINEAR_INFO = ept.Q_GLA_USER | ept.Q_GLA_WRITABLE | ept.Q_GLA_XD
 
 
-def _ept_model(mem, event, caps, guest_regs, quirks):
+def _guest_cr3(event, gla: int, live_pgds) -> int | None:
+    """The guest tables to walk: the event's own CR3 while that address space lives; for a
+    kernel-half address, any live address space of the same container (they share the kernel's
+    tables); None when neither is known to exist (e.g. the faulting task was killed)."""
+    if live_pgds is None:
+        return event.cr3
+    cr3 = event.cr3 & 0x000FFFFFFFFFF000
+    if any(cr3 in pgds for pgds in live_pgds.values()):
+        return event.cr3
+    mine = live_pgds.get(event.slat_root) or []
+    if gla >> 63 and mine:
+        return mine[0]
+    return None
+
+
+def _ept_model(mem, event, caps, guest_regs, quirks, live_pgds=None):
     """(model result, bits of the qualification it cannot predict)."""
     q = event.exitinfo1
     access, final = ept_access(q)
     gla = getattr(event, "guest_linear", 0)
-    if q & ept.Q_GLA_VALID and guest_regs and guest_regs.get("cr0"):
+    cr3 = _guest_cr3(event, gla, live_pgds)
+    if q & ept.Q_GLA_VALID and guest_regs and guest_regs.get("cr0") and cr3 is not None:
         # The two-dimensional walk of the faulting linear address, as the guest made it.
         return translate(mem=mem, arch="vmx", gva=gla, access=access, cpl=getattr(event, "cpl", 0),
-                         cr0=guest_regs["cr0"], cr3=event.cr3, cr4=guest_regs["cr4"], efer=guest_regs["efer"],
+                         cr0=guest_regs["cr0"], cr3=cr3, cr4=guest_regs["cr4"], efer=guest_regs["efer"],
                          slat_root=event.slat_root, caps=caps, quirks=quirks), _UNMODELLED
     # Without the guest's control registers: the second level alone, linear-address bits unchecked.
     return slat_translate(mem=mem, arch="vmx", slat_root=event.slat_root, gpa=event.exitinfo2, access=access,
@@ -89,8 +108,8 @@ def _ept_model(mem, event, caps, guest_regs, quirks):
         _UNMODELLED | _LINEAR_INFO
 
 
-def _check_ept(mem, event, caps, guest_regs, quirks) -> str:
-    model, unknown = _ept_model(mem, event, caps, guest_regs, None)
+def _check_ept(mem, event, caps, guest_regs, quirks, live_pgds=None) -> str:
+    model, unknown = _ept_model(mem, event, caps, guest_regs, None, live_pgds)
     recorded = event.exitinfo1 & ~unknown
     if model.qualification is not None:
         model.qualification &= ~unknown
@@ -100,7 +119,7 @@ def _check_ept(mem, event, caps, guest_regs, quirks) -> str:
     if model.kind in ("ok", "guest_pf") and action in ACTIONS_THAT_CHANGE_TABLES:
         return f"not checkable now: the handler's action ({action}) has since made the page accessible"
     if quirks:
-        emu, _ = _ept_model(mem, event, caps, guest_regs, quirks)
+        emu, _ = _ept_model(mem, event, caps, guest_regs, quirks, live_pgds)
         if emu.kind == "ept_violation" and ((emu.qualification or 0) & ~unknown, emu.gpa) == (recorded, event.exitinfo2) \
                 and emu.quirks_applied:
             return f"differs from the architecture as {quirks} is known to: " + "; ".join(emu.quirks_applied)

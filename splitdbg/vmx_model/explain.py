@@ -27,8 +27,8 @@ def explain(r) -> str:
                  f"{r.gpa:#x}" if r.during_guest_walk else f"on the final access to guest-physical {r.gpa:#x}")
         if r.kind == "ept_violation":
             text = (f"{head} causes an EPT violation {where}: {r.reason}. Exit qualification {r.qualification:#x} "
-                    f"({_bits(ept.decode_qualification(r.qualification))}); guest-physical address {r.gpa:#x}, "
-                    f"guest linear address {r.guest_linear:#x}.")
+                    f"({_bits(ept.decode_qualification(r.qualification))}); guest-physical address {r.gpa:#x}" +
+                    (f", guest linear address {r.guest_linear:#x}." if r.guest_linear is not None else "."))
         elif r.kind == "ept_misconfig":
             text = f"{head} causes an EPT misconfiguration {where}: {r.reason}. There is no exit qualification; the guest-physical address field holds {r.gpa:#x}."
         else:

@@ -17,7 +17,8 @@ PROFILES: dict[str, dict[str, str]] = {
     },
     "bochs-2.7": {
         "npf-id-always": "the I/D bit of nested fetch faults is set even with host EFER.NXE=0 and CR4.SMEP=0",
-        "ept-guest-ad-as-read": "guest A/D-bit updates through read-only EPT mappings do not cause EPT violations",
+        "ept-guest-ad-as-read": "guest A/D-bit updates through read-only EPT mappings do not cause EPT violations "
+                                "(and with EPT A/D enabled, guest paging-structure accesses count as reads)",
     },
 }
 

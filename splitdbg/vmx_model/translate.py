@@ -14,6 +14,7 @@ from .quirks import quirk_set
 
 # Guest paging-structure bits (SDM 4.5 / APM 5.3)
 P, RW, US, PS = 1, 2, 4, 1 << 7
+ACC, DIRTY = 1 << 5, 1 << 6
 XD = 1 << 63
 PF_P, PF_W, PF_U, PF_RSVD, PF_ID = 1, 2, 4, 8, 16
 GUEST_NAMES = {5: "PML5E", 4: "PML4E", 3: "PDPTE", 2: "PDE", 1: "PTE"}
@@ -138,6 +139,9 @@ class _Translation:
                     code &= ~PF_P
                     self.applied.append("qemu-tcg-7.2: guest #PF for a reserved bit lacks the P bit")
                 return self.guest_pf(code, level, entry_gpa, f"reserved bits {rsv:#x} set in {name}")
+            if not entry & ACC and pt_access == "read" and self.ad_update(entry_gpa, level, "accessed") is None:
+                r.level = level
+                return r
             w &= (entry >> 1) & 1
             u &= (entry >> 2) & 1
             if nxe:
@@ -148,6 +152,10 @@ class _Translation:
                 why = _guest_denies(self.access, user, w, u, nx, cr0, cr4, rflags)
                 if why:
                     return self.guest_pf(err | PF_P, level, gpa, why)
+                if write and not entry & DIRTY and pt_access == "read" \
+                        and self.ad_update(entry_gpa, level, "dirty") is None:
+                    r.level = level
+                    return r
                 return self.final(gpa, (u, w, nx))
             table = entry & gmask
         raise AssertionError("unreachable")
@@ -164,6 +172,16 @@ class _Translation:
                 return "read"
             return "write"   # SDM 29.3.3.2: with EPT A/D enabled, treated as writes
         return "read"
+
+    def ad_update(self, entry_gpa, level, flag):
+        """The processor setting the accessed or dirty flag of a guest paging-structure entry: a
+        write to that entry, which the second level must allow (the reason Intel added the EPT
+        "paging-write" control). Returns the host-physical address, or None after a violation."""
+        if "ept-guest-ad-as-read" in self.quirks:
+            self.applied.append(f"bochs-2.7: the guest's {flag}-flag update of a {_GUEST_STEP_NAMES[level]} was not "
+                                "checked as a write against the EPT")
+            return True
+        return self.slat(entry_gpa, "write", f"{flag}-flag update of the {_GUEST_STEP_NAMES[level]}", False)
 
     def guest_pf(self, code, level, addr, reason) -> Result:
         r = self.result

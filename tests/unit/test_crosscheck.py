@@ -85,3 +85,13 @@ def test_npt_violation_agrees_and_freed_container_is_said():
     assert crosscheck_event(lab.mem, ev) == "agree"
     assert crosscheck_event(lab.mem, ev, live_roots={123}).startswith("not checkable now")
     assert crosscheck_event(lab.mem, Ev(0x400, 0x100000005, GPA, lab.root)).startswith("differs")
+
+
+def test_ept_violation_of_a_dead_address_space_checks_what_still_exists():
+    lab = ept_lab_readonly()
+    ev = Ev(48, WRITE_RO_Q, GPA, lab.root, cr3=lab.cr3, guest_linear=GVA)
+    gone = {lab.root: [0x777000]}      # the faulting process's tables were freed since
+    # a user-half address: only the second level can be recomputed (linear-address bits unchecked)
+    assert crosscheck_event(lab.mem, ev, arch="vmx", guest_regs=REGS, live_pgds=gone) == "agree"
+    ev.exitinfo1 ^= 0x8                # a wrong "readable" bit is still caught
+    assert crosscheck_event(lab.mem, ev, arch="vmx", guest_regs=REGS, live_pgds=gone).startswith("differs")

@@ -79,17 +79,37 @@ static int probe(const char *acc, const char *target, int level, const char *op)
 {
 	u64 gpa = strcmp(target, "gpt") ? page_to_phys(probe_block) + 8 : probe_pt_pa;
 	u64 old, new, armed;
+	bool vmx = boot_cpu_has(X86_FEATURE_VMX), clear_a = false;
 
 	preempt_disable();
 	old = hypercall(HC_PROBE_GET, gpa, level, 0);
 	if (!strcmp(op, "np")) new = 0;
-	else if (!strcmp(op, "ro")) new = old & ~2ULL;
+	else if (!strcmp(op, "ro")) new = old & ~2ULL;                 /* W is bit 1 in both formats */
+	else if (!strcmp(op, "rsv")) new = old | (1ULL << 51);         /* above MAXPHYADDR */
+	else if (vmx) {
+		/* EPT entries (SDM 29.3.2): R, W, X in bits 2:0, memory type in bits 5:3 of a leaf */
+		if (!strcmp(op, "nx")) new = old & ~4ULL;
+		else if (!strcmp(op, "xo")) new = old & ~3ULL;             /* execute-only */
+		else if (!strcmp(op, "wo")) new = old & ~1ULL;             /* write without read: misconfigured */
+		else if (!strcmp(op, "mt")) new = (old & ~0x38ULL) | (2ULL << 3);   /* memory type 2: reserved */
+		else if (!strcmp(op, "roa") && !strcmp(target, "gpt")) {
+			/* read-only, and the guest PTE not yet accessed: the walk must write its A bit */
+			new = old & ~2ULL;
+			clear_a = true;
+		}
+		else { preempt_enable(); return -EINVAL; }
+	}
 	else if (!strcmp(op, "us0")) new = old & ~4ULL;
 	else if (!strcmp(op, "nx")) new = old | (1ULL << 63);
-	else if (!strcmp(op, "rsv")) new = old | (1ULL << 51);
 	else if (!strcmp(op, "rsv8")) new = old | (1ULL << 8);
 	else { preempt_enable(); return -EINVAL; }
-	hypercall(HC_PROBE_SET, gpa, level, new);
+	if (clear_a) {
+		unsigned int lvl;
+		pte_t *pte = lookup_address((unsigned long)probe_va, &lvl);
+
+		set_pte(pte, pte_mkold(*pte));
+	}
+	hypercall(HC_PROBE_SET, gpa, level, new);   /* the VM exit and entry flush the TLB (no VPID) */
 	if (!strcmp(acc, "read"))
 		(void)READ_ONCE(*(u64 *)(probe_va + 8));
 	else if (!strcmp(acc, "write"))
