@@ -24,3 +24,18 @@ def guest4():
     g = boot(paging=4, base_port=15100)
     yield g
     g.down()
+
+
+class Patched:
+    """Guest memory with some 8-byte entries replaced: the tables as they were when a probe's
+    access ran (the handler restores a probed entry right after the exit it causes)."""
+
+    def __init__(self, mem, entries: dict[int, int]):
+        self.mem, self.entries = mem, entries
+
+    def read(self, addr, size):
+        data = bytearray(self.mem.read(addr, size))
+        for a, value in self.entries.items():
+            if addr <= a < addr + size:
+                data[a - addr:a - addr + 8] = value.to_bytes(8, "little")
+        return bytes(data)

@@ -30,6 +30,8 @@ from splitdbg.target.splitkernel import SplitKernel
 from splitdbg.vmx_model import translate
 from splitdbg.vmx_model.crosscheck import _UNMODELLED
 
+from .conftest import Patched
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN = "split-scenarios unload-cycles all ept-probes hold-for-dump"
@@ -62,20 +64,6 @@ def test_the_module_ran_the_vmx_backend_and_every_scenario_passed(vmx_capture):
     assert not failed, [line for line in console.splitlines() if "result=fail" in line]
     assert len(results) >= SCENARIOS + 2 and "unload-cycles" in results and "ept-probes" in results
     assert cap.mode == "vmx-root"
-
-
-class Patched:
-    """Guest memory with some 8-byte entries replaced: the tables as they were at the access."""
-
-    def __init__(self, mem, entries: dict[int, int]):
-        self.mem, self.entries = mem, entries
-
-    def read(self, addr, size):
-        data = bytearray(self.mem.read(addr, size))
-        for a, value in self.entries.items():
-            if addr <= a < addr + size:
-                data[a - addr:a - addr + 8] = value.to_bytes(8, "little")
-        return bytes(data)
 
 
 def test_model_agrees_with_bochs_on_every_ept_probe(vmx_capture):

@@ -18,7 +18,7 @@ from splitdbg.mem import SharedRamFile
 from splitdbg.target.splitkernel import SplitKernel
 from splitdbg.vmx_model import Caps, translate, vmcb
 
-from .conftest import boot
+from .conftest import Patched, boot
 
 CONFIGS = [(acc, "data", level, op) for level, op, acc in
            itertools.product((1, 2), ("np", "ro", "us0", "nx", "rsv"), ("read", "write", "fetch"))]
@@ -26,19 +26,6 @@ CONFIGS += [(acc, "gpt", 1, op) for op, acc in itertools.product(("np", "ro", "u
 CONFIGS += [("read", "data", 4, "rsv8")]   # bit 8 of an nPML4E: reserved on AMD, unchecked by QEMU 7.2
 LINE = re.compile(r"probe acc=(\w+) target=(\w+) level=(\d) op=(\w+) gpa=(0x[0-9a-f]+) va=(0x[0-9a-f]+) "
                   r"old=(0x[0-9a-f]+) new=(0x[0-9a-f]+) faulted=(\w+)")
-
-
-class Patched:
-    """Guest memory with one 8-byte entry replaced: the tables as they were at the fault."""
-
-    def __init__(self, mem, addr, value):
-        self.mem, self.addr, self.value = mem, addr, value
-
-    def read(self, addr, size):
-        data = bytearray(self.mem.read(addr, size))
-        if addr <= self.addr < addr + size:
-            data[self.addr - addr:self.addr - addr + 8] = self.value.to_bytes(8, "little")
-        return bytes(data)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +81,14 @@ def test_model_agrees_with_qemu(probed):
             # That access is the one to predict: its address follows from the entry's index.
             va = (va & ~((1 << 21) - 1)) | ((ev.exitinfo2 & 0xFFF) // 8) << 12
             acc = "read"   # a guest page-table access reports the same EXITINFO1 whatever the access
-        r = translate(mem=Patched(mem, entry_addr, new), arch="svm", gva=va, access=acc, cpl=0, cr0=regs["cr0"],
+        r = translate(mem=Patched(mem, {entry_addr: new}), arch="svm", gva=va, access=acc, cpl=0, cr0=regs["cr0"],
                       cr3=ev.cr3 if ev else cr3, cr4=regs["cr4"], efer=regs["efer"], slat_root=ct.ncr3,
                       host_efer=regs["efer"], host_cr4=regs["cr4"], caps=caps, quirks="qemu-tcg-7.2")
         real = ("npf", ev.exitinfo1, ev.exitinfo2) if ev else ("ok", None, None)
         predicted = (r.kind, r.exitinfo1, r.exitinfo2)
         checked += 1
         # Where the architecture would differ, the profile must have said why (a known quirk).
-        arch = translate(mem=Patched(mem, entry_addr, new), arch="svm", gva=va, access=acc, cpl=0, cr0=regs["cr0"],
+        arch = translate(mem=Patched(mem, {entry_addr: new}), arch="svm", gva=va, access=acc, cpl=0, cr0=regs["cr0"],
                          cr3=ev.cr3 if ev else cr3, cr4=regs["cr4"], efer=regs["efer"], slat_root=ct.ncr3,
                          host_efer=regs["efer"], host_cr4=regs["cr4"], caps=caps)
         if (arch.kind, arch.exitinfo1, arch.exitinfo2) != predicted:
