@@ -33,8 +33,22 @@ class Session:
         self.target = target
         self.dbg = None
         self.regs: dict[str, int] = {}
+        self.notes: list[str] = []        # said with every snapshot (e.g. a vmlinux that is gone)
+        self.image = None                 # ImageMeta of an image with a sidecar
+        explicit = vmlinux is not None
         if os.path.exists(target) and not target.startswith(":"):
             self.mem = ImageFile(target)
+            self.image = self.mem.meta
+            if self.image is None:
+                self.notes.append("image without a sidecar: QEMU q35 layout assumed, no CPU registers")
+            else:
+                self.regs = self.image.guest_registers()
+                if vmlinux is None and self.image.vmlinux:
+                    vmlinux = self.image.vmlinux
+                    if not Path(vmlinux).exists():
+                        self.notes.append(f"the image names vmlinux {vmlinux}, which no longer exists: "
+                                          f"give --vmlinux for processes and symbols")
+                        vmlinux = ""     # not the lab's build either: it may be another kernel
         else:
             host, _, port = target.rpartition(":")
             if not port.isdigit():
@@ -49,6 +63,9 @@ class Session:
             if self.mem.name == "shared-ram-file" and not keep_gdb:
                 self.dbg.close()          # the guest runs on; we read its RAM file
                 self.dbg = None
+        if explicit and vmlinux and not Path(vmlinux).exists():
+            self.close()
+            raise SplitdbgError(f"--vmlinux {vmlinux}: no such file")
         vmlinux = vmlinux if vmlinux is not None else default_vmlinux()
         self.kernel = None
         self.kernel_error = None
@@ -70,6 +87,8 @@ class Session:
         """CR0, CR4, EFER of the guest: from a VMCB when the module runs, else from gdb."""
         try:
             sk = sk or self.splitkernel()
+            if sk.vendor != "SVM":
+                raise IndexError   # a VMCS is not in a documented memory format: registers instead
             save = vmcb.decode(self.mem.read(sk.vmcb_pa(sk.cpus[0]), 4096))["save"]
             return {"cr0": save["cr0"], "cr4": save["cr4"], "efer": save["efer"], "cr3": save["cr3"]}
         except (ModuleNotLoaded, IndexError):
@@ -95,6 +114,9 @@ class Session:
             s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=None, guest_regs=regs, **kw)
         if self.kernel_error:
             s.notes.append(f"kernel symbols unusable: {self.kernel_error}")
+        s.notes += self.notes
+        if self.image is not None and self.image.created_epoch:
+            s.taken = self.image.created_epoch     # an image's state is as old as the image
         return s
 
     def close(self) -> None:
