@@ -1,0 +1,142 @@
+"""`splitdbg dump :PORT OUT.raw`: a consistent memory image of a live QEMU guest (docs/images.md).
+
+gdb attaching to QEMU's gdbstub stops every vCPU; while they are stopped we read each vCPU's
+registers and copy the RAM ranges out of the shared memory-backend-file (kernel-side copies, no
+Python buffers); detaching lets the guest run on, also when the copy fails.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from ..dbg.gdbmi import GdbMI
+from ..errors import SplitdbgError
+from ..mem import find_ram_file
+from ..mem.image import REGISTERS, ImageFile, ImageMeta, now_iso, q35_meta, sidecar_path
+
+
+def _copy(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
+    """size bytes at offset from src to the same offset of dst: copy_file_range (in-kernel, and
+    sparse-friendly on some file systems), else sendfile."""
+    done = 0
+    while done < size:
+        n = min(size - done, 1 << 30)
+        try:
+            got = os.copy_file_range(src_fd, dst_fd, n, offset + done, offset + done)
+        except OSError:          # across file systems on older kernels (EXDEV), tmpfs limits...
+            os.lseek(dst_fd, offset + done, os.SEEK_SET)
+            got = os.sendfile(dst_fd, src_fd, offset + done, n)
+        if got <= 0:
+            raise SplitdbgError(f"the guest RAM file ended at {offset + done:#x} while copying")
+        done += got
+
+
+def vcpu_count(dbg) -> int:
+    """QEMU's gdbstub shows one thread per vCPU."""
+    return max(1, len(re.findall(r"^\*?\s+\d+\s+Thread ", dbg.execute("info threads"), re.M)))
+
+
+def from_the_image(image: str, cpus: list[dict], vmlinux: str | None) -> tuple[list[str], str]:
+    """What the image itself tells about the dump: each vCPU's mode and the kernel command line.
+
+    Modes: outside the module's CPUs "native"; on one of them "svm-host" when RIP is in
+    splitkernel.ko's text (the root-mode handler and VMRUN loop), else "guest". QEMU does not tell
+    gdb whether a vCPU is in SVM guest mode, hence this inference. The command line is the
+    kernel's saved_command_line (needs vmlinux)."""
+    from .kernel import Kernel
+    from .splitkernel import ModuleNotLoaded, SplitKernel
+
+    modes, cmdline = ["native"] * len(cpus), ""
+    with ImageFile(image, meta=q35_meta(os.path.getsize(image), source="", created="")) as mem:
+        text = None
+        if vmlinux and Path(vmlinux).exists():
+            try:
+                k = Kernel(mem, vmlinux)
+                va = k.u64(k.symbols.address("saved_command_line"))
+                # up to the end of its page: the next one need not be mapped
+                cmdline = k.cstr(va, 0x1000 - (va & 0xFFF))
+                m = next((m for m in k.modules() if m.name == "splitkernel"), None)
+                if m is not None:
+                    lo = k.module_sections(m).get(".text", m.base)
+                    text = (lo, lo + (m.text_size or m.size))
+            except SplitdbgError:
+                pass
+        try:
+            sk = SplitKernel(mem)
+        except ModuleNotLoaded:
+            return modes, cmdline
+        for i, c in enumerate(cpus):
+            if c["cpu"] in sk.cpus:
+                rip = c["regs"].get("rip", 0)
+                modes[i] = "svm-host" if text and text[0] <= rip < text[1] else "guest"
+    return modes, cmdline
+
+
+def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | None = None) -> dict:
+    """Stop the guest, copy its RAM to `out` and the sidecar next to it, let it run on.
+    `serial_log`: the guest's console log, copied next to the image (x.raw -> x.serial.log) after
+    the guest runs again, since the guest's own log goes when the guest goes.
+    Returns what was done and how fast: {"image", "sidecar", "bytes", "seconds", "stopped_seconds", ...}."""
+    host, _, port = target.rpartition(":")
+    if not port.isdigit():
+        raise SplitdbgError(f"dump needs a live QEMU target :PORT or HOST:PORT, not {target!r}")
+    t0 = time.monotonic()
+    dbg = GdbMI.connect(f"{host or 'localhost'}:{port}")    # attaching stops every vCPU
+    t_stop = time.monotonic()
+    try:
+        dbg.interrupt()                                     # (a no-op: already stopped)
+        found = find_ram_file(dbg)
+        if found is None:
+            raise SplitdbgError("dump needs QEMU's RAM in a shared memory-backend-file (share=on), "
+                                "as qemu-scripts/run-guest.sh starts it")
+        ram_file, ram_size = found
+        if not os.access(ram_file, os.R_OK) or os.path.getsize(ram_file) != ram_size:
+            raise SplitdbgError(f"guest RAM file {ram_file} is not readable here or not {ram_size} bytes")
+        cpus = []
+        for cpu in range(vcpu_count(dbg)):
+            regs = dbg.read_registers(REGISTERS, cpu=cpu)
+            cpus.append({"cpu": cpu, "mode": "native", "regs": {k: regs[k] for k in REGISTERS if k in regs}})
+        meta = q35_meta(ram_size, source=_qemu_version(dbg), created=now_iso(), vmlinux=vmlinux, cpus=cpus)
+        t_copy = time.monotonic()
+        src = os.open(ram_file, os.O_RDONLY)
+        try:
+            dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.ftruncate(dst, ram_size)
+                for r in meta.ranges:
+                    _copy(src, dst, r["offset"], r["size"])
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        copy_s = time.monotonic() - t_copy
+    except BaseException:
+        dbg.close()                                         # the guest runs on even when the dump fails
+        Path(out).unlink(missing_ok=True)
+        raise
+    dbg.close()                                             # detaching lets the guest run on
+    stopped_s = time.monotonic() - t_stop
+    modes, meta.kernel_cmdline = from_the_image(out, meta.cpus, vmlinux)
+    for c, mode in zip(meta.cpus, modes):
+        c["mode"] = mode
+    meta.notes.append(f"QEMU RAM file {ram_file} copied while every vCPU was stopped by gdb "
+                      f"({stopped_s:.2f} s stopped)")
+    if meta.cpus and any(c["mode"] != "native" for c in meta.cpus):
+        meta.notes.append("CPU modes inferred from RIP (splitkernel.ko's text: svm-host); QEMU does not report SVM guest mode")
+    if serial_log and Path(serial_log).is_file():
+        keep = Path(out).with_suffix(".serial.log")
+        shutil.copyfile(serial_log, keep)
+        meta.serial_log = str(keep.resolve())
+    side = sidecar_path(out)
+    meta.save(side)
+    return {"image": out, "sidecar": str(side), "bytes": ram_size, "cpus": len(cpus), "seconds": time.monotonic() - t0,
+            "copy_seconds": copy_s, "stopped_seconds": stopped_s,
+            "mb_per_s": ram_size / (1 << 20) / copy_s if copy_s else float("inf")}
+
+
+def _qemu_version(dbg) -> str:
+    m = re.search(r"(\d+\.\d+)(?:\.\d+)?", dbg.monitor("info version"))
+    return f"qemu-{m.group(1)}" if m else "qemu"
