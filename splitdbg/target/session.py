@@ -4,6 +4,9 @@ For a live QEMU target, gdb (pygdbmi) attaches just long enough to find the shar
 read the vCPU registers, then detaches so the guest runs on while we read its memory from the
 file. Without a shared file, gdb stays attached (the guest stays stopped) and memory is read
 through the gdbstub.
+
+A memory image (docs/images.md) is read through ImageFile; its sidecar supplies the registers and
+the default vmlinux, and a snapshot of it carries the image's time.
 """
 from __future__ import annotations
 
