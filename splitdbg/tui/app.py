@@ -256,6 +256,8 @@ class SplitdbgApp(App):
             txt = Text("connecting...")
         elif s.module is None:
             txt = Text(f"{s.target}  split-kernel module not loaded  ({'; '.join(s.notes)})", style="yellow")
+            if self.offline:
+                txt.append(f"  OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan")
         elif self.offline:
             m = s.module
             txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",

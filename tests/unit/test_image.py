@@ -135,3 +135,30 @@ def test_session_on_an_image(image, tmp_path):
         assert any("no longer exists" in n for n in s.snapshot().notes)
     with pytest.raises(SplitdbgError, match="no such file"):
         Session(str(image), vmlinux=str(tmp_path / "nope"))
+
+
+def test_tui_on_an_image_without_the_module(image):
+    """The offline source: one snapshot, the header says image, guest control is refused."""
+    import asyncio
+
+    from textual.widgets import Static
+
+    from splitdbg.tui.app import SplitdbgApp
+    from splitdbg.tui.source import ImageSource
+
+    async def go():
+        src = ImageSource(str(image), vmlinux="")
+        calls = []
+        poll = src.poll
+        src.poll = lambda: calls.append(1) or poll()
+        a = SplitdbgApp(src, interval=0.01)
+        async with a.run_test(size=(160, 40)) as pilot:
+            await pilot.pause(0.5)
+            status = str(a.query_one("#status", Static).render())
+            assert "module not loaded" in status and "OFFLINE image from bochs-2.7, taken 2026-11-25T10:00:00" in status
+            assert len(calls) == 1                     # read once: an image never changes
+            await pilot.press("z")
+            await pilot.pause(0.2)
+            assert any("no guest to stop" in str(n.message) for n in a._notifications)
+            assert a.guest_state == "image"
+    asyncio.run(go())
