@@ -204,8 +204,8 @@ def cmd_dump(args) -> int:
         print(json.dumps(r))
     else:
         print(f"{r['bytes'] >> 20} MiB of guest RAM and {r['cpus']} vCPUs' registers written to {r['image']} "
-              f"(sidecar {r['sidecar']}) in {r['seconds']:.2f} s: copy {r['copy_seconds']:.2f} s, "
-              f"{r['mb_per_s']:.0f} MB/s; the guest was stopped {r['stopped_seconds']:.2f} s and runs on")
+              f"(sidecar {r['sidecar']}) in {r['seconds']:.2f} s: copy {r['copy_seconds']:.2f} s "
+              f"({r['copied'] >> 20} MiB in use, the rest left sparse), {r['mb_per_s']:.0f} MB/s of RAM; the guest was stopped {r['stopped_seconds']:.2f} s and runs on")
     return 0
 
 

@@ -6,6 +6,7 @@ Python buffers); detaching lets the guest run on, also when the copy fails.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -18,9 +19,31 @@ from ..mem import find_ram_file
 from ..mem.image import REGISTERS, ImageFile, ImageMeta, now_iso, q35_meta, sidecar_path
 
 
-def _copy(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
-    """size bytes at offset from src to the same offset of dst: copy_file_range (in-kernel, and
-    sparse-friendly on some file systems), else sendfile."""
+def _copy(src_fd: int, dst_fd: int, offset: int, size: int) -> int:
+    """size bytes at offset from src to the same offset of dst, which reads as zeros where nothing
+    is written (ftruncate). Only the source's data segments are copied (SEEK_DATA/SEEK_HOLE): pages
+    the guest never touched are holes in QEMU's tmpfs RAM file, and stay holes in the image, which
+    is then as small on disk, and as fast to write, as the RAM the guest used. Returns bytes copied."""
+    end, pos, copied = offset + size, offset, 0
+    while pos < end:
+        try:
+            data = os.lseek(src_fd, pos, os.SEEK_DATA)
+            hole = os.lseek(src_fd, data, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:          # no data after pos: the rest is a hole
+                break
+            data, hole = pos, end                 # a file system without SEEK_DATA: copy it all
+        data, hole = max(data, pos), min(hole, end)
+        if data >= end:
+            break
+        _copy_bytes(src_fd, dst_fd, data, hole - data)
+        copied += hole - data
+        pos = hole
+    return copied
+
+
+def _copy_bytes(src_fd: int, dst_fd: int, offset: int, size: int) -> None:
+    """copy_file_range (in the kernel), else sendfile."""
     done = 0
     while done < size:
         n = min(size - done, 1 << 30)
@@ -106,8 +129,7 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
             dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 os.ftruncate(dst, ram_size)
-                for r in meta.ranges:
-                    _copy(src, dst, r["offset"], r["size"])
+                copied = sum(_copy(src, dst, r["offset"], r["size"]) for r in meta.ranges)
             finally:
                 os.close(dst)
         finally:
@@ -132,7 +154,7 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
         meta.serial_log = str(keep.resolve())
     side = sidecar_path(out)
     meta.save(side)
-    return {"image": out, "sidecar": str(side), "bytes": ram_size, "cpus": len(cpus), "seconds": time.monotonic() - t0,
+    return {"image": out, "sidecar": str(side), "bytes": ram_size, "copied": copied, "cpus": len(cpus), "seconds": time.monotonic() - t0,
             "copy_seconds": copy_s, "stopped_seconds": stopped_s,
             "mb_per_s": ram_size / (1 << 20) / copy_s if copy_s else float("inf")}
 

@@ -3,6 +3,7 @@ say on the image what it says on the guest the image was taken from; the guest r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 
@@ -36,6 +37,7 @@ def image(guest, tmp_path_factory):
     guest.pause()
     try:
         frozen = views(guest.ram_file, iso, out.parent / "frozen.json")
+        frozen["sha256"] = sha256(guest.ram_file)
         t0 = time.monotonic()
         r = json.loads(splitdbg("dump", f":{guest.port}", str(out), "--json").stdout)
         r["wall"] = time.monotonic() - t0
@@ -44,6 +46,14 @@ def image(guest, tmp_path_factory):
         if guest.status() != "running":
             guest.resume()
     return {"path": out, "frozen": frozen, "dump": r, "keeper": keeper, "iso": iso}
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def views(target: str, pid: int, snapfile) -> dict:
@@ -69,12 +79,14 @@ def test_dump_writes_image_and_sidecar_and_the_guest_runs_on(guest, image):
     assert "splitdbg.load=splitkernel,sktest" in side["kernel_cmdline"]
     assert "SPLITDBG: ready" in open(side["serial_log"]).read()
     d = image["dump"]
-    assert d["bytes"] == guest.ram_size and d["mb_per_s"] > 50
-    print(f"\ndump of {d['bytes'] >> 20} MiB: {d['wall']:.2f} s in all, copy {d['copy_seconds']:.2f} s "
+    assert d["bytes"] == guest.ram_size and d["mb_per_s"] > 50 and 0 < d["copied"] <= d["bytes"]
+    assert image["path"].stat().st_blocks * 512 < guest.ram_size          # untouched RAM stays a hole
+    print(f"\ndump of {d['bytes'] >> 20} MiB ({d['copied'] >> 20} MiB in use): {d['wall']:.2f} s in all, copy {d['copy_seconds']:.2f} s "
           f"({d['mb_per_s']:.0f} MB/s), guest stopped {d['stopped_seconds']:.2f} s")
 
 
 def test_image_says_what_the_stopped_guest_said(image):
+    assert sha256(image["path"]) == image["frozen"]["sha256"]        # byte for byte, holes and all
     got = views(str(image["path"]), image["iso"], image["path"].parent / "image.json")
     for what in ("ps", "containers", "events", "ept", "snapshot"):
         assert got[what] == image["frozen"][what], what
