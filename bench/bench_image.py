@@ -42,9 +42,10 @@ def main() -> int:
     d = dumps[-1]
     print(f"memory images of a live split kernel (2 vCPUs, {d['bytes'] >> 20} MiB RAM, 11 containers)")
     print(f"{'dump: whole command, s':44}{med(x['seconds'] for x in dumps):10.2f}")
-    print(f"{'dump: RAM copy, s':44}{med(x['copy_seconds'] for x in dumps):10.2f}"
-          f"   ({med(x['mb_per_s'] for x in dumps):.0f} MB/s)")
-    print(f"{'dump: guest stopped, s':44}{med(x['stopped_seconds'] for x in dumps):10.2f}")
+    print(f"{'dump: RAM copy, s':44}{med(x['copy_seconds'] for x in dumps):10.3f}"
+          f"   ({med(x['mb_per_s'] for x in dumps):.0f} MB/s of RAM; {d['copied'] >> 20} MiB in use copied, "
+          f"{med(x['copied'] / (1 << 20) / x['copy_seconds'] for x in dumps):.0f} MB/s of data)")
+    print(f"{'dump: guest stopped (attach to detach), s':44}{med(x['stopped_seconds'] for x in dumps):10.3f}")
     print(f"{'':44}{'live':>10}{'image':>10}")
     print(f"{'open (Session), s':44}{med(x[0] for x in live):10.2f}{med(x[0] for x in img):10.2f}")
     print(f"{'first full snapshot, s':44}{med(x[1] for x in live):10.2f}{med(x[1] for x in img):10.2f}")
