@@ -169,10 +169,19 @@ class ImageFile(SharedRamFile):
             side = find_sidecar(path)
             meta = ImageMeta.load(side) if side else None
         self.meta, self.sidecar = meta, side
+        if not os.path.isfile(path):
+            raise ImageError(f"memory image {path} is not a file")
         try:
             size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                head = f.read(4096).lstrip()
         except OSError as exc:
             raise ImageError(f"cannot open memory image {path}: {exc.strerror}") from exc
+        if meta is None and head.startswith(b"{"):
+            # A JSON file is never guest RAM: a sidecar or a snapshot given instead of the image.
+            if FORMAT.encode() in head:
+                raise ImageError(f"{path} is an image's sidecar: give the raw image next to it")
+            raise ImageError(f"{path} is a JSON file (a snapshot? `splitdbg diff` reads those), not a memory image")
         if meta is not None:
             meta.check(str(side or path), file_size=size)
         elif size == 0:

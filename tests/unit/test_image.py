@@ -162,3 +162,36 @@ def test_tui_on_an_image_without_the_module(image):
             assert any("no guest to stop" in str(n.message) for n in a._notifications)
             assert a.guest_state == "image"
     asyncio.run(go())
+
+
+def test_what_is_not_an_image(image, tmp_path):
+    with pytest.raises(ImageError, match="not a file"):
+        ImageFile(str(tmp_path))
+    with pytest.raises(ImageError, match="sidecar: give the raw image"):
+        ImageFile(str(sidecar_path(image)))
+    (tmp_path / "snap.json").write_text('{"format": "splitdbg-snapshot/1"}')
+    with pytest.raises(ImageError, match="JSON file"):
+        ImageFile(str(tmp_path / "snap.json"))
+
+
+def test_dump_copies_data_and_keeps_holes(tmp_path):
+    """The copy step of `splitdbg dump`: data segments at their offsets, holes stay holes."""
+    import os
+
+    from splitdbg.target.dump import _copy
+
+    src, dst = tmp_path / "ram", tmp_path / "img"
+    with open(src, "wb") as f:
+        f.truncate(64 << 20)
+        for off in (0, 5 << 20, (64 << 20) - 4096):
+            f.seek(off)
+            f.write(os.urandom(4096))
+    s, d = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(d, 64 << 20)
+        copied = _copy(s, d, 0, 32 << 20) + _copy(s, d, 32 << 20, 32 << 20)
+    finally:
+        os.close(s)
+        os.close(d)
+    assert src.read_bytes() == dst.read_bytes()
+    assert copied < 1 << 20 and dst.stat().st_blocks * 512 < 1 << 20   # only the data moved
