@@ -53,6 +53,8 @@ def register(sub) -> None:
     p.add_argument("target", help=":PORT or HOST:PORT")
     p.add_argument("output", help="the image (raw); the sidecar goes next to it (x.raw -> x.json)")
     p.add_argument("--vmlinux", help="kernel to name in the sidecar (default: the lab build, when there is one)")
+    p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto",
+                   help="where the RAM is copied from (auto: the shared RAM file when readable here)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dump)
     p = sub.add_parser("diff", help="compare two snapshot files: ranges added, removed, changed")
@@ -199,13 +201,13 @@ def cmd_dump(args) -> int:
         serial = Guest.find(int(args.target.rpartition(":")[2])).serial_log
     except (SplitdbgError, ValueError):
         pass
-    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial)
+    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial, prefer=args.backend)
     if args.json:
         print(json.dumps(r))
     else:
         print(f"{r['bytes'] >> 20} MiB of guest RAM and {r['cpus']} vCPUs' registers written to {r['image']} "
               f"(sidecar {r['sidecar']}) in {r['seconds']:.2f} s: copy {r['copy_seconds']:.2f} s "
-              f"({r['copied'] >> 20} MiB in use, the rest left sparse), {r['mb_per_s']:.0f} MB/s of RAM; the guest was stopped {r['stopped_seconds']:.2f} s and runs on")
+              f"from the {r['backend']} ({r['copied'] >> 20} MiB in use, the rest left sparse), {r['mb_per_s']:.0f} MB/s of RAM; the guest was stopped {r['stopped_seconds']:.2f} s and runs on")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..dbg.gdbmi import GdbMI
 from ..errors import SplitdbgError
 from ..mem import find_ram_file
+from ..mem.gdbstub import CHUNK, GdbstubMemory
 from ..mem.image import REGISTERS, ImageFile, ImageMeta, now_iso, q35_meta, sidecar_path
 
 
@@ -62,7 +63,7 @@ def vcpu_count(dbg) -> int:
     return max(1, len(re.findall(r"^\*?\s+\d+\s+Thread ", dbg.execute("info threads"), re.M)))
 
 
-def from_the_image(image: str, cpus: list[dict], vmlinux: str | None) -> tuple[list[str], str]:
+def from_the_image(image: str, meta: ImageMeta, vmlinux: str | None) -> tuple[list[str], str]:
     """What the image itself tells about the dump: each vCPU's mode and the kernel command line.
 
     Modes: outside the module's CPUs "native"; on one of them "svm-host" when RIP is in
@@ -72,8 +73,9 @@ def from_the_image(image: str, cpus: list[dict], vmlinux: str | None) -> tuple[l
     from .kernel import Kernel
     from .splitkernel import ModuleNotLoaded, SplitKernel
 
+    cpus = meta.cpus
     modes, cmdline = ["native"] * len(cpus), ""
-    with ImageFile(image, meta=q35_meta(os.path.getsize(image), source="", created="")) as mem:
+    with ImageFile(image, meta=meta) as mem:
         text = None
         if vmlinux and Path(vmlinux).exists():
             try:
@@ -98,11 +100,18 @@ def from_the_image(image: str, cpus: list[dict], vmlinux: str | None) -> tuple[l
     return modes, cmdline
 
 
-def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | None = None) -> dict:
+def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | None = None,
+         prefer: str = "auto") -> dict:
     """Stop the guest, copy its RAM to `out` and the sidecar next to it, let it run on.
+
+    The RAM comes from QEMU's shared RAM file (q35 layout, sparse copy) when this machine can read
+    it; else (or with prefer="gdbstub") through the gdbstub, range by range as `info mtree` shows
+    them, packed one after the other in the image (about 10 MB/s: the guest stands still that long).
     `serial_log`: the guest's console log, copied next to the image (x.raw -> x.serial.log) after
     the guest runs again, since the guest's own log goes when the guest goes.
-    Returns what was done and how fast: {"image", "sidecar", "bytes", "seconds", "stopped_seconds", ...}."""
+    Returns what was done and how fast: {"image", "sidecar", "bytes", "copied", "seconds", ...}."""
+    if prefer not in ("auto", "shared-ram-file", "gdbstub"):
+        raise SplitdbgError(f"unknown memory backend {prefer!r}")
     host, _, port = target.rpartition(":")
     if not port.isdigit():
         raise SplitdbgError(f"dump needs a live QEMU target :PORT or HOST:PORT, not {target!r}")
@@ -111,29 +120,35 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
     t_stop = time.monotonic()
     try:
         dbg.interrupt()                                     # (a no-op: already stopped)
-        found = find_ram_file(dbg)
-        if found is None:
-            raise SplitdbgError("dump needs QEMU's RAM in a shared memory-backend-file (share=on), "
-                                "as qemu-scripts/run-guest.sh starts it")
-        ram_file, ram_size = found
-        if not os.access(ram_file, os.R_OK) or os.path.getsize(ram_file) != ram_size:
-            raise SplitdbgError(f"guest RAM file {ram_file} is not readable here or not {ram_size} bytes")
+        found = find_ram_file(dbg) if prefer != "gdbstub" else None
+        if found and not (os.access(found[0], os.R_OK) and os.path.getsize(found[0]) == found[1]):
+            found = None                                    # QEMU on another machine, or a stale file
+        if found is None and prefer == "shared-ram-file":
+            raise SplitdbgError("no shared RAM file readable here (QEMU needs memory-backend-file,share=on, "
+                                "as qemu-scripts/run-guest.sh starts it)")
         cpus = []
         for cpu in range(vcpu_count(dbg)):
             regs = dbg.read_registers(REGISTERS, cpu=cpu)
             cpus.append({"cpu": cpu, "mode": "native", "regs": {k: regs[k] for k in REGISTERS if k in regs}})
-        meta = q35_meta(ram_size, source=_qemu_version(dbg), created=now_iso(), vmlinux=vmlinux, cpus=cpus)
+        meta_kw = dict(source=_qemu_version(dbg), created=now_iso(), vmlinux=vmlinux, cpus=cpus)
         t_copy = time.monotonic()
-        src = os.open(ram_file, os.O_RDONLY)
+        dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.ftruncate(dst, ram_size)
-                copied = sum(_copy(src, dst, r["offset"], r["size"]) for r in meta.ranges)
-            finally:
-                os.close(dst)
+            if found:
+                ram_file, ram_size = found
+                meta = q35_meta(ram_size, **meta_kw)
+                how = f"QEMU RAM file {ram_file}"
+                src = os.open(ram_file, os.O_RDONLY)
+                try:
+                    os.ftruncate(dst, ram_size)
+                    copied = sum(_copy(src, dst, r["offset"], r["size"]) for r in meta.ranges)
+                finally:
+                    os.close(src)
+            else:
+                meta, copied = _copy_through_gdbstub(dbg, dst, meta_kw)
+                how = "RAM read through the gdbstub"
         finally:
-            os.close(src)
+            os.close(dst)
         copy_s = time.monotonic() - t_copy
     except BaseException:
         dbg.close()                                         # the guest runs on even when the dump fails
@@ -141,11 +156,10 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
         raise
     dbg.close()                                             # detaching lets the guest run on
     stopped_s = time.monotonic() - t_stop
-    modes, meta.kernel_cmdline = from_the_image(out, meta.cpus, vmlinux)
+    modes, meta.kernel_cmdline = from_the_image(out, meta, vmlinux)
     for c, mode in zip(meta.cpus, modes):
         c["mode"] = mode
-    meta.notes.append(f"QEMU RAM file {ram_file} copied while every vCPU was stopped by gdb "
-                      f"({stopped_s:.2f} s stopped)")
+    meta.notes.append(f"{how} copied while every vCPU was stopped by gdb ({stopped_s:.2f} s stopped)")
     if meta.cpus and any(c["mode"] != "native" for c in meta.cpus):
         meta.notes.append("CPU modes inferred from RIP (splitkernel.ko's text: svm-host); QEMU does not report SVM guest mode")
     if serial_log and Path(serial_log).is_file():
@@ -154,9 +168,30 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
         meta.serial_log = str(keep.resolve())
     side = sidecar_path(out)
     meta.save(side)
-    return {"image": out, "sidecar": str(side), "bytes": ram_size, "copied": copied, "cpus": len(cpus), "seconds": time.monotonic() - t0,
+    ram = sum(r["size"] for r in meta.ranges)
+    return {"image": out, "sidecar": str(side), "bytes": ram, "copied": copied, "cpus": len(cpus),
+            "backend": "gdbstub" if not found else "shared-ram-file", "seconds": time.monotonic() - t0,
             "copy_seconds": copy_s, "stopped_seconds": stopped_s,
-            "mb_per_s": ram_size / (1 << 20) / copy_s if copy_s else float("inf")}
+            "mb_per_s": ram / (1 << 20) / copy_s if copy_s else float("inf")}
+
+
+def _copy_through_gdbstub(dbg, dst: int, meta_kw: dict) -> tuple[ImageMeta, int]:
+    """Every RAM range QEMU's `info mtree` shows, read through the stub into the image one after the
+    other; pages of zeros are not written (the image stays sparse). (meta, bytes written)."""
+    mem = GdbstubMemory(dbg)
+    ranges, offset, written = [], 0, 0
+    for start, end in mem.ram_ranges():
+        ranges.append({"gpa": start, "offset": offset, "size": end - start})
+        for pos in range(start, end, CHUNK):
+            data = mem.read(pos, min(CHUNK, end - pos))
+            for i in range(0, len(data), 4096):        # page by page: zero pages stay holes
+                page = data[i:i + 4096]
+                if page.count(0) != len(page):
+                    os.pwrite(dst, page, offset + pos - start + i)
+                    written += len(page)
+        offset += end - start
+    os.ftruncate(dst, offset)
+    return ImageMeta(ranges=ranges, **meta_kw), written
 
 
 def _qemu_version(dbg) -> str:

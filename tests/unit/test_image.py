@@ -195,3 +195,36 @@ def test_dump_copies_data_and_keeps_holes(tmp_path):
         os.close(d)
     assert src.read_bytes() == dst.read_bytes()
     assert copied < 1 << 20 and dst.stat().st_blocks * 512 < 1 << 20   # only the data moved
+
+
+def test_dump_through_the_gdbstub_packs_the_mtree_ranges(tmp_path):
+    """Without a readable RAM file, `dump` reads each `info mtree` RAM range through the stub and
+    packs them in the image; the sidecar maps them back; zero chunks are left as holes."""
+    import os
+
+    from splitdbg.target.dump import _copy_through_gdbstub
+
+    from .test_mem_gdbstub import ScriptedStub
+
+    class Stub(ScriptedStub):
+        def execute(self, command):
+            if command == "monitor info mtree -f":
+                return ('FlatView #0\n AS "memory", root: system\n Root memory region: system\n'
+                        '  0000000000000000-0000000000001fff (prio 0, ram): mem\n'
+                        '  0000000000003000-0000000000003fff (prio 0, ram): mem\n')
+            return super().execute(command)
+
+    stub = Stub(keeps=True)
+    stub.phys = bytes(0x1000) + stub.phys[0x1000:]     # a page of zeros: not written
+    img = tmp_path / "s.raw"
+    fd = os.open(img, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        meta, written = _copy_through_gdbstub(stub, fd, dict(source="qemu-7.2", created="now"))
+    finally:
+        os.close(fd)
+    assert meta.ranges == [{"gpa": 0, "offset": 0, "size": 0x2000}, {"gpa": 0x3000, "offset": 0x2000, "size": 0x1000}]
+    assert written == 0x2000 and img.stat().st_size == 0x3000
+    with ImageFile(str(img), meta=meta) as m:
+        assert m.read(0, 0x2000) == stub.phys[:0x2000] and m.read(0x3000, 0x1000) == stub.phys[0x3000:0x4000]
+        with pytest.raises(MemoryReadError):
+            m.read(0x2000, 1)
