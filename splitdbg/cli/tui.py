@@ -26,9 +26,14 @@ def register(sub) -> None:
 
 
 def cmd_attach(args) -> int:
-    from ..tui.app import SplitdbgApp
-    from ..tui.source import LiveSource
+    import os
 
+    from ..tui.app import SplitdbgApp
+    from ..tui.source import ImageSource, LiveSource
+
+    if os.path.isfile(args.target):      # a memory image: there is nothing to attach to
+        SplitdbgApp(ImageSource(args.target, vmlinux=args.vmlinux), interval=1.0).run()
+        return 0
     SplitdbgApp(LiveSource(args.target, vmlinux=args.vmlinux, record=args.record), interval=args.interval).run()
     return 0
 

@@ -198,6 +198,7 @@ class SplitdbgApp(App):
         self.query_one("#sharing-table", DataTable).add_columns(
             "region", "frame", "containers", "aliases", "writable", "guest-virtual addresses")
         self.query_one("#filter", Input).display = False
+        self.query_one("#rate", Sparkline).display = not self.offline   # no rate in an image
         self.query_one("#containers-table", DataTable).focus()   # keys go to the app, not the hidden filter
         self.poller()
 
@@ -259,11 +260,12 @@ class SplitdbgApp(App):
             if self.offline:
                 txt.append(f"  OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan")
         elif self.offline:
+            # What it is first: a narrow terminal wraps the rest, never this.
             m = s.module
-            txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
+            txt = Text.assemble((f"OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan"),
+                                (f"  {s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
                                 f"{len(s.containers) - 1} containers  exits {m['total_exits']} (total)  ",
-                                (f"ring overflow {m.get('ring_overflow', 0)}  ", "red" if m.get("ring_overflow") else ""),
-                                (f"OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan"))
+                                (f"ring overflow {m.get('ring_overflow', 0)}", "red" if m.get("ring_overflow") else ""))
         else:
             m = s.module
             txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
@@ -407,8 +409,12 @@ class SplitdbgApp(App):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
-        self.query_one({"map": "#ranges-table", "events": "#events-table", "sharing": "#sharing-table"}
-                       .get(tab, "#containers-table")).focus()
+        table = self.query_one({"map": "#ranges-table", "events": "#events-table", "sharing": "#sharing-table"}
+                               .get(tab, "#containers-table"), DataTable)
+        table.focus()
+        # A table filled while its tab was hidden could not scroll to its cursor (the newest event):
+        # once shown, bring the cursor into view. (An image's tables are filled only once.)
+        self.call_after_refresh(lambda: table.row_count and table.move_cursor(row=table.cursor_row))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

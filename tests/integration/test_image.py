@@ -21,7 +21,7 @@ WHERE = ("target", "backend", "taken", "notes")
 
 @pytest.fixture(scope="module")
 def guest():
-    g = boot(paging=4, smp=2, append="splitdbg.load=splitkernel,sktest", base_port=15800)
+    g = boot(paging=4, smp=2, append="splitdbg.load=splitkernel,sktest", base_port=15900)
     yield g
     g.down()
 
@@ -185,6 +185,42 @@ def test_dump_of_a_running_guest_stops_it_only_for_the_copy(guest, tmp_path):
     for cpu in {e["cpu"] for e in evs}:
         seqs = sorted(e["seq"] for e in evs if e["cpu"] == cpu)
         assert seqs == list(range(seqs[0], seqs[-1] + 1)), cpu
+
+
+def test_open_in_a_terminal(image):
+    """`splitdbg open` itself, in tmux: the offline header, the events, guest control refused."""
+    import shutil
+    import sys
+
+    from .test_tui_e2e import tmux, wait_for
+
+    assert shutil.which("tmux"), "tmux is installed by `make test`"
+    session = f"splitdbg-open-{image['path'].stat().st_ino}"
+    try:
+        tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "48",
+             f"{sys.executable} -m splitdbg open {image['path']}")
+        _, first = wait_for(session, "OFFLINE image from qemu-7.2")
+        tmux("send-keys", "-t", session, "3")
+        wait_for(session, "cr3-switch")
+        tmux("send-keys", "-t", session, "/")
+        time.sleep(0.5)
+        tmux("send-keys", "-t", session, "kind=violation")
+        time.sleep(0.3)
+        tmux("send-keys", "-t", session, "Enter")
+        s, _ = wait_for(session, "deny", timeout=10)
+        assert "isolate" in s and "cr3-switch" not in s
+        tmux("send-keys", "-t", session, "Enter")                # the newest violation's detail
+        s, _ = wait_for(session, "model's verdict")
+        tmux("send-keys", "-t", session, "Escape")
+        time.sleep(1.5)                  # past tmux's and Textual's escape-sequence wait: not Alt-z
+        tmux("send-keys", "-t", session, "z")
+        wait_for(session, "memory image", timeout=10)
+        tmux("send-keys", "-t", session, "q")
+        time.sleep(1)
+        assert session not in tmux("list-sessions")          # q quits, the window closes
+        print(f"\nsplitdbg open: first full screen after {first:.1f} s")
+    finally:
+        tmux("kill-session", "-t", session)
 
 
 def test_dead_images_are_clear_errors(image, tmp_path):
