@@ -131,6 +131,12 @@ def cmd_events(args):
 
 
 def cmd_snapshot(args):
+    from ..mem.image import FORMAT
+
+    if os.path.isfile(args.output):
+        with open(args.output, "rb") as f:
+            if FORMAT.encode() in f.read(4096):     # x.json next to x.raw: the image's own sidecar
+                raise SplitdbgError(f"{args.output} is a memory image's sidecar: write the snapshot elsewhere")
     s = _snapshot(args)
     with open(args.output, "w") as f:
         f.write(s.to_json())

@@ -132,6 +132,8 @@ def test_every_read_only_command_on_the_image(image, tmp_path):
     assert splitdbg("diff", str(tmp_path / "a.json"), str(tmp_path / "b.json")).stdout.strip() == "no differences"
     assert json.loads((tmp_path / "a.json").read_text())["taken"] == \
         json.loads((tmp_path / "b.json").read_text())["taken"]          # the image's time, not now
+    p = splitdbg("snapshot", img, "-o", str(sidecar_path(image["path"])), check_rc=2)
+    assert "sidecar: write the snapshot elsewhere" in p.stderr            # never over the image's sidecar
     p = splitdbg("events", img, "--follow", check_rc=2)
     assert "is a memory image" in p.stderr and "Traceback" not in p.stderr
     assert "violation" in splitdbg("events", img, "--last", "50").stdout
