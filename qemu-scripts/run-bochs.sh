@@ -10,12 +10,12 @@
 # cached in build/bochs/iso/<hash of its inputs>.iso (xorriso, 0.1 s to build).
 #
 # Options: --kernel F  --initrd F  --append "ARGS"  --mem MiB (64)  --dir DIR
-#          --cpu MODEL (corei7_skylake_x: VMX with EPT; ryzen: SVM with NPT)  --ips N (10000000: emulated instructions per emulated second with clock sync=none; fewer = busy waits cost fewer instructions)
+#          --cpu MODEL (corei7_skylake_x: VMX with EPT; ryzen: SVM with NPT)  --smp N (CPUs, 1)  --ips N (10000000: emulated instructions per emulated second with clock sync=none; fewer = busy waits cost fewer instructions)
 #          --rc FILE (debugger commands to run first, bochs -rc)  --prepare (write DIR/bochsrc, print it, exit)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-kernel="" initrd="" append="" mem=64 dir="" cpu=corei7_skylake_x ips=10000000 rc="" prepare=0
+kernel="" initrd="" append="" mem=64 smp=1 dir="" cpu=corei7_skylake_x ips=10000000 rc="" prepare=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernel) kernel=$2; shift 2 ;;
@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
     --mem) mem=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --cpu) cpu=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
     --ips) ips=$2; shift 2 ;;
     --rc) rc=$2; shift 2 ;;
     --prepare) prepare=1; shift ;;
@@ -79,7 +80,7 @@ rm -f "$dir/serial.txt"
 cat > "$dir/bochsrc" <<EOF
 # written by qemu-scripts/run-bochs.sh
 megs: $mem
-cpu: model=$cpu, count=1, ips=$ips, reset_on_triple_fault=0
+cpu: model=$cpu, count=$smp, ips=$ips, reset_on_triple_fault=0
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest
 display_library: rfb, options="timeout=0"

@@ -20,7 +20,6 @@ Output (DIR): image.raw + image.json (format "splitdbg-image" v1, see `write_sid
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from .dbg.bochs import BochsDebugger, Stop, parse_e820
 from .errors import SplitdbgError
+from .mem.image import REGISTERS, ImageMeta, now_iso
 from .lab import REPO, artifacts
 
 DIRECT_MAP = 0xFFFF888000000000
@@ -138,27 +138,21 @@ def dump_ranges(dbg: BochsDebugger, ranges: list[tuple[int, int]], image: Path, 
 
 def write_sidecar(path: Path, *, source: str, ranges: list[dict], vmlinux: str | None, cmdline: str,
                   mode: str, regs: dict[str, int], serial_log: str, notes: list[str]) -> dict:
-    """The image sidecar, format "splitdbg-image" version 1 (shared with the QEMU side)."""
-    keys = ("rip", "rsp", "cr0", "cr2", "cr3", "cr4", "efer")
-    side = {
-        "format": "splitdbg-image",
-        "version": 1,
-        "source": source,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "ranges": [{"gpa": int(r["gpa"]), "offset": int(r["offset"]), "size": int(r["size"])} for r in ranges],
-        "vmlinux": str(Path(vmlinux).resolve()) if vmlinux else None,
-        "kernel_cmdline": cmdline,
-        "cpus": [{"cpu": 0, "mode": mode, "regs": {k: int(regs[k]) for k in keys if k in regs}}],
-        "serial_log": str(Path(serial_log).resolve()),
-        "notes": list(notes),
-    }
-    path.write_text(json.dumps(side, indent=1) + "\n")
-    return side
+    """The image sidecar (splitdbg.mem.image.ImageMeta: format "splitdbg-image" v1, docs/images.md)."""
+    meta = ImageMeta(source=source, created=now_iso(),
+                     ranges=[{"gpa": int(r["gpa"]), "offset": int(r["offset"]), "size": int(r["size"])} for r in ranges],
+                     vmlinux=str(Path(vmlinux).resolve()) if vmlinux else None, kernel_cmdline=cmdline,
+                     cpus=[{"cpu": 0, "mode": mode, "regs": {k: int(regs[k]) for k in REGISTERS if k in regs}}],
+                     serial_log=str(Path(serial_log).resolve()), notes=list(notes))
+    meta.check(str(path))
+    meta.save(path)
+    return meta.to_dict()
 
 
 def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int = 64,
             append: str = "", boot_timeout: float = 600.0, vmexit_timeout: float = 60.0,
-            ips: int | None = None, cpu: str = "corei7_skylake_x", on_stopped=None, log=print) -> Capture:
+            ips: int | None = None, cpu: str = "corei7_skylake_x", smp: int = 1, on_stopped=None,
+            log=print) -> Capture:
     """Boot under Bochs, run RUN, stop at sk-bochs-break, dump, quit. See the module docstring.
 
     `on_stopped(dbg, info)`, if given, is called after the dump while Bochs is still stopped there
@@ -176,6 +170,8 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         argv += ["--ips", str(ips)]
     if cpu:
         argv += ["--cpu", cpu]
+    if smp != 1:
+        argv += ["--smp", str(smp)]
     serial = out / "serial.txt"
     times: dict[str, float] = {}
     notes: list[str] = []

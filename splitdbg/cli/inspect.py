@@ -1,10 +1,12 @@
-"""`splitdbg status|ps|ept|events|snapshot|diff|walk TARGET`: read-only views of a target.
+"""`splitdbg status|ps|ept|events|snapshot|diff|walk TARGET`: read-only views of a target, and
+`splitdbg dump TARGET OUT.raw`, which makes a memory image of it.
 
 TARGET is :PORT or HOST:PORT (QEMU's gdbstub; the shared RAM file is used when QEMU has one),
-or a memory image / snapshot file where the command allows it."""
+or a memory image (docs/images.md) / snapshot file where the command allows it."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 
@@ -47,6 +49,14 @@ def register(sub) -> None:
     p.add_argument("--follow", action="store_true", help="keep printing new events (Ctrl-C stops)")
     p.add_argument("--for", dest="seconds", type=float, help="with --follow: stop after this many seconds")
     p.set_defaults(func=cmd_events)
+    p = sub.add_parser("dump", help="stop a live QEMU guest, copy its RAM to an image (and sidecar), continue it")
+    p.add_argument("target", help=":PORT or HOST:PORT")
+    p.add_argument("output", help="the image (raw); the sidecar goes next to it (x.raw -> x.json)")
+    p.add_argument("--vmlinux", help="kernel to name in the sidecar (default: the lab build, when there is one)")
+    p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto",
+                   help="where the RAM is copied from (auto: the shared RAM file when readable here)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_dump)
     p = sub.add_parser("diff", help="compare two snapshot files: ranges added, removed, changed")
     p.add_argument("a")
     p.add_argument("b")
@@ -121,6 +131,12 @@ def cmd_events(args):
 
 
 def cmd_snapshot(args):
+    from ..mem.image import FORMAT
+
+    if os.path.isfile(args.output):
+        with open(args.output, "rb") as f:
+            if FORMAT.encode() in f.read(4096):     # x.json next to x.raw: the image's own sidecar
+                raise SplitdbgError(f"{args.output} is a memory image's sidecar: write the snapshot elsewhere")
     s = _snapshot(args)
     with open(args.output, "w") as f:
         f.write(s.to_json())
@@ -179,10 +195,35 @@ def cmd_walk(args):
     return 0
 
 
+def cmd_dump(args) -> int:
+    from ..target.dump import dump
+    from ..target.session import default_vmlinux
+
+    vmlinux = os.path.abspath(args.vmlinux) if args.vmlinux else default_vmlinux()
+    serial = None
+    try:                          # a lab guest's console log goes into the image's record too
+        from ..lab import Guest
+
+        serial = Guest.find(int(args.target.rpartition(":")[2])).serial_log
+    except (SplitdbgError, ValueError):
+        pass
+    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial, prefer=args.backend)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['bytes'] >> 20} MiB of guest RAM and {r['cpus']} vCPUs' registers written to {r['image']} "
+              f"(sidecar {r['sidecar']}) in {r['seconds']:.2f} s: copy {r['copy_seconds']:.2f} s "
+              f"from the {r['backend']} ({r['copied'] >> 20} MiB in use, the rest left sparse), {r['mb_per_s']:.0f} MB/s of RAM; the guest was stopped {r['stopped_seconds']:.2f} s and runs on")
+    return 0
+
+
 def follow_events(args) -> int:
     """Print new events as they arrive (the guest keeps running; Ctrl-C stops)."""
     from ..target.splitkernel import ModuleNotLoaded, follow
 
+    if os.path.exists(args.target) and not args.target.startswith(":"):
+        raise SplitdbgError(f"{args.target} is a memory image: nothing new will ever arrive; "
+                            f"`splitdbg events {args.target}` lists the events in it")
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
         if not args.json:
             print(render.EVENTS_HEADER, flush=True)

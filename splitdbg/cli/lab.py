@@ -46,6 +46,7 @@ def register(sub) -> None:
     bx.add_argument("--mem", type=int, default=64, help="guest RAM in MiB (default 64; 32 is too small for the initramfs)")
     bx.add_argument("--append", default="", help="extra kernel command line")
     bx.add_argument("--timeout", type=float, default=600, help="seconds to wait for the stop (default 600)")
+    bx.add_argument("--smp", type=int, default=1, help="CPUs (default 1)")
     bx.add_argument("--cpu", default="corei7_skylake_x",
                     help="Bochs CPU model (default corei7_skylake_x: VMX+EPT; ryzen (SVM+NPT) did not boot this kernel: no console output in 10 min)")
     bx.add_argument("--out", required=True, help="directory for image.raw, image.json, serial.txt, bochs.log")
@@ -75,7 +76,7 @@ def cmd_bochs(args) -> int:
     from .. import lab_bochs
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
     cap = lab_bochs.capture(args.out, load=args.load, run=args.run, mem_mib=args.mem, append=args.append,
-                            boot_timeout=args.timeout, cpu=args.cpu, log=log)
+                            boot_timeout=args.timeout, cpu=args.cpu, smp=args.smp, log=log)
     if args.json:
         print(cap.sidecar.read_text(), end="")
     else:

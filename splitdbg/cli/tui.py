@@ -1,4 +1,4 @@
-"""`splitdbg attach TARGET`, `splitdbg record TARGET -o FILE`, `splitdbg replay FILE`."""
+"""`splitdbg attach TARGET`, `splitdbg record TARGET -o FILE`, `splitdbg replay FILE`, `splitdbg open IMAGE`."""
 from __future__ import annotations
 
 
@@ -13,6 +13,10 @@ def register(sub) -> None:
     p.add_argument("file")
     p.add_argument("--interval", type=float, default=0.5)
     p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("open", help="the TUI on a memory image (splitdbg dump), offline")
+    p.add_argument("image")
+    p.add_argument("--vmlinux", help="kernel with symbols (default: the one the image's sidecar names)")
+    p.set_defaults(func=cmd_open)
     p = sub.add_parser("record", help="record snapshots of a live target to a file")
     p.add_argument("target")
     p.add_argument("-o", "--output", required=True)
@@ -22,9 +26,14 @@ def register(sub) -> None:
 
 
 def cmd_attach(args) -> int:
-    from ..tui.app import SplitdbgApp
-    from ..tui.source import LiveSource
+    import os
 
+    from ..tui.app import SplitdbgApp
+    from ..tui.source import ImageSource, LiveSource
+
+    if os.path.isfile(args.target):      # a memory image: there is nothing to attach to
+        SplitdbgApp(ImageSource(args.target, vmlinux=args.vmlinux), interval=1.0).run()
+        return 0
     SplitdbgApp(LiveSource(args.target, vmlinux=args.vmlinux, record=args.record), interval=args.interval).run()
     return 0
 
@@ -34,6 +43,14 @@ def cmd_replay(args) -> int:
     from ..tui.source import ReplaySource
 
     SplitdbgApp(ReplaySource(args.file), interval=args.interval).run()
+    return 0
+
+
+def cmd_open(args) -> int:
+    from ..tui.app import SplitdbgApp
+    from ..tui.source import ImageSource
+
+    SplitdbgApp(ImageSource(args.image, vmlinux=args.vmlinux), interval=1.0).run()
     return 0
 
 

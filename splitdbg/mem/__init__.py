@@ -12,7 +12,7 @@ import re
 from ..errors import SplitdbgError
 from .base import PhysicalMemory, q35_ram_ranges  # noqa: F401
 from .gdbstub import GdbstubMemory
-from .image import ImageFile, SplitdbgImage  # noqa: F401
+from .image import ImageError, ImageFile, ImageMeta  # noqa: F401
 from .shared_file import SharedRamFile
 from .synthetic import SyntheticMemory  # noqa: F401
 

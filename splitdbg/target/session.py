@@ -4,6 +4,9 @@ For a live QEMU target, gdb (pygdbmi) attaches just long enough to find the shar
 read the vCPU registers, then detaches so the guest runs on while we read its memory from the
 file. Without a shared file, gdb stays attached (the guest stays stopped) and memory is read
 through the gdbstub.
+
+A memory image (docs/images.md) is read through ImageFile; its sidecar supplies the registers and
+the default vmlinux, and a snapshot of it carries the image's time.
 """
 from __future__ import annotations
 
@@ -32,8 +35,22 @@ class Session:
         self.target = target
         self.dbg = None
         self.regs: dict[str, int] = {}
+        self.notes: list[str] = []        # said with every snapshot (e.g. a vmlinux that is gone)
+        self.image = None                 # ImageMeta of an image with a sidecar
+        explicit = vmlinux is not None
         if os.path.exists(target) and not target.startswith(":"):
             self.mem = ImageFile(target)
+            self.image = self.mem.meta
+            if self.image is None:
+                self.notes.append("image without a sidecar: QEMU q35 layout assumed, no CPU registers")
+            else:
+                self.regs = self.image.guest_registers()
+                if vmlinux is None and self.image.vmlinux:
+                    vmlinux = self.image.vmlinux
+                    if not Path(vmlinux).exists():
+                        self.notes.append(f"the image names vmlinux {vmlinux}, which no longer exists: "
+                                          f"give --vmlinux for processes and symbols")
+                        vmlinux = ""     # not the lab's build either: it may be another kernel
         else:
             host, _, port = target.rpartition(":")
             if not port.isdigit():
@@ -48,6 +65,9 @@ class Session:
             if self.mem.name == "shared-ram-file" and not keep_gdb:
                 self.dbg.close()          # the guest runs on; we read its RAM file
                 self.dbg = None
+        if explicit and vmlinux and not Path(vmlinux).exists():
+            self.close()
+            raise SplitdbgError(f"--vmlinux {vmlinux}: no such file")
         vmlinux = vmlinux if vmlinux is not None else default_vmlinux()
         self.kernel = None
         self.kernel_error = None
@@ -67,7 +87,7 @@ class Session:
 
     def guest_control_regs(self, sk: SplitKernel | None = None) -> dict[str, int]:
         """CR0, CR3, CR4, EFER of the guest: as the root-mode handler recorded them at the last VM
-        exit when the module runs (either vendor), else from gdb."""
+        exit when the module runs (either vendor), else from gdb or the image's sidecar."""
         try:
             sk = sk or self.splitkernel()
             return sk.guest_regs(sk.cpus[0])
@@ -94,6 +114,9 @@ class Session:
             s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=None, guest_regs=regs, **kw)
         if self.kernel_error:
             s.notes.append(f"kernel symbols unusable: {self.kernel_error}")
+        s.notes += self.notes
+        if self.image is not None and self.image.created_epoch:
+            s.taken = self.image.created_epoch     # an image's state is as old as the image
         return s
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
-"""`splitdbg attach :1234` / `splitdbg replay FILE`: the live view of a split kernel.
+"""`splitdbg attach :1234` / `splitdbg replay FILE` / `splitdbg open IMAGE`: the view of a split kernel.
 
 The app renders Snapshots (splitdbg.target.snapshot) and nothing else: a worker thread polls the
-source (live target or recording) and posts each snapshot as a message; widgets update from it.
+source (live target, recording or memory image) and posts each snapshot as a message; widgets
+update from it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation
   ?           this help;  q: quit
 
 Nothing here writes guest memory. The guest keeps running while it is watched (shared RAM file).
+On a memory image (`splitdbg open`) everything is read once from the image; z and b are off.
 """
 
 
@@ -164,6 +166,9 @@ class SplitdbgApp(App):
         self.losses: list[str] = []          # every loss of the target seen, for the record
         self.first_full_screen: float | None = None
         self.started = time.monotonic()
+        self.offline = getattr(source, "offline", False)   # a memory image: no guest behind it
+        if self.offline:
+            self.guest_state = "image"
 
     # -- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -193,6 +198,7 @@ class SplitdbgApp(App):
         self.query_one("#sharing-table", DataTable).add_columns(
             "region", "frame", "containers", "aliases", "writable", "guest-virtual addresses")
         self.query_one("#filter", Input).display = False
+        self.query_one("#rate", Sparkline).display = not self.offline   # no rate in an image
         self.query_one("#containers-table", DataTable).focus()   # keys go to the app, not the hidden filter
         self.poller()
 
@@ -204,6 +210,8 @@ class SplitdbgApp(App):
             try:
                 snap = self.source.poll()
                 self.post_message(SnapshotArrived(snap))
+                if self.offline:
+                    return               # an image never changes: one snapshot is all there is
             except SplitdbgError as exc:
                 self.post_message(TargetLost(str(exc)))
                 time.sleep(2)            # then try again: the target may come back
@@ -221,7 +229,7 @@ class SplitdbgApp(App):
     def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
         self.lost = None
         self.snap = s = msg.snap
-        if s.module:
+        if s.module and not self.offline:
             now, exits = s.taken, s.module["total_exits"]
             if self._last_exits and now > self._last_exits[0]:
                 self.rates.append(max(0.0, (exits - self._last_exits[1]) / (now - self._last_exits[0])))
@@ -249,6 +257,15 @@ class SplitdbgApp(App):
             txt = Text("connecting...")
         elif s.module is None:
             txt = Text(f"{s.target}  split-kernel module not loaded  ({'; '.join(s.notes)})", style="yellow")
+            if self.offline:
+                txt.append(f"  OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan")
+        elif self.offline:
+            # What it is first: a narrow terminal wraps the rest, never this.
+            m = s.module
+            txt = Text.assemble((f"OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan"),
+                                (f"  {s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
+                                f"{len(s.containers) - 1} containers  exits {m['total_exits']} (total)  ",
+                                (f"ring overflow {m.get('ring_overflow', 0)}", "red" if m.get("ring_overflow") else ""))
         else:
             m = s.module
             txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
@@ -364,6 +381,10 @@ class SplitdbgApp(App):
 
     @work(thread=True, exclusive=False, group="control")
     def _control(self, what: str) -> None:
+        if self.offline:
+            self.call_from_thread(self.notify, "this is a memory image: there is no guest to stop, continue or break "
+                                  "into (z, b); `splitdbg attach :PORT` controls a live one", severity="warning")
+            return
         fn = getattr(self.source, what, None)
         if fn is None:
             self.call_from_thread(self.notify, "control needs a live target", severity="warning")
@@ -388,8 +409,12 @@ class SplitdbgApp(App):
 
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
-        self.query_one({"map": "#ranges-table", "events": "#events-table", "sharing": "#sharing-table"}
-                       .get(tab, "#containers-table")).focus()
+        table = self.query_one({"map": "#ranges-table", "events": "#events-table", "sharing": "#sharing-table"}
+                               .get(tab, "#containers-table"), DataTable)
+        table.focus()
+        # A table filled while its tab was hidden could not scroll to its cursor (the newest event):
+        # once shown, bring the cursor into view. (An image's tables are filled only once.)
+        self.call_after_refresh(lambda: table.row_count and table.move_cursor(row=table.cursor_row))
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

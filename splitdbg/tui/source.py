@@ -1,4 +1,5 @@
-"""Where the TUI's snapshots come from: a live target (polled), or a recording (replayed).
+"""Where the TUI's snapshots come from: a live target (polled), a recording (replayed), or a
+memory image (read once, offline).
 
 A recording is JSON lines: one snapshot per line, as `Snapshot.to_json` writes them (compact).
 Sources are used from a worker thread; they never touch the UI.
@@ -138,6 +139,37 @@ class ReplaySource:
 
     def close(self) -> None:
         pass
+
+
+class ImageSource:
+    """A memory image (docs/images.md): one Session on the image, one snapshot built from it at the
+    first poll and served ever after; nothing in an image changes. The walk tool works (it reads the
+    image); guest control does not: there is no guest to stop."""
+
+    offline = True
+
+    def __init__(self, path: str, vmlinux: str | None = None):
+        from ..target.session import Session
+
+        self.session = Session(path, vmlinux=vmlinux)     # a bad image fails here, before any screen
+        self.target = path
+        m = self.session.image
+        self.info = (f"image from {m.source}, taken {m.created}" if m is not None
+                     else "image without sidecar (q35 layout, no registers)")
+        self._snap: Snapshot | None = None
+
+    def poll(self) -> Snapshot:
+        if self._snap is None:
+            self._snap = self.session.snapshot()
+        return self._snap
+
+    def walk(self, pid: int, gva: int, access: str) -> dict:
+        from ..target.walk import walk_process
+
+        return walk_process(self.session.mem, self.session.kernel, pid, gva, access)
+
+    def close(self) -> None:
+        self.session.close()
 
 
 def record(target: str, path: str, seconds: float, interval: float = 0.5, vmlinux: str | None = None) -> int:

@@ -18,7 +18,7 @@ from elftools.elf.elffile import ELFFile
 
 from splitdbg import lab, lab_bochs
 from splitdbg.arch.x86_paging import PagingMode, walk
-from splitdbg.mem import SplitdbgImage
+from splitdbg.mem import ImageFile
 from splitdbg.target.symbols import ElfSymbols
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -63,7 +63,7 @@ def bochs_capture(tmp_path_factory):
             seen["page"][va] = dbg.page(va)
 
     cap = lab_bochs.capture(out, on_stopped=on_stopped, log=lambda *a: None)
-    mem = SplitdbgImage(str(cap.sidecar))
+    mem = ImageFile(str(cap.image))
     yield cap, mem, seen, syms, arts
     mem.close()
 

@@ -23,7 +23,7 @@ import shutil
 import pytest
 
 from splitdbg import lab, lab_bochs
-from splitdbg.mem import SplitdbgImage
+from splitdbg.mem import ImageFile
 from splitdbg.target import snapshot as snap
 from splitdbg.target.kernel import Kernel
 from splitdbg.target.splitkernel import SplitKernel
@@ -51,7 +51,7 @@ def vmx_capture(tmp_path_factory):
     out = tmp_path_factory.mktemp("bochs-vmx")
     cap = lab_bochs.capture(out, load="splitkernel,sktest", run=RUN, boot_timeout=700)
     console = (out / "serial.txt").read_text(errors="replace")
-    mem = SplitdbgImage(str(cap.sidecar))
+    mem = ImageFile(str(cap.image))
     yield dict(cap=cap, console=console, mem=mem, vmlinux=arts["vmlinux"])
     mem.close()
 
