@@ -225,10 +225,11 @@ def follow_events(args) -> int:
         raise SplitdbgError(f"{args.target} is a memory image: nothing new will ever arrive; "
                             f"`splitdbg events {args.target}` lists the events in it")
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+        sk = sess.splitkernel()
         if not args.json:
-            print(render.EVENTS_HEADER, flush=True)
+            print(render.events_header(sk.slat_name), flush=True)
         try:
-            for e, check in follow(sess.splitkernel(), args.seconds, args.pid, args.kind):
+            for e, check in follow(sk, args.seconds, args.pid, args.kind):
                 print(json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                     e.exitinfo1, e.exitinfo2, e.rip, check), flush=True)

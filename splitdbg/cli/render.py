@@ -1,7 +1,7 @@
 """Text renderings of a Snapshot, shared by the CLI and the gdb plugin (presentation only)."""
 from __future__ import annotations
 
-from ..target.snapshot import Snapshot
+from ..target.snapshot import Snapshot, slat_names
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 
@@ -40,8 +40,9 @@ def ps(s: Snapshot) -> str:
 
 
 def containers(s: Snapshot) -> str:
-    out = [f"{'ID':>3} {'OWNER':>6} {'COMM':16} {'nCR3':>12} {'PGDS':>4} {'EXITS':>7} {'NPF':>5} {'DENY':>4} {'ISO':>4} "
-           f"{'LOG':>4} POLICY"]
+    n = s.names
+    out = [f"{'ID':>3} {'OWNER':>6} {'COMM':16} {n['root']:>12} {'PGDS':>4} {'EXITS':>7} {n['violation']:>5} {'DENY':>4} "
+           f"{'ISO':>4} {'LOG':>4} POLICY"]
     for c in s.containers:
         k = c.counters
         pol = "-" if c.id == 0 else ",".join(f"{r}={p}" for r, p in c.policy.items())
@@ -88,8 +89,10 @@ def _match(r, flt: set[str]) -> bool:
     return True
 
 
-EVENTS_HEADER = (f"{'CPU':>3} {'SEQ':>6} {'CONT':>4} {'PID':>5} {'KIND':12} {'ACTION':8} {'REGION':12} "
-                 f"{'EXITINFO1':>12} {'EXITINFO2':>14} {'RIP':>18}  CHECK")
+def events_header(slat: str = "NPT") -> str:
+    n = slat_names(slat)
+    return (f"{'CPU':>3} {'SEQ':>6} {'CONT':>4} {'PID':>5} {'KIND':12} {'ACTION':8} {'REGION':12} "
+            f"{n['info1']:>12} {n['info2']:>14} {'RIP':>18}  CHECK")
 
 
 def event_line(cpu, seq, container, pid, kind, action, region, exitinfo1, exitinfo2, rip, check) -> str:
@@ -101,13 +104,13 @@ def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: i
     evs = [e for e in s.events if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
     if last:
         evs = evs[-last:]
-    return "\n".join([EVENTS_HEADER] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
+    return "\n".join([events_header(s.slat)] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
                                                     e.exitinfo1, e.exitinfo2, e.rip, e.check) for e in evs])
 
 
 def walk(w: dict) -> str:
     out = [f"process {w['pid']} ({w['comm']}), container {w['container']}, guest CR3 {w['guest_cr3']:#x}, "
-           f"nCR3 {w['slat_root']:#x}", w["explanation"]]
+           f"{slat_names(w.get('slat', 'NPT'))['root']} {w['slat_root']:#x}", w["explanation"]]
     for st in w["steps"]:
         out.append(f"  {st['walk']:5} L{st['level']} {st['purpose']:28} @ {st['entry_addr']:#014x} = {st['entry']:#018x}")
     return "\n".join(out)

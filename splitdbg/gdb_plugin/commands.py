@@ -154,10 +154,11 @@ Usage: split events [--pid N] [--kind K] [--last N] [--follow [--for SECONDS]] [
     def follow(self, args):
         from ..target.splitkernel import SplitKernel, follow
 
+        sk = SplitKernel(session.memory())
         if not args.json:
-            gdb.write(render.EVENTS_HEADER + "\n")
+            gdb.write(render.events_header(sk.slat_name) + "\n")
         try:
-            for e, check in follow(SplitKernel(session.memory()), args.seconds, args.pid, args.kind):
+            for e, check in follow(sk, args.seconds, args.pid, args.kind):
                 gdb.write((json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                     e.exitinfo1, e.exitinfo2, e.rip, check)) + "\n")

@@ -81,6 +81,19 @@ class EventRec:
     guest_linear: int = 0        # VMX EPT violations: the guest-linear address, when valid
 
 
+# What the manuals call each field, by second-level format: the presentation takes its labels here.
+SLAT_NAMES = {
+    "NPT": {"root": "nCR3", "info1": "EXITINFO1", "info2": "EXITINFO2", "exit": "exit code",
+            "violation": "NPF", "walk": "nested walk"},
+    "EPT": {"root": "EPTP", "info1": "QUALIFICATION", "info2": "GPA", "exit": "exit reason",
+            "violation": "EPT-V", "walk": "EPT walk"},
+}
+
+
+def slat_names(slat: str) -> dict[str, str]:
+    return SLAT_NAMES.get(slat, SLAT_NAMES["NPT"])
+
+
 @dataclass
 class Snapshot:
     format: str
@@ -95,6 +108,10 @@ class Snapshot:
     events: list[EventRec]
     notes: list[str] = field(default_factory=list)
     sharing: list[dict] = field(default_factory=list)   # kernel text/rodata frames: who maps them, how
+
+    @property
+    def names(self) -> dict[str, str]:
+        return slat_names(self.slat)
 
     def container(self, cid: int) -> ContainerRec | None:
         return next((c for c in self.containers if c.id == cid), None)

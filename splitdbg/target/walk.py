@@ -22,5 +22,5 @@ def walk_process(mem, kernel, pid: int, gva: int, access: str = "read") -> dict:
     r = translate(mem=mem, arch=sk.arch, gva=gva, access=access, cpl=0, cr0=regs["cr0"], cr3=task.pgd,
                   cr4=regs["cr4"], efer=regs["efer"], slat_root=ncr3, host_efer=regs["efer"], host_cr4=regs["cr4"],
                   caps=sk.caps())
-    return dict(r.as_dict(), pid=pid, comm=task.comm, container=cid, guest_cr3=task.pgd, slat_root=ncr3,
+    return dict(r.as_dict(), pid=pid, comm=task.comm, container=cid, guest_cr3=task.pgd, slat_root=ncr3, slat=sk.slat_name,
                 explanation=r.explain())

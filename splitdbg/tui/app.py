@@ -22,7 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static, TabbedContent, TabPane
 
 from ..errors import SplitdbgError
-from ..target.snapshot import EventRec, Snapshot
+from ..target.snapshot import EventRec, Snapshot, slat_names
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation VM exits
@@ -67,28 +67,30 @@ class EventDetail(ModalScreen):
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "close")]
 
-    def __init__(self, ev: EventRec) -> None:
+    def __init__(self, ev: EventRec, names: dict[str, str] | None = None) -> None:
         super().__init__()
         self.ev = ev
+        self.names = names or slat_names("NPT")
 
     def compose(self) -> ComposeResult:
-        e, d = self.ev, self.ev.detail or {}
+        e, d, n = self.ev, self.ev.detail or {}, self.names
         # The verdict first: it is what a reader opens the detail for. Dynamic text is escaped:
         # symbols such as "sk_write [sktest]" look like markup.
         lines = [f"[b]model's verdict:[/b] {esc(e.check or d.get('verdict') or 'no check (not a violation)')}",
                  f"[b]{e.kind} on CPU {e.cpu}, seq {e.seq}[/b]: container {e.container}, pid {e.pid}, "
                  f"action [b]{e.action}[/b], region {e.region}",
-                 f"exit code {e.exit_code:#x}   EXITINFO1 {e.exitinfo1:#x}   EXITINFO2 {e.exitinfo2:#x}",
-                 f"guest CR3 {e.cr3:#x}   nCR3 {e.slat_root:#x}"]
+                 f"{n['exit']} {e.exit_code:#x}   {n['info1']} {e.exitinfo1:#x}   {n['info2']} {e.exitinfo2:#x}"
+                 + (f"   guest-linear {e.guest_linear:#x}" if e.guest_linear else ""),
+                 f"guest CR3 {e.cr3:#x}   {n['root']} {e.slat_root:#x}"]
         if d.get("decoded"):
-            lines.append("EXITINFO1: " + ", ".join(k for k, v in d["decoded"].items() if v is True))
+            lines.append(f"{n['info1']}: " + ", ".join(k for k, v in d["decoded"].items() if v is True))
         if d.get("walk_outcome"):
             lines.append(esc(d["walk_outcome"]))
         if d.get("walk"):
-            lines.append("[b]nested walk of the faulting guest-physical address[/b]")
+            lines.append(f"[b]{n['walk']} of the faulting guest-physical address[/b]")
             for s in d["walk"]:
                 f = s["fields"]
-                flags = " ".join(k for k in ("P", "RW", "US", "NX") if f.get(k)) + (" leaf" if f.get("leaf") else "")
+                flags = " ".join(k for k, v in f.items() if v is True and k != "leaf") + (" leaf" if f.get("leaf") else "")
                 lines.append(f"  L{s['level']} @ {s['entry_addr']:#014x} = {s['entry']:#018x}  {flags}")
         lines.append(f"RIP {e.rip:#x}  {esc(d.get('symbol') or '(no symbol)')}")
         lines += [f"  {esc(l)}" for l in d.get("disassembly", [])]
@@ -190,11 +192,8 @@ class SplitdbgApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#containers-table", DataTable).add_columns(
-            "id", "owner", "comm", "nCR3", "pgds", "exits", "NPF", "deny", "iso", "log", "prot", "policy")
+        self.label_columns("NPT")
         self.query_one("#ranges-table", DataTable).add_columns("", "guest-physical", "host-physical", "perm", "size", "note")
-        self.query_one("#events-table", DataTable).add_columns(
-            "cpu", "seq", "cont", "pid", "kind", "action", "region", "EXITINFO1", "EXITINFO2", "RIP", "check")
         self.query_one("#sharing-table", DataTable).add_columns(
             "region", "frame", "containers", "aliases", "writable", "guest-virtual addresses")
         self.query_one("#filter", Input).display = False
@@ -226,9 +225,24 @@ class SplitdbgApp(App):
         self.losses.append(msg.why)
         self.render_status()
 
+    def label_columns(self, slat: str) -> None:
+        """Column titles in the manual's words for this second-level format (NPT or EPT)."""
+        n = slat_names(slat)
+        self.columns_for = slat
+        for table, cols in (("#containers-table", ("id", "owner", "comm", n["root"], "pgds", "exits", n["violation"],
+                                                    "deny", "iso", "log", "prot", "policy")),
+                            ("#events-table", ("cpu", "seq", "cont", "pid", "kind", "action", "region", n["info1"],
+                                               n["info2"], "RIP", "check"))):
+            t = self.query_one(table, DataTable)
+            t.clear(columns=True)
+            t.add_columns(*cols)
+
     def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
         self.lost = None
         self.snap = s = msg.snap
+        if s.slat != self.columns_for:
+            self.label_columns(s.slat)
+            self._newest = None
         if s.module and not self.offline:
             now, exits = s.taken, s.module["total_exits"]
             if self._last_exits and now > self._last_exits[0]:
@@ -465,7 +479,7 @@ class SplitdbgApp(App):
 
     @on(DataTable.RowSelected, "#events-table")
     def open_event(self, event: DataTable.RowSelected) -> None:
-        self.push_screen(EventDetail(self.events_shown[int(event.row_key.value)]))
+        self.push_screen(EventDetail(self.events_shown[int(event.row_key.value)], self.snap.names if self.snap else None))
 
     def on_unmount(self) -> None:
         self.source.close()
