@@ -12,7 +12,7 @@ def status(s: Snapshot) -> str:
     if m is None:
         lines.append("split kernel   : not loaded (" + "; ".join(s.notes[:1]) + ")")
     else:
-        lines += [f"split kernel   : ABI {m['version']}, {m['vendor_name']} with nested paging ({s.slat}, "
+        lines += [f"split kernel   : ABI {m['version']}, {m['vendor_name']} with {s.names['slat_long']} ({s.slat}, "
                   f"{m['slat_levels']} levels), descriptor at {m['descriptor_pa']:#x}",
                   f"CPUs in R mode : {', '.join(map(str, s.cpus)) or 'none'} of {m['ncpus']}",
                   f"containers     : {len(s.containers)} (root + {len(s.containers) - 1})",

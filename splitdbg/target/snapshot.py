@@ -84,9 +84,9 @@ class EventRec:
 # What the manuals call each field, by second-level format: the presentation takes its labels here.
 SLAT_NAMES = {
     "NPT": {"root": "nCR3", "info1": "EXITINFO1", "info2": "EXITINFO2", "exit": "exit code",
-            "violation": "NPF", "walk": "nested walk"},
+            "violation": "NPF", "walk": "nested walk", "slat_long": "nested paging"},
     "EPT": {"root": "EPTP", "info1": "QUALIFICATION", "info2": "GPA", "exit": "exit reason",
-            "violation": "EPT-V", "walk": "EPT walk"},
+            "violation": "EPT-V", "walk": "EPT walk", "slat_long": "extended page tables"},
 }
 
 

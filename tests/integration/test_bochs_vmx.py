@@ -157,3 +157,48 @@ def test_snapshot_of_the_image_shows_the_vmx_containers(vmx_capture):
             assert e.check.startswith("not checkable now"), e.check
     procs = {p.pid: p for p in s.processes}
     assert any(p.mode == "NR" for p in procs.values())
+
+
+def test_cli_and_tui_on_the_vmx_image_speak_the_intel_manual(vmx_capture):
+    """Every view of an EPT target uses Intel's words: EPTP, exit qualification, GPA, EPT violation."""
+    import asyncio
+
+    from textual.widgets import DataTable, Static
+
+    from splitdbg.tui.app import EventDetail, SplitdbgApp
+    from splitdbg.tui.source import ImageSource
+
+    from .test_cli import splitdbg
+
+    img = str(vmx_capture["cap"].image)
+    assert "VMX with extended page tables (EPT, 4 levels)" in splitdbg("status", img).stdout
+    out = splitdbg("containers", img).stdout
+    assert "EPTP" in out and "EPT-V" in out and "nCR3" not in out and "NPF" not in out
+    out = splitdbg("events", img, "--kind", "violation").stdout
+    assert "QUALIFICATION" in out and "GPA" in out and "EXITINFO" not in out and " agree" in out
+
+    async def go():
+        a = SplitdbgApp(ImageSource(img, vmlinux=vmx_capture["vmlinux"]), interval=0.01)
+        async with a.run_test(size=(160, 50)) as pilot:
+            for _ in range(300):
+                await pilot.pause(0.1)
+                if a.snap:
+                    break
+            await pilot.pause(0.2)
+            status = str(a.query_one("#status", Static).render())
+            assert "OFFLINE image from bochs-2.7" in status and "VMX/EPT" in status
+            cols = [str(c.label) for c in a.query_one("#containers-table", DataTable).columns.values()]
+            assert "EPTP" in cols and "EPT-V" in cols
+            await pilot.press("3")
+            a.event_filter = "kind=violation"
+            a.render_events()
+            ev = a.query_one("#events-table", DataTable)
+            assert "QUALIFICATION" in [str(c.label) for c in ev.columns.values()] and ev.row_count > 0
+            ev.focus()
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            assert isinstance(a.screen, EventDetail)
+            text = str(a.screen.query_one("#detail-text", Static).render())
+            assert "exit reason 0x30" in text and "QUALIFICATION" in text and "guest-linear" in text
+            assert "EPT walk of the faulting guest-physical address" in text
+    asyncio.run(go())
