@@ -190,7 +190,7 @@ def test_cli_and_tui_on_the_vmx_image_speak_the_intel_manual(vmx_capture):
             cols = [str(c.label) for c in a.query_one("#containers-table", DataTable).columns.values()]
             assert "EPTP" in cols and "EPT-V" in cols
             await pilot.press("3")
-            a.event_filter = "kind=violation"
+            a.event_filter = "kind=violation deny"   # the writer's denied rodata write
             a.render_events()
             ev = a.query_one("#events-table", DataTable)
             assert "QUALIFICATION" in [str(c.label) for c in ev.columns.values()] and ev.row_count > 0
