@@ -32,6 +32,7 @@ from .dbg.bochs import BochsDebugger, Stop, parse_e820
 from .errors import SplitdbgError
 from .mem.image import REGISTERS, ImageMeta, now_iso
 from .lab import REPO, artifacts
+from .target.dump import from_the_image
 
 DIRECT_MAP = 0xFFFF888000000000
 SCRIPT = REPO / "qemu-scripts" / "run-bochs.sh"
@@ -137,12 +138,13 @@ def dump_ranges(dbg: BochsDebugger, ranges: list[tuple[int, int]], image: Path, 
 
 
 def write_sidecar(path: Path, *, source: str, ranges: list[dict], vmlinux: str | None, cmdline: str,
-                  mode: str, regs: dict[str, int], serial_log: str, notes: list[str]) -> dict:
+                  cpus: list[dict], serial_log: str, notes: list[str]) -> dict:
     """The image sidecar (splitdbg.mem.image.ImageMeta: format "splitdbg-image" v1, docs/images.md)."""
     meta = ImageMeta(source=source, created=now_iso(),
                      ranges=[{"gpa": int(r["gpa"]), "offset": int(r["offset"]), "size": int(r["size"])} for r in ranges],
                      vmlinux=str(Path(vmlinux).resolve()) if vmlinux else None, kernel_cmdline=cmdline,
-                     cpus=[{"cpu": 0, "mode": mode, "regs": {k: int(regs[k]) for k in REGISTERS if k in regs}}],
+                     cpus=[{"cpu": c["cpu"], "mode": c["mode"],
+                            "regs": {k: int(c["regs"][k]) for k in REGISTERS if k in c["regs"]}} for c in cpus],
                      serial_log=str(Path(serial_log).resolve()), notes=list(notes))
     meta.check(str(path))
     meta.save(path)
@@ -254,6 +256,21 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         notes.append("ranges: the E820 'usable' ranges of the boot log; reserved/ACPI ranges and holes are absent")
         log(f"bochs: dumped {nbytes >> 20} MiB in {times['dump_s']:.2f}s ({times['dump_mb_per_s']} MB/s)")
 
+        # -- every CPU's registers (SMP); the one that stopped is the one dumped through ----------
+        cpus = [{"cpu": stop.cpu, "mode": mode, "regs": regs}]
+        if smp > 1:
+            others = [{"cpu": i, "mode": "native", "regs": dbg.read_registers(cpu=i)} for i in range(smp) if i != stop.cpu]
+            dbg.read_registers(cpu=stop.cpu)            # back to the CPU that stopped, for on_stopped
+            if mode != "native":
+                # Where the others were: in the module's text (VMX root) or not, as for QEMU images.
+                probe = ImageMeta(source="bochs-2.7", created=now_iso(), ranges=sidecar_ranges, cpus=others)
+                modes, _ = from_the_image(str(image), probe, arts.get("vmlinux"))
+                for c, m in zip(others, modes):
+                    c["mode"] = m
+                notes.append(f"CPU {stop.cpu} stopped at the VM exit; the modes of the others are inferred from "
+                             "RIP (in splitkernel.ko's text: vmx-root)")
+            cpus = sorted(cpus + others, key=lambda c: c["cpu"])
+
         if on_stopped is not None:
             on_stopped(dbg, {"mode": mode, "regs": regs, "stop": stop, "ranges": sidecar_ranges, "image": image})
 
@@ -276,7 +293,7 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         times["total_s"] = round(time.monotonic() - t_start, 2)
         notes.append("times (wall clock, s): " + ", ".join(f"{k}={v}" for k, v in times.items()))
         write_sidecar(out / "image.json", source="bochs-2.7", ranges=sidecar_ranges, vmlinux=arts.get("vmlinux"),
-                      cmdline=cmdline, mode=mode, regs=regs, serial_log=str(serial), notes=notes)
+                      cmdline=cmdline, cpus=cpus, serial_log=str(serial), notes=notes)
         (out / "times.json").write_text(json.dumps(times, indent=1) + "\n")
         return Capture(out, image, out / "image.json", mode, stop, regs, sidecar_ranges, times, notes)
     finally:

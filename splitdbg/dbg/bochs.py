@@ -171,9 +171,12 @@ class Stop:
     ticks: int | None = None
     linear: int | None = None     # the [0x...] address in the disassembly line (physical of RIP)
     text: str = ""
+    cpu: int = 0                  # the CPU that stopped (rip, cs and linear are its)
+    where: dict[int, tuple[int, int]] = field(default_factory=dict)   # every CPU: (cs, rip)
 
 
 _NEXT = re.compile(r"Next at t=(\d+)")
+_WHO = re.compile(r"^\((\d+)\) (?:Magic breakpoint|Caught|Breakpoint|.*watch point)", re.M)
 _DIS = re.compile(r"^\((\d+)\)(?:\.\[\d+\])? \[0x([0-9a-fA-F]+)\] ([0-9a-fA-F]{4}):([0-9a-fA-F]+) ", re.M)
 
 
@@ -199,7 +202,12 @@ def parse_stop(text: str) -> Stop:
     m = _NEXT.search(text)
     if m:
         stop.ticks = int(m.group(1))
-    m = _DIS.search(text)
+    m = _WHO.search(text)
+    if m:
+        stop.cpu = int(m.group(1))
+    lines = {int(m.group(1)): m for m in _DIS.finditer(text)}    # SMP: one line per CPU
+    stop.where = {cpu: (int(m.group(3), 16), int(m.group(4), 16)) for cpu, m in lines.items()}
+    m = lines.get(stop.cpu) or next(iter(lines.values()), None)
     if m:
         stop.linear = int(m.group(2), 16)
         stop.cs = int(m.group(3), 16)
@@ -356,7 +364,12 @@ class BochsDebugger(Debugger):
 
     # -- state ---------------------------------------------------------------------------------
     def read_registers(self, names: tuple[str, ...] = (), cpu: int | None = None) -> dict[str, int]:
-        """General registers (`r`), control registers and EFER (`creg`) of the (only) CPU."""
+        """General registers (`r`), control registers and EFER (`creg`) of the debugger's current
+        CPU, or of CPU `cpu` (which becomes the current one: `set $cpu = N`)."""
+        if cpu is not None:
+            reply = self.execute(f"set $cpu = {cpu}")
+            if reply.strip():
+                raise BochsError(f"set $cpu = {cpu}: {reply.strip()!r}")
         regs = parse_regs(self.execute("r"))
         regs.update(parse_creg(self.execute("creg")))
         if names:

@@ -66,8 +66,9 @@ def vcpu_count(dbg) -> int:
 def from_the_image(image: str, meta: ImageMeta, vmlinux: str | None) -> tuple[list[str], str]:
     """What the image itself tells about the dump: each vCPU's mode and the kernel command line.
 
-    Modes: outside the module's CPUs "native"; on one of them "svm-host" when RIP is in
-    splitkernel.ko's text (the root-mode handler and VMRUN loop), else "guest". QEMU does not tell
+    Modes: outside the module's CPUs "native"; on one of them "svm-host" ("vmx-root" under VMX)
+    when RIP is in splitkernel.ko's text (the root-mode handler and VMRUN loop), else "guest"
+    ("vmx-non-root"). QEMU does not tell
     gdb whether a vCPU is in SVM guest mode, hence this inference. The command line is the
     kernel's saved_command_line (needs vmlinux)."""
     from .kernel import Kernel
@@ -93,10 +94,11 @@ def from_the_image(image: str, meta: ImageMeta, vmlinux: str | None) -> tuple[li
             sk = SplitKernel(mem)
         except ModuleNotLoaded:
             return modes, cmdline
+        host, guest = ("vmx-root", "vmx-non-root") if sk.arch == "vmx" else ("svm-host", "guest")
         for i, c in enumerate(cpus):
             if c["cpu"] in sk.cpus:
                 rip = c["regs"].get("rip", 0)
-                modes[i] = "svm-host" if text and text[0] <= rip < text[1] else "guest"
+                modes[i] = host if text and text[0] <= rip < text[1] else guest
     return modes, cmdline
 
 

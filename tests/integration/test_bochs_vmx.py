@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN = "split-scenarios unload-cycles all ept-probes hold-for-dump"
 SCENARIOS = 19          # `all`, as in the QEMU tests
+CPUS = 2
 PROBES = 2 * 7 * 3 + 8 * 3
 PROBE = re.compile(r"probe acc=(\w+) target=(\w+) level=(\d) op=(\w+) gpa=(0x[0-9a-f]+) va=(0x[0-9a-f]+) "
                    r"old=(0x[0-9a-f]+) new=(0x[0-9a-f]+) faulted=(\w+)")
@@ -49,7 +50,9 @@ def vmx_capture(tmp_path_factory):
             pytest.skip(f"{tool} not installed (make deps)")
     arts = lab.artifacts()
     out = tmp_path_factory.mktemp("bochs-vmx")
-    cap = lab_bochs.capture(out, load="splitkernel,sktest", run=RUN, boot_timeout=700)
+    # Two CPUs: shootdowns (an IPI and a VMCALL on each CPU) and migrations between VMCSs are part
+    # of what runs.
+    cap = lab_bochs.capture(out, load="splitkernel,sktest", run=RUN, smp=CPUS, boot_timeout=700)
     console = (out / "serial.txt").read_text(errors="replace")
     mem = ImageFile(str(cap.image))
     yield dict(cap=cap, console=console, mem=mem, vmlinux=arts["vmlinux"])
@@ -129,7 +132,11 @@ def test_snapshot_of_the_image_shows_the_vmx_containers(vmx_capture):
     assert vmlinux_path
     s = snap.take(mem, target="image", backend=mem.describe(), kernel=kernel)
     m = s.module
-    assert s.slat == "EPT" and m["vendor_name"] == "VMX" and s.cpus == [0]
+    assert s.slat == "EPT" and m["vendor_name"] == "VMX" and s.cpus == list(range(CPUS))
+    # the sidecar: every CPU's registers; the one that stopped at the VM exit in VMX root mode
+    modes = {c["cpu"]: c["mode"] for c in mem.meta.cpus}
+    assert set(modes) == set(range(CPUS)) and modes[vmx_capture["cap"].stop.cpu] == "vmx-root", modes
+    assert set(modes.values()) <= {"vmx-root", "vmx-non-root"}, modes
     pool = (m["pool_pa"], m["pool_pa"] + m["pool_size"])
     text = (m["kernel_text_pa"], m["kernel_text_end_pa"])
     nonroot = [c for c in s.containers if c.id]

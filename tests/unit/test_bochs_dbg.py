@@ -122,6 +122,10 @@ def test_stops():
                        "(0) [0x000001234567] 0010:ffffffffa0001234 (unk. ctxt): push rbp ; 55\n")
     assert st.reason == "vmexit" and st.rip == 0xffffffffa0001234 and st.ticks == 5
     # After a quit, Bochs prints the current instruction with the tick count in the prefix.
+    # SMP (two CPUs; lines as Bochs printed them, the CPUs swapped): the stopping CPU's place
+    st = bx.parse_stop(data("stop_vmexit_smp"))
+    assert st.reason == "vmexit" and st.cpu == 1 and st.rip == 0xffffffffa0003f30 and st.linear == 0x8def30
+    assert st.where == {0: (0x10, 0xffffffff811db11b), 1: (0x10, 0xffffffffa0003f30)}
     st = bx.parse_stop("(0).[1164410284] [0x0000000e1b1b] 0010:00000000000e1b1b (unk. ctxt): wrmsr ; 0f30\n")
     assert st.rip == 0xe1b1b
 
@@ -184,8 +188,9 @@ def test_dump_ranges_skips_unmapped_pages(tmp_path):
 def test_sidecar_schema(tmp_path):
     side = lab_bochs.write_sidecar(
         tmp_path / "image.json", source="bochs-2.7", ranges=[{"gpa": 0, "offset": 0, "size": 4096}],
-        vmlinux=None, cmdline="console=ttyS0", mode="native",
-        regs={"rip": 1, "rsp": 2, "cr0": 3, "cr2": 4, "cr3": 5, "cr4": 6, "efer": 7, "rax": 8},
+        vmlinux=None, cmdline="console=ttyS0",
+        cpus=[{"cpu": 0, "mode": "native",
+               "regs": {"rip": 1, "rsp": 2, "cr0": 3, "cr2": 4, "cr3": 5, "cr4": 6, "efer": 7, "rax": 8}}],
         serial_log=str(tmp_path / "serial.txt"), notes=["n"])
     assert json.loads((tmp_path / "image.json").read_text()) == side
     assert set(side) == {"format", "version", "source", "created", "ranges", "vmlinux", "kernel_cmdline",
