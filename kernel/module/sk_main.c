@@ -401,17 +401,10 @@ static struct miscdevice sk_misc = { .minor = MISC_DYNAMIC_MINOR, .name = "split
 /* /proc/splitkernel: one line per contained process: "tgid container". */
 static int sk_proc_show(struct seq_file *m, void *v)
 {
-	int i, live = 0, released = 0;
+	int i;
 
 	seq_printf(m, "# splitkernel abi %d, cpus 0x%x, exits %llu, hypercalls %llu\n", SK_ABI_VERSION,
 		   sk_desc.cpu_mask, sk_desc.total_exits, sk_desc.hypercalls);
-	/* Read without the handler's lock: a hint for people and scripts (why did ENTER fail?). */
-	for (i = 1; i < SK_MAX_CONTAINERS; i++) {
-		live += READ_ONCE(sk.containers[i].active) == 1;
-		released += READ_ONCE(sk.containers[i].active) == 2;
-	}
-	seq_printf(m, "# containers %d live, %d released (not yet freed), %d max; pool pages %u of %u used\n",
-		   live, released, SK_MAX_CONTAINERS - 1, bitmap_weight(sk.page_used, SK_POOL_PAGES), SK_POOL_PAGES);
 	for (i = 0; i < SK_MAX_TASKS; i++)
 		if (sk_tasks[i].container)
 			seq_printf(m, "%d %u\n", sk_tasks[i].tgid, sk_tasks[i].container);
