@@ -245,10 +245,13 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		}
 		break;
 	case SK_HC_DEL_PGD:
-		if (!nonroot || sk_container_of_pgd(a1) == c->container) {
-			sk_container_del_pgd(a1);
-			*res = 0;
-		}
+		/* From any container: pgd_free runs wherever the last reference to an mm is dropped,
+		 * often on a CPU that lazily kept it and now runs another container's process. Refusing
+		 * it there (as before) left the entry behind, and the freed page, reused as a new pgd,
+		 * ran in the dead container (under Bochs SMP: "container full" kills after ~80
+		 * scenarios). It grants nothing that loading CR3 does not: the CR3 picks the container. */
+		sk_container_del_pgd(a1);
+		*res = 0;
 		break;
 	case SK_HC_FREE_CONTAINER:
 		if (!nonroot && c->container != a1)
