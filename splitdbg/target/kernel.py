@@ -43,6 +43,9 @@ class LoadedModule:
     ro_size: int
 
 
+LOADED_MM_SWITCHING = 1     # arch/x86/mm/tlb.c: cpu_tlbstate.loaded_mm while switch_mm runs
+
+
 class Kernel:
     """A Linux 6.1 x86-64 kernel in guest memory, with vmlinux's symbols and DWARF."""
 
@@ -153,6 +156,27 @@ class Kernel:
             pgd = self.translate(self.u64(mm + o_pgd)) if mm else 0
             out.append(Task(addr, self.u32(addr + o_pid), self.u32(addr + o_tgid),
                             self.cstr(addr + o_comm, 16), mm, pgd))
+        return out
+
+    def loaded_pgds(self) -> dict[int, int]:
+        """CPU -> guest-physical pgd of the address space in its CR3 (cpu_tlbstate.loaded_mm). On an
+        idle CPU that is the last process's (lazy TLB), which may have exited: no task owns it.
+        None for a CPU caught in the middle of switch_mm (the CR3 it leaves is not recorded there)."""
+        t = self.types
+        t.load("tlb_state")
+        per_cpu = self.symbols.address("__per_cpu_offset")
+        tlb_state = self.symbols.address("cpu_tlbstate")     # a per-CPU offset (x86-64 SMP)
+        o_loaded, o_pgd = t.offsetof("tlb_state", "loaded_mm"), t.offsetof("mm_struct", "pgd")
+        n = self.u32(self.symbols.address("nr_cpu_ids"))
+        if not 0 < n <= 8192:
+            raise KernelError(f"nr_cpu_ids is {n}: corrupt or not this kernel")
+        out: dict[int, int | None] = {}
+        for cpu in range(n):
+            mm = self.u64(tlb_state + self.u64(per_cpu + 8 * cpu) + o_loaded)
+            if mm == LOADED_MM_SWITCHING:
+                out[cpu] = None     # in switch_mm: e.g. stopped at the VM exit of its CR3 write
+            elif mm:
+                out[cpu] = self.translate(self.u64(mm + o_pgd))
         return out
 
     def modules(self) -> list[LoadedModule]:

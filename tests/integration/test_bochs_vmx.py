@@ -209,3 +209,15 @@ def test_cli_and_tui_on_the_vmx_image_speak_the_intel_manual(vmx_capture):
             assert "exit reason 0x30" in text and "QUALIFICATION" in text and "guest-linear" in text
             assert "EPT walk of the faulting guest-physical address" in text
     asyncio.run(go())
+
+
+def test_the_default_policy_and_live_address_spaces_hold_on_the_image(vmx_capture, tmp_path):
+    """The default policy, and no container lists an address space that nobody uses any more
+    (with two CPUs, a refused SK_HC_DEL_PGD from another container's CPU left such entries)."""
+    from .test_cli import POLICY, splitdbg
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.read_text() + '\n[[rule]]\nname = "containers list only live address spaces"\n'
+                      'kind = "address-spaces"\n')
+    out = splitdbg("check", str(vmx_capture["cap"].image), str(policy)).stdout
+    assert "5 of 5 rules hold" in out, out
