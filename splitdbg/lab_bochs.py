@@ -227,7 +227,17 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
             log("bochs: splitkernel failed to load; no VM exit to wait for")
         elif "splitkernel" in load.split(","):
             dbg.vmexit_break(True)
-            stop2 = dbg.run_until_stop(vmexit_timeout)
+            # The CPU at the magic breakpoint executes CPUID next (sk-bochs-break): step that CPU
+            # alone into its VM exit, so that no other CPU exits first while this one runs on
+            # (with 2 CPUs, continuing let the process exit before the dump).
+            stop2 = dbg.step(cpu=stop.cpu if smp > 1 else None)
+            cs, rip = stop2.where.get(stop.cpu, (None, None))
+            if stop2.reason == "vmexit" or (rip is not None and stop.rip is not None and rip != stop.rip + 2):
+                # Bochs does not report the exit of a step; CPUID (2 bytes) went elsewhere than the
+                # next instruction: to the VMCS host RIP.
+                stop2.reason, stop2.cpu, stop2.cs, stop2.rip = "vmexit", stop.cpu, cs, rip
+            else:
+                stop2 = dbg.run_until_stop(vmexit_timeout)
             dbg.vmexit_break(False)
             if stop2.reason == "vmexit":
                 mode = "vmx-root"
@@ -239,7 +249,7 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
                 notes.append(f"no VM exit within {vmexit_timeout:.0f}s after the magic breakpoint (CPUID did not "
                              f"exit); dumped where Bochs was interrupted, assumed {mode}")
                 log(f"bochs: no VM exit after the magic breakpoint; dumping as {mode}")
-        regs = dbg.read_registers()
+        regs = dbg.read_registers(cpu=stop.cpu if smp > 1 else None)   # and the debugger now shows it
 
         # -- dump -------------------------------------------------------------------------------
         ranges = usable_ranges(text)

@@ -6,7 +6,8 @@
  * 2. `cpuid`: under the split-kernel module on Intel VMX, CPUID exits unconditionally, so with
  *    the debugger's `vmexitbp` on, Bochs stops again in VMX root mode in the module's handler.
  *    Natively it just returns the vendor leaf.
- * Prints a marker before each step so the host side can follow (splitdbg/lab_bochs.py).
+ * The two instructions are back to back. Prints a marker before and after, so the host side can
+ * follow (splitdbg/lab_bochs.py).
  */
 #include <stdio.h>
 #include <unistd.h>
@@ -15,12 +16,11 @@ int main(void)
 {
 	unsigned int a = 0, b, c = 0, d;
 
-	printf("SPLITDBG: bochs-break magic\n");
+	printf("SPLITDBG: bochs-break magic, then cpuid\n");
 	fflush(stdout);
-	__asm__ volatile("xchg %%bx, %%bx" ::: "memory");
-	printf("SPLITDBG: bochs-break cpuid\n");
-	fflush(stdout);
-	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) :: "memory");
+	/* Back to back: the debugger steps this CPU alone from the magic breakpoint into the
+	 * CPUID exit, so the dump shows this process (and its container) as it was. */
+	__asm__ volatile("xchg %%bx, %%bx\n\tcpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d) :: "memory");
 	printf("SPLITDBG: bochs-break done vendor=%.4s%.4s%.4s\n", (char *)&b, (char *)&d, (char *)&c);
 	return 0;
 }

@@ -146,22 +146,22 @@ class Checker:
         return bad
 
     def address_spaces(self, rule) -> list[str]:
-        """Every address space (pgd) a container lists is in use: a process's, or loaded on a CPU.
+        """Every address space (pgd) a container lists is in use: a process's, or held by a CPU.
         Anything else is a stale entry: the freed page, once it is some new process's pgd, would
         put that process in this container."""
         if self.snap.processes is None or self.s.kernel is None:
             raise PolicyError("the address-spaces rule needs kernel symbols (--vmlinux)")
         owners = {p.pgd for p in self.snap.processes if p.pgd}
-        loaded = set()
-        for cpu, pgd in self.s.kernel.loaded_pgds().items():
-            if pgd is None and cpu in self.snap.cpus:
-                # Switching: the CR3 it leaves is the guest CR3 the handler noted at this VM exit.
-                pgd = xp.cr3_table(self.s.splitkernel().guest_regs(cpu)["cr3"], self.s.kernel.mode)
-            loaded.add(pgd)
+        held = set()
+        for cpu, pgds in self.s.kernel.cpu_pgds().items():
+            if pgds is None and cpu in self.snap.cpus:
+                # Inside switch_mm: the CR3 it leaves is the guest CR3 the handler noted at this exit.
+                pgds = {xp.cr3_table(self.s.splitkernel().guest_regs(cpu)["cr3"], self.s.kernel.mode)}
+            held |= pgds or set()
         return [f"container {c.id} ({c.owner_comm or 'root'}{', released' if c.released else ''}) lists address space "
-                f"{pgd:#x}, which no process owns and no CPU has loaded (stale)"
+                f"{pgd:#x}, which no process owns and no CPU holds (stale)"
                 for c in self.containers({"containers": rule.get("containers", "all")})
-                for pgd in c.pgds if pgd not in owners and pgd not in loaded]
+                for pgd in c.pgds if pgd not in owners and pgd not in held]
 
     def run(self, rules) -> list[dict]:
         results = []

@@ -334,6 +334,10 @@ class BochsDebugger(Debugger):
         self.last_stop = parse_stop(text)
         return self.last_stop
 
+    def step(self, count: int = 1, cpu: int | None = None) -> Stop:
+        """Execute `count` instructions (`s`); on SMP, `cpu` alone executes them (`s CPU COUNT`)."""
+        return parse_stop(self.execute(f"s {count}" if cpu is None else f"s {cpu} {count}"))
+
     def run_until_stop(self, timeout: float | None = None) -> Stop:
         """`c`, then wait for a stop; on timeout interrupt (SIGINT) and return that stop with
         reason "interrupt"."""

@@ -158,25 +158,37 @@ class Kernel:
                             self.cstr(addr + o_comm, 16), mm, pgd))
         return out
 
-    def loaded_pgds(self) -> dict[int, int]:
-        """CPU -> guest-physical pgd of the address space in its CR3 (cpu_tlbstate.loaded_mm). On an
-        idle CPU that is the last process's (lazy TLB), which may have exited: no task owns it.
-        None for a CPU caught in the middle of switch_mm (the CR3 it leaves is not recorded there)."""
+    def cpu_pgds(self) -> dict[int, set[int] | None]:
+        """CPU -> guest-physical pgds of the address spaces it still holds: the one in its CR3
+        (cpu_tlbstate.loaded_mm) and the scheduler's lazy references (rq->curr and rq->idle's
+        active_mm, rq->prev_mm). An idle CPU keeps the last process's, which may have exited and
+        which x86 may already have swapped for init_mm in CR3. None for a CPU inside switch_mm,
+        where loaded_mm says nothing (e.g. stopped at the VM exit of its CR3 write)."""
         t = self.types
-        t.load("tlb_state")
+        t.load("tlb_state", "rq")
         per_cpu = self.symbols.address("__per_cpu_offset")
-        tlb_state = self.symbols.address("cpu_tlbstate")     # a per-CPU offset (x86-64 SMP)
-        o_loaded, o_pgd = t.offsetof("tlb_state", "loaded_mm"), t.offsetof("mm_struct", "pgd")
+        tlb_state, runqueues = self.symbols.address("cpu_tlbstate"), self.symbols.address("runqueues")  # per-CPU offsets
+        o_pgd, o_active = t.offsetof("mm_struct", "pgd"), t.offsetof("task_struct", "active_mm")
         n = self.u32(self.symbols.address("nr_cpu_ids"))
         if not 0 < n <= 8192:
             raise KernelError(f"nr_cpu_ids is {n}: corrupt or not this kernel")
-        out: dict[int, int | None] = {}
+
+        def pgd_of(mm: int) -> int | None:
+            return self.translate(self.u64(mm + o_pgd)) if mm else None
+
+        out: dict[int, set[int] | None] = {}
         for cpu in range(n):
-            mm = self.u64(tlb_state + self.u64(per_cpu + 8 * cpu) + o_loaded)
-            if mm == LOADED_MM_SWITCHING:
-                out[cpu] = None     # in switch_mm: e.g. stopped at the VM exit of its CR3 write
-            elif mm:
-                out[cpu] = self.translate(self.u64(mm + o_pgd))
+            base = self.u64(per_cpu + 8 * cpu)
+            loaded = self.u64(tlb_state + base + t.offsetof("tlb_state", "loaded_mm"))
+            rq = runqueues + base
+            mms = {self.u64(rq + t.offsetof("rq", "prev_mm"))}
+            for task in (self.u64(rq + t.offsetof("rq", "curr")), self.u64(rq + t.offsetof("rq", "idle"))):
+                if task:
+                    mms.add(self.u64(task + o_active))
+            if loaded == LOADED_MM_SWITCHING:
+                out[cpu] = None
+                continue
+            out[cpu] = {p for p in map(pgd_of, mms | {loaded}) if p is not None}
         return out
 
     def modules(self) -> list[LoadedModule]:
