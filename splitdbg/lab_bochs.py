@@ -98,38 +98,61 @@ def usable_ranges(console: str) -> list[tuple[int, int]]:
 
 
 def dump_ranges(dbg: BochsDebugger, ranges: list[tuple[int, int]], image: Path, work: Path,
-                max_holes: int = 256) -> tuple[list[dict], list[str], int]:
+                max_holes: int = 1 << 16, physical_holes: bool = False) -> tuple[list[dict], list[str], int]:
     """writemem the direct map of each physical range; concatenate into IMAGE.
-    Returns (sidecar ranges, notes, bytes written)."""
+    Returns (sidecar ranges, notes, bytes written). Pages the current context does not map (the
+    module's pool in the guest's own page tables, when the dump is taken in VMX non-root mode)
+    are skipped one by one and listed as runs in the notes; with `physical_holes`, read instead
+    with `xp` (physical addresses, about 1 MB/s)."""
     out_ranges: list[dict] = []
     notes: list[str] = []
     offset = 0
     part = work / "writemem.part"
+
+    def add(pos: int, n: int) -> None:
+        nonlocal offset
+        if out_ranges and out_ranges[-1]["gpa"] + out_ranges[-1]["size"] == pos \
+                and out_ranges[-1]["offset"] + out_ranges[-1]["size"] == offset:
+            out_ranges[-1]["size"] += n
+        else:
+            out_ranges.append({"gpa": pos, "offset": offset, "size": n})
+        offset += n
+
+    def hole_note(a: int, b: int) -> str:
+        if physical_holes:
+            img.write(dbg.read_memory(a, b - a, physical=True))
+            add(a, b - a)
+            return (f"gpa 0x{a:x}-0x{b:x}: {(b - a) // PAGE} page(s) not mapped at 0x{DIRECT_MAP + a:x} in this context; "
+                    "read with xp (physical)")
+        return (f"gpa 0x{a:x}-0x{b:x}: {(b - a) // PAGE} page(s) not mapped at 0x{DIRECT_MAP + a:x} in this context; "
+                "left out of the image")
+
     with open(image, "wb") as img:
         for start, end in ranges:
-            pos, holes = start, 0
+            pos, holes, hole_at = start, 0, None
             while pos < end:
                 n = dbg.dump_linear(str(part), DIRECT_MAP + pos, end - pos)
                 if n > 0:
+                    if hole_at is not None:
+                        notes.append(hole_note(hole_at, pos))
+                        hole_at = None
                     with open(part, "rb") as f:
                         shutil.copyfileobj(f, img, 1 << 22)
-                    if out_ranges and out_ranges[-1]["gpa"] + out_ranges[-1]["size"] == pos \
-                            and out_ranges[-1]["offset"] + out_ranges[-1]["size"] == offset:
-                        out_ranges[-1]["size"] += n
-                    else:
-                        out_ranges.append({"gpa": pos, "offset": offset, "size": n})
-                    offset += n
+                    add(pos, n)
                     pos += n
                 if pos < end:
                     # Not in the direct map (or not readable): skip the page, say so.
                     holes += 1
-                    notes.append(f"gpa 0x{pos:x}: page not mapped at 0x{DIRECT_MAP + pos:x} in this context; "
-                                 "left out of the image")
+                    hole_at = pos if hole_at is None else hole_at
                     pos += PAGE
                     if holes >= max_holes:
+                        notes.append(hole_note(hole_at, pos))
                         notes.append(f"gpa 0x{pos:x}-0x{end:x}: left out ({max_holes} unmapped pages, gave up on "
                                      "this range)")
+                        hole_at = None
                         break
+            if hole_at is not None:
+                notes.append(hole_note(hole_at, min(pos, end)))
     try:
         part.unlink()
     except FileNotFoundError:
@@ -184,7 +207,7 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         t_boot = time.monotonic()
         dbg.cont()
         ready_at = run_begin_at = None
-        stop = None
+        stop, hung = None, False
         while stop is None:
             try:
                 stop = dbg.wait_stop(0.25)
@@ -202,11 +225,11 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
                     dbg.interrupt()
                     raise BochsLabError(f"the guest kernel panicked; see {serial}:\n" + text[-2000:])
                 if now - t_boot > boot_timeout:
-                    dbg.interrupt()
-                    raise BochsLabError(f"no stop at {BREAK_TOOL} after {boot_timeout:.0f}s; console:\n"
-                                        + text[-2000:])
+                    # A hung guest is worth an image too: interrupt, dump it as it stands, then fail.
+                    stop, hung = dbg.interrupt(), True
+                    log(f"bochs: no stop at {BREAK_TOOL} after {boot_timeout:.0f}s; dumping the guest as it is")
         t_stop = time.monotonic()
-        if stop.reason != "magic":
+        if stop.reason != "magic" and not hung:
             raise BochsLabError(f"Bochs stopped for another reason than the magic breakpoint: {stop.text.strip()}")
         text = _serial(serial)
         m = re.search(r"^\[[ \d.]+\] Command line: (.*)$", text, re.M)
@@ -218,11 +241,17 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
             ready_at = t_stop
         times["boot_to_ready_s"] = round(ready_at - t_boot, 2)
         times["run_s"] = round(t_stop - (run_begin_at or ready_at), 2)
-        log(f"bochs: magic breakpoint at {stop.cs:04x}:{stop.rip:x} after {t_stop - t_boot:.1f}s")
+        if not hung:
+            log(f"bochs: magic breakpoint at {stop.cs:04x}:{stop.rip:x} after {t_stop - t_boot:.1f}s")
 
         # -- into VMX root mode when the module runs the kernel as a guest -------------------------
         mode = "native"
-        if "splitkernel" in load.split(",") and "module-failed name=splitkernel" in text:
+        loaded = "module-loaded name=splitkernel" in text
+        if hung:
+            mode = "vmx-non-root" if loaded else "native"      # refined per CPU from RIP below
+            notes.append(f"the guest did not reach {BREAK_TOOL} within {boot_timeout:.0f}s: dumped where Bochs was "
+                         f"interrupted (t={stop.ticks})")
+        elif "splitkernel" in load.split(",") and "module-failed name=splitkernel" in text:
             notes.append("splitkernel failed to load (see serial.txt): the guest ran native")
             log("bochs: splitkernel failed to load; no VM exit to wait for")
         elif "splitkernel" in load.split(","):
@@ -257,7 +286,9 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
             raise BochsLabError(f"no BIOS-e820 lines in {serial}: cannot tell which memory to dump")
         t_dump = time.monotonic()
         image = out / "image.raw"
-        sidecar_ranges, dump_notes, nbytes = dump_ranges(dbg, ranges, image, out)
+        # A hung guest stopped in VMX non-root mode: its page tables leave out the module's pool
+        # (read it physically, or the image would lack every container).
+        sidecar_ranges, dump_notes, nbytes = dump_ranges(dbg, ranges, image, out, physical_holes=hung and mode != "native")
         times["dump_s"] = round(time.monotonic() - t_dump, 2)
         times["dump_mb_per_s"] = round(nbytes / max(times["dump_s"], 1e-3) / 1e6, 1)
         notes += dump_notes
@@ -268,17 +299,19 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
 
         # -- every CPU's registers (SMP); the one that stopped is the one dumped through ----------
         cpus = [{"cpu": stop.cpu, "mode": mode, "regs": regs}]
-        if smp > 1:
+        if smp > 1 or (hung and mode != "native"):
             others = [{"cpu": i, "mode": "native", "regs": dbg.read_registers(cpu=i)} for i in range(smp) if i != stop.cpu]
-            dbg.read_registers(cpu=stop.cpu)            # back to the CPU that stopped, for on_stopped
+            if hung:         # no CPU is known to be in root mode: infer every one
+                others, cpus = cpus + others, []
+            dbg.read_registers(cpu=stop.cpu if smp > 1 else None)   # back to the CPU that stopped, for on_stopped
             if mode != "native":
                 # Where the others were: in the module's text (VMX root) or not, as for QEMU images.
                 probe = ImageMeta(source="bochs-2.7", created=now_iso(), ranges=sidecar_ranges, cpus=others)
                 modes, _ = from_the_image(str(image), probe, arts.get("vmlinux"))
                 for c, m in zip(others, modes):
                     c["mode"] = m
-                notes.append(f"CPU {stop.cpu} stopped at the VM exit; the modes of the others are inferred from "
-                             "RIP (in splitkernel.ko's text: vmx-root)")
+                notes.append(("every CPU's mode is" if hung else f"CPU {stop.cpu} stopped at the VM exit; the modes of "
+                              "the others are") + " inferred from RIP (in splitkernel.ko's text: vmx-root)")
             cpus = sorted(cpus + others, key=lambda c: c["cpu"])
 
         if on_stopped is not None:
@@ -287,10 +320,11 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         # -- let the run finish, quit -------------------------------------------------------------
         # A command that broke in by itself (sk-bochs-break inside it, e.g. from a container) stops
         # again at the trailing sk-bochs-break: that stop, too, ends the run.
-        dbg.cont()
         t_end = time.monotonic()
-        stopped_again = False
-        while time.monotonic() - t_end < 60 and "SPLITDBG: run-end" not in _serial(serial):
+        stopped_again = hung          # a hung guest is not let run on
+        if not hung:
+            dbg.cont()
+        while not hung and time.monotonic() - t_end < 60 and "SPLITDBG: run-end" not in _serial(serial):
             try:
                 dbg.wait_stop(0.25)
                 stopped_again = True
@@ -305,6 +339,9 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
         write_sidecar(out / "image.json", source="bochs-2.7", ranges=sidecar_ranges, vmlinux=arts.get("vmlinux"),
                       cmdline=cmdline, cpus=cpus, serial_log=str(serial), notes=notes)
         (out / "times.json").write_text(json.dumps(times, indent=1) + "\n")
+        if hung:
+            raise BochsLabError(f"no stop at {BREAK_TOOL} after {boot_timeout:.0f}s; the hung guest's image is {image} "
+                                f"(splitdbg status/ps/containers/events take it); console:\n" + _serial(serial)[-2000:])
         return Capture(out, image, out / "image.json", mode, stop, regs, sidecar_ranges, times, notes)
     finally:
         dbg.close()

@@ -168,6 +168,10 @@ class FakeBochs:
         Path(path).write_bytes(self.mem[pa:pa + n])
         return n
 
+    def read_memory(self, addr, size, physical=False):
+        assert physical
+        return self.mem[addr:addr + size]
+
 
 def test_dump_ranges_skips_unmapped_pages(tmp_path):
     mem = bytes((i // 4096) & 0xff for i in range(64 * 4096))
@@ -182,7 +186,19 @@ def test_dump_ranges_skips_unmapped_pages(tmp_path):
     assert len(img) == total == 45 * 4096
     for r in ranges:
         assert img[r["offset"]:r["offset"] + r["size"]] == mem[r["gpa"]:r["gpa"] + r["size"]]
-    assert len([n for n in notes if "not mapped" in n]) == 3
+    # one note per run of unmapped pages: 5-6 (two pages) and 40
+    assert [n.split(":")[0] for n in notes if "not mapped" in n] == ["gpa 0x5000-0x7000", "gpa 0x28000-0x29000"]
+
+
+def test_dump_ranges_goes_past_a_long_unmapped_run(tmp_path):
+    # The module's 4 MiB pool is not in the guest's direct map: a dump in VMX non-root mode skips
+    # it page by page (1,024 pages) and still gets everything after it.
+    mem = bytes((i // 4096) & 0xff for i in range(2048 * 4096))
+    fake = FakeBochs(mem, unmapped=set(range(512, 1536)))
+    ranges, notes, total = lab_bochs.dump_ranges(fake, [(0, 2048 * 4096)], tmp_path / "img.raw", tmp_path)
+    assert [(r["gpa"], r["size"]) for r in ranges] == [(0, 512 * 4096), (1536 * 4096, 512 * 4096)]
+    assert total == 1024 * 4096 and notes == [
+        "gpa 0x200000-0x600000: 1024 page(s) not mapped at 0xffff888000200000 in this context; left out of the image"]
 
 
 def test_sidecar_schema(tmp_path):
@@ -199,3 +215,14 @@ def test_sidecar_schema(tmp_path):
     assert side["cpus"] == [{"cpu": 0, "mode": "native",
                              "regs": {"rip": 1, "rsp": 2, "cr0": 3, "cr2": 4, "cr3": 5, "cr4": 6, "efer": 7}}]
     assert Path(side["serial_log"]).is_absolute()
+
+
+def test_dump_ranges_reads_unmapped_runs_physically_when_asked(tmp_path):
+    mem = bytes((i // 4096) & 0xff for i in range(64 * 4096))
+    fake = FakeBochs(mem, unmapped={5, 6, 63})
+    ranges, notes, total = lab_bochs.dump_ranges(fake, [(0, 64 * 4096)], tmp_path / "img.raw", tmp_path,
+                                                 physical_holes=True)
+    assert ranges == [{"gpa": 0, "offset": 0, "size": 64 * 4096}] and total == 64 * 4096
+    assert (tmp_path / "img.raw").read_bytes() == mem
+    assert [n.split(": ", 1)[0] for n in notes] == ["gpa 0x5000-0x7000", "gpa 0x3f000-0x40000"]
+    assert all(n.endswith("read with xp (physical)") for n in notes)
