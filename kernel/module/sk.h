@@ -43,8 +43,6 @@ struct sk_cpu {
 	u32 launched;        /* 1 once the first VMRUN entered the guest */
 	int launch_error;    /* exit code of a failed first VMRUN */
 	u64 flush_gen;       /* container table generation last flushed on this CPU */
-	u64 *probe_entry;    /* nested entry replaced by SK_HC_PROBE_SET, restored at the next NPF */
-	u64 probe_saved;
 	u64 percpu;          /* this CPU's per-cpu offset in the guest kernel (current_task lives there) */
 	struct sk_exit_info ex;   /* the exit being handled */
 	int flush;           /* drop this CPU's second-level translations before the next entry */
@@ -70,6 +68,11 @@ struct sk_state {
 	u64 host_cr3;
 	int nlevels;                    /* second-level paging levels: the host's (4, or 5 with LA57) */
 	int ncpus;
+	/* The armed probe (SK_HC_PROBE_SET, module parameter probe=1): one at a time, machine-wide,
+	 * since the changed entry is in a container that other CPUs may be running too. */
+	u64 *probe_entry;               /* nested entry replaced, restored at the next violation */
+	u64 probe_saved;
+	u32 probe_cpu;                  /* the CPU that armed it */
 };
 
 extern struct sk_state sk;

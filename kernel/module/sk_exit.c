@@ -172,11 +172,20 @@ void sk_violation(struct sk_cpu *c, u64 gpa)
 
 	ct->counters.exits_npf++;
 	c->flush = 1;
-	if (c->probe_entry) {
+	if (READ_ONCE(sk.probe_entry) && sk.probe_cpu != c->cpu) {
+		/* Another CPU's probe changed an entry this CPU (lazily in the prober's container, e.g.
+		 * a kernel thread on its vmalloc'd stack) just met. Not a violation: wait until the
+		 * probe is undone (a few instructions on the prober's CPU), then run the access again.
+		 * Denying it here crashed kernel threads on 2 CPUs under Bochs. */
+		while (READ_ONCE(sk.probe_entry))
+			cpu_relax();
+		return;
+	}
+	if (sk.probe_entry) {
 		/* The fault the probe armed: record it, undo the change, let the access run again. */
-		extra = sk_pa(c->probe_entry);
-		*c->probe_entry = c->probe_saved;
-		c->probe_entry = NULL;
+		extra = sk_pa(sk.probe_entry);
+		*sk.probe_entry = sk.probe_saved;
+		WRITE_ONCE(sk.probe_entry, NULL);
 		sk_record(c, SK_EV_VIOLATION, region, SK_ACT_PROBE, extra);
 		goto out;
 	}
@@ -283,9 +292,10 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 
 			if (e && nr == SK_HC_PROBE_GET) {
 				*res = *e;
-			} else if (e) {
-				c->probe_saved = *e;
-				c->probe_entry = e;
+			} else if (e && !READ_ONCE(sk.probe_entry)) {
+				sk.probe_saved = *e;
+				sk.probe_cpu = c->cpu;
+				WRITE_ONCE(sk.probe_entry, e);
 				*e = a3;
 				*res = 0;
 			}
@@ -294,9 +304,9 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		break;
 	case SK_HC_PROBE_CLEAR:
 		*res = 0;
-		if (c->probe_entry) {
-			*c->probe_entry = c->probe_saved;
-			c->probe_entry = NULL;
+		if (sk.probe_entry && sk.probe_cpu == c->cpu) {
+			*sk.probe_entry = sk.probe_saved;
+			WRITE_ONCE(sk.probe_entry, NULL);
 			c->flush = 1;
 			*res = 1;
 		}

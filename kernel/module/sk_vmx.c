@@ -580,7 +580,7 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		step(c);     /* nothing cached that the guest may drop: treat as WBINVD would (no-op) */
 		break;
 	case EXIT_REASON_EPT_MISCONFIG:
-		if (c->probe_entry) {
+		if (READ_ONCE(sk.probe_entry)) {
 			/* The probe made this entry (SK_HC_PROBE_SET): recorded and undone like a violation. */
 			sk_violation(c, c->ex.info2);
 			break;
