@@ -226,10 +226,15 @@ def follow_events(args) -> int:
                             f"`splitdbg events {args.target}` lists the events in it")
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
         sk = sess.splitkernel()
-        if not args.json:
-            print(render.events_header(sk.slat_name), flush=True)
+
+        def ready() -> None:
+            # On stderr, so that --json output stays pure: scripts (and tests) wait for this line.
+            print(f"splitdbg: following the events of {args.target}", file=sys.stderr, flush=True)
+            if not args.json:
+                print(render.events_header(sk.slat_name), flush=True)
+
         try:
-            for e, check in follow(sk, args.seconds, args.pid, args.kind):
+            for e, check in follow(sk, args.seconds, args.pid, args.kind, on_ready=ready):
                 print(json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                     e.exitinfo1, e.exitinfo2, e.rip, check), flush=True)

@@ -305,14 +305,18 @@ class SplitKernel:
         return sorted(evs, key=lambda e: (e.tsc, e.cpu, e.seq))
 
 
-def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = None, kind: str | None = None):
+def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = None, kind: str | None = None,
+           on_ready=None):
     """Yield (event, model verdict) for each event that arrives from now on, for `seconds` (or
-    until the caller stops iterating). The rings are polled every 0.1 s from guest memory."""
+    until the caller stops iterating). The rings are polled every 0.1 s from guest memory.
+    `on_ready()` is called once "now" is fixed: every event after that call is yielded."""
     import time
 
     from ..vmx_model.crosscheck import crosscheck_event
 
     since = {cpu: sk.ring_header(cpu)[0] for cpu in sk.cpus}
+    if on_ready is not None:
+        on_ready()
     deadline = time.monotonic() + seconds if seconds else None
     while deadline is None or time.monotonic() < deadline:
         sk.refresh()                       # ModuleNotLoaded when the module goes away

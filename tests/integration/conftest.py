@@ -39,3 +39,12 @@ class Patched:
             if addr <= a < addr + size:
                 data[a - addr:a - addr + 8] = value.to_bytes(8, "little")
         return bytes(data)
+
+
+async def until_first_snapshot(app, pilot, timeout: float = 30.0) -> None:
+    """Drive a Textual pilot until the app's first snapshot has arrived and been drawn."""
+    for _ in range(int(timeout / 0.1)):
+        await pilot.pause(0.1)
+        if app.snap:
+            break
+    await pilot.pause(0.2)

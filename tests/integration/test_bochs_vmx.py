@@ -30,7 +30,7 @@ from splitdbg.target.splitkernel import SplitKernel
 from splitdbg.vmx_model import translate
 from splitdbg.vmx_model.crosscheck import _UNMODELLED
 
-from .conftest import Patched
+from .conftest import Patched, until_first_snapshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -187,11 +187,7 @@ def test_cli_and_tui_on_the_vmx_image_speak_the_intel_manual(vmx_capture):
     async def go():
         a = SplitdbgApp(ImageSource(img, vmlinux=vmx_capture["vmlinux"]), interval=0.01)
         async with a.run_test(size=(160, 50)) as pilot:
-            for _ in range(300):
-                await pilot.pause(0.1)
-                if a.snap:
-                    break
-            await pilot.pause(0.2)
+            await until_first_snapshot(a, pilot)
             status = str(a.query_one("#status", Static).render())
             assert "OFFLINE image from bochs-2.7" in status and "VMX/EPT" in status
             cols = [str(c.label) for c in a.query_one("#containers-table", DataTable).columns.values()]

@@ -180,8 +180,8 @@ def test_gdb_plugin_shows_the_same_state(guest):
 
 def test_events_follow_sees_a_new_violation(guest):
     p = subprocess.Popen([sys.executable, "-m", "splitdbg", "events", f":{guest.port}", "--follow", "--for", "20",
-                          "--kind", "violation", "--json"], stdout=subprocess.PIPE, text=True)
-    time.sleep(3)                      # attached and following
+                          "--kind", "violation", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "following the events" in p.stderr.readline()     # attached, and "from now on" is fixed
     t0 = time.monotonic()
     guest.run("split-run -p rodata=isolate -- sh -c 'echo write-rodata > /proc/sktest'")
     line = p.stdout.readline()

@@ -12,7 +12,7 @@ import pytest
 from splitdbg import lab
 from splitdbg.mem.image import sidecar_path
 
-from .conftest import boot
+from .conftest import boot, until_first_snapshot
 from .test_cli import POLICY, background, splitdbg
 
 # What differs between two views of the same memory: where it was read and when.
@@ -148,11 +148,7 @@ def test_tui_opens_the_image(image):
     async def go():
         a = SplitdbgApp(ImageSource(str(image["path"])), interval=0.01)
         async with a.run_test(size=(160, 50)) as pilot:
-            for _ in range(300):
-                await pilot.pause(0.1)
-                if a.snap:
-                    break
-            await pilot.pause(0.2)
+            await until_first_snapshot(a, pilot)
             status = str(a.query_one("#status", Static).render())
             assert "OFFLINE image from qemu-7.2, taken" in status and "/s)" not in status
             ids = {c["id"] for c in image["frozen"]["containers"]}
