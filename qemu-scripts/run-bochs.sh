@@ -48,7 +48,10 @@ isolinux=/usr/lib/ISOLINUX/isolinux.bin ldlinux=/usr/lib/syslinux/modules/bios/l
 # Bochs's TSC runs far slower than the 3.5 GHz the CPU model claims (about 75x at ips=10M), so on
 # the TSC clocksource a guest `sleep 6` took about 40 s of wall time on 1 CPU and over 400 s on 2
 # (it looked like a hang); the HPET counts emulated time at the ips rate.
-cmdline="console=ttyS0,115200 panic=-1 clocksource=hpet tsc=unstable $append"
+# splitdbg.out=kmsg: the run's output reaches the console through printk (polled), not the tty,
+# whose transmit interrupt can get lost under Bochs SMP (kernel/initramfs/init); devkmsg=on lifts
+# the rate limit on /dev/kmsg writes.
+cmdline="console=ttyS0,115200 panic=-1 clocksource=hpet tsc=unstable printk.devkmsg=on splitdbg.out=kmsg $append"
 case "$cmdline" in *$'\n'*) echo "run-bochs: newline in --append" >&2; exit 2 ;; esac
 
 # Boot medium, cached by its inputs.

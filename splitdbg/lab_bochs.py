@@ -319,20 +319,19 @@ def capture(out: str | os.PathLike, load: str = "", run: str = "", mem_mib: int 
 
         # -- let the run finish, quit -------------------------------------------------------------
         # A command that broke in by itself (sk-bochs-break inside it, e.g. from a container) stops
-        # again at the trailing sk-bochs-break: that stop, too, ends the run.
+        # again at the trailing sk-bochs-break: go on past it, since the run's output reaches the
+        # console through the kernel log (splitdbg.out=kmsg), behind the run, until init's run-end.
         t_end = time.monotonic()
-        stopped_again = hung          # a hung guest is not let run on
         if not hung:
             dbg.cont()
         while not hung and time.monotonic() - t_end < 60 and "SPLITDBG: run-end" not in _serial(serial):
             try:
                 dbg.wait_stop(0.25)
-                stopped_again = True
-                break
+                dbg.cont()
             except TimeoutError:
                 pass
-        if "SPLITDBG: run-end" not in _serial(serial) and not stopped_again:
-            notes.append("SPLITDBG: run-end not seen within 60s after the dump")
+        if not hung and "SPLITDBG: run-end" not in _serial(serial):
+            notes.append("SPLITDBG: run-end not seen within 60s after the dump: the console may lack the run's last lines")
         dbg.quit()
         times["total_s"] = round(time.monotonic() - t_start, 2)
         notes.append("times (wall clock, s): " + ", ".join(f"{k}={v}" for k, v in times.items()))
