@@ -118,7 +118,8 @@ def dump_ranges(dbg: BochsDebugger, ranges: list[tuple[int, int]], image: Path, 
             out_ranges.append({"gpa": pos, "offset": offset, "size": n})
         offset += n
 
-    def hole_note(a: int, b: int) -> str:
+    def close_hole(a: int, b: int) -> str:
+        """The note for an unmapped run [a, b); with physical_holes, its bytes go into the image."""
         if physical_holes:
             img.write(dbg.read_memory(a, b - a, physical=True))
             add(a, b - a)
@@ -134,7 +135,7 @@ def dump_ranges(dbg: BochsDebugger, ranges: list[tuple[int, int]], image: Path, 
                 n = dbg.dump_linear(str(part), DIRECT_MAP + pos, end - pos)
                 if n > 0:
                     if hole_at is not None:
-                        notes.append(hole_note(hole_at, pos))
+                        notes.append(close_hole(hole_at, pos))
                         hole_at = None
                     with open(part, "rb") as f:
                         shutil.copyfileobj(f, img, 1 << 22)
@@ -146,13 +147,13 @@ def dump_ranges(dbg: BochsDebugger, ranges: list[tuple[int, int]], image: Path, 
                     hole_at = pos if hole_at is None else hole_at
                     pos += PAGE
                     if holes >= max_holes:
-                        notes.append(hole_note(hole_at, pos))
+                        notes.append(close_hole(hole_at, pos))
                         notes.append(f"gpa 0x{pos:x}-0x{end:x}: left out ({max_holes} unmapped pages, gave up on "
                                      "this range)")
                         hole_at = None
                         break
             if hole_at is not None:
-                notes.append(hole_note(hole_at, min(pos, end)))
+                notes.append(close_hole(hole_at, min(pos, end)))
     try:
         part.unlink()
     except FileNotFoundError:

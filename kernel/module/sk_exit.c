@@ -176,7 +176,7 @@ void sk_violation(struct sk_cpu *c, u64 gpa)
 		/* Another CPU's probe changed an entry this CPU (lazily in the prober's container, e.g.
 		 * a kernel thread on its vmalloc'd stack) just met. Not a violation: wait until the
 		 * probe is undone (a few instructions on the prober's CPU), then run the access again.
-		 * Denying it here crashed kernel threads on 2 CPUs under Bochs. */
+		 * The container's policy would deny it: #GP in a kernel thread. */
 		while (READ_ONCE(sk.probe_entry))
 			cpu_relax();
 		return;

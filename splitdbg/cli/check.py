@@ -152,12 +152,11 @@ class Checker:
         if self.snap.processes is None or self.s.kernel is None:
             raise PolicyError("the address-spaces rule needs kernel symbols (--vmlinux)")
         owners = {p.pgd for p in self.snap.processes if p.pgd}
-        held = set()
-        for cpu, pgds in self.s.kernel.cpu_pgds().items():
-            if pgds is None and cpu in self.snap.cpus:
-                # Inside switch_mm: the CR3 it leaves is the guest CR3 the handler noted at this exit.
-                pgds = {xp.cr3_table(self.s.splitkernel().guest_regs(cpu)["cr3"], self.s.kernel.mode)}
-            held |= pgds or set()
+        held = set().union(*self.s.kernel.cpu_pgds().values())
+        # A CPU stopped inside switch_mm (at the VM exit of its CR3 write) still holds the CR3 it
+        # leaves: the guest CR3 the handler noted at its last exit.
+        sk = self.s.splitkernel()
+        held |= {xp.cr3_table(sk.guest_regs(cpu)["cr3"], self.s.kernel.mode) for cpu in self.snap.cpus}
         return [f"container {c.id} ({c.owner_comm or 'root'}{', released' if c.released else ''}) lists address space "
                 f"{pgd:#x}, which no process owns and no CPU holds (stale)"
                 for c in self.containers({"containers": rule.get("containers", "all")})

@@ -158,12 +158,12 @@ class Kernel:
                             self.cstr(addr + o_comm, 16), mm, pgd))
         return out
 
-    def cpu_pgds(self) -> dict[int, set[int] | None]:
+    def cpu_pgds(self) -> dict[int, set[int]]:
         """CPU -> guest-physical pgds of the address spaces it still holds: the one in its CR3
         (cpu_tlbstate.loaded_mm) and the scheduler's lazy references (rq->curr and rq->idle's
         active_mm, rq->prev_mm). An idle CPU keeps the last process's, which may have exited and
-        which x86 may already have swapped for init_mm in CR3. None for a CPU inside switch_mm,
-        where loaded_mm says nothing (e.g. stopped at the VM exit of its CR3 write)."""
+        which x86 may already have swapped for init_mm in CR3. Inside switch_mm, loaded_mm is a
+        marker and says nothing: the CR3 being left is then known only to a hypervisor."""
         t = self.types
         t.load("tlb_state", "rq")
         per_cpu = self.symbols.address("__per_cpu_offset")
@@ -172,23 +172,16 @@ class Kernel:
         n = self.u32(self.symbols.address("nr_cpu_ids"))
         if not 0 < n <= 8192:
             raise KernelError(f"nr_cpu_ids is {n}: corrupt or not this kernel")
-
-        def pgd_of(mm: int) -> int | None:
-            return self.translate(self.u64(mm + o_pgd)) if mm else None
-
-        out: dict[int, set[int] | None] = {}
+        out: dict[int, set[int]] = {}
         for cpu in range(n):
             base = self.u64(per_cpu + 8 * cpu)
-            loaded = self.u64(tlb_state + base + t.offsetof("tlb_state", "loaded_mm"))
             rq = runqueues + base
-            mms = {self.u64(rq + t.offsetof("rq", "prev_mm"))}
+            mms = {self.u64(tlb_state + base + t.offsetof("tlb_state", "loaded_mm")),
+                   self.u64(rq + t.offsetof("rq", "prev_mm"))}
             for task in (self.u64(rq + t.offsetof("rq", "curr")), self.u64(rq + t.offsetof("rq", "idle"))):
                 if task:
                     mms.add(self.u64(task + o_active))
-            if loaded == LOADED_MM_SWITCHING:
-                out[cpu] = None
-                continue
-            out[cpu] = {p for p in map(pgd_of, mms | {loaded}) if p is not None}
+            out[cpu] = {self.translate(self.u64(mm + o_pgd)) for mm in mms - {0, LOADED_MM_SWITCHING}}
         return out
 
     def modules(self) -> list[LoadedModule]:
