@@ -14,6 +14,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -167,7 +168,8 @@ class Guest:
             while b"\n" not in self._agent_buf:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise LabError(f"guest command timed out after {timeout:.0f}s: {command}")
+                    raise LabError(f"guest command timed out after {timeout:.0f}s: {command}\n"
+                                   f"{self.stall_report()}")
                 self._agent_sock.settimeout(min(left, 1.0))
                 try:
                     chunk = self._agent_sock.recv(65536)
@@ -216,6 +218,23 @@ class Guest:
     def hmp(self, command_line: str) -> str:
         """A human-monitor command (`info mem`, `gva2gpa ADDR`, `xp ...`): QEMU's own view, an oracle."""
         return self.qmp_command("human-monitor-command", **{"command-line": command_line})
+
+    def stall_report(self) -> str:
+        """What QEMU says of each CPU of a guest that stopped answering: halted or not, and its
+        local APIC's in-service and pending vectors. A vector left in service with nothing running
+        is an interrupt that was acknowledged and never handled (docs/module.md, exits during
+        event delivery). Read-only; best effort."""
+        try:
+            regs, lapics = self.hmp("info registers -a"), []
+            for cpu in range(self.smp):
+                lapic = self.qmp_command("human-monitor-command", **{"command-line": "info lapic", "cpu-index": cpu})
+                lapics.append(" ".join(" ".join(line.split()) for line in lapic.splitlines()
+                                       if line.startswith(("ISR", "IRR", "APR"))))
+        except SplitdbgError as exc:
+            return f"(no report from QEMU: {exc})"
+        halted = [int(m) for m in re.findall(r"HLT=(\d)", regs)]
+        return "\n".join(f"CPU {cpu}: {'halted' if cpu < len(halted) and halted[cpu] else 'running'}, "
+                         f"local APIC {lapic or '(unknown)'}" for cpu, lapic in enumerate(lapics))
 
     def pause(self) -> None:
         self.qmp_command("stop")

@@ -19,7 +19,7 @@
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
-#define SK_ABI_VERSION  3
+#define SK_ABI_VERSION  4
 
 #define SK_MAX_CPUS        8
 #define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
@@ -67,7 +67,7 @@
 #define SK_POLICY_OF(policy, region) (((policy) >> (4 * (region))) & 0xf)
 #define SK_POLICY_DEFAULT 0  /* deny everywhere */
 
-struct sk_event {               /* 104 bytes */
+struct sk_event {               /* 112 bytes */
 	__u64 seq;                  /* per-CPU sequence number, from 1 */
 	__u64 tsc;
 	__u32 cpu;
@@ -86,6 +86,9 @@ struct sk_event {               /* 104 bytes */
 	__u64 extra;                /* kind-specific: new CR3, hypercall number, copy address, ... */
 	__u64 guest_linear;         /* VMX: guest-linear address of an EPT violation (exit qualification
 	                               bit 7 set), else 0; SVM's nested page faults do not report one */
+	__u64 exitintinfo;          /* the event being delivered when the exit happened: SVM EXITINTINFO /
+	                               VMX IDT-vectoring information (bits 31:0; valid bit 31, vector 7:0,
+	                               type 10:8, error code valid 11) and its error code (bits 63:32) */
 };
 
 struct sk_ring {                /* per CPU; entries follow the header */

@@ -26,6 +26,7 @@ struct sk_exit_info {
 	u64 rip, cr3;        /* guest RIP and CR3 at the exit */
 	u64 slat_root;       /* nCR3 / EPTP in force */
 	u16 cpl;
+	u64 intinfo;         /* EXITINTINFO / IDT-vectoring information (31:0), its error code (63:32) */
 };
 
 /* One per CPU, in the pool. The first four fields are used by sk_vmrun.S: keep them first. */

@@ -69,6 +69,7 @@ void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
 	e->action = action;
 	e->extra = extra;
 	e->guest_linear = c->ex.gla;
+	e->exitintinfo = c->ex.intinfo;
 	barrier();
 	e->seq = seq;
 	barrier();

@@ -202,6 +202,48 @@ static void svm_inject(struct sk_cpu *c, int vector)
 	}
 }
 
+/*
+ * An exit taken while the CPU delivered an event (EXITINTINFO valid: an NPF on the IDT, the stack
+ * or the GDT during delivery) must deliver it again (APM 15.7.2), or it is lost. A lost external
+ * interrupt was already acknowledged at the local APIC: its ISR bit stays set, no EOI comes, and
+ * every vector of equal or lower priority, the timer's included, is blocked for good (a guest
+ * that hung in CI while probing). INTn, INT3 and INTO are not reinjected: RIP is still on the
+ * instruction, which raises them again when it runs.
+ */
+static void svm_redeliver(struct sk_cpu *c)
+{
+	struct vmcb *v = c->vmcb;
+	u32 info = (u32)c->ex.intinfo;
+	u32 vector = info & SVM_EXITINTINFO_VEC_MASK, type = info & SVM_EXITINTINFO_TYPE_MASK;
+
+	if (!(info & SVM_EXITINTINFO_VALID) || type == SVM_EXITINTINFO_TYPE_SOFT)
+		return;
+	if (type == SVM_EXITINTINFO_TYPE_EXEPT) {
+		/* QEMU (7.2) reports every event but INTn as an exception, and refuses to inject an
+		 * exception with vector 2 or above 30: give interrupts and NMIs their own type back. */
+		if (vector == X86_TRAP_NMI)
+			type = SVM_EXITINTINFO_TYPE_NMI;
+		else if (vector >= 32)
+			type = SVM_EXITINTINFO_TYPE_INTR;
+		else if (vector == X86_TRAP_BP || vector == X86_TRAP_OF)
+			return;
+	}
+	if (v->control.event_inj & SVM_EVTINJ_VALID) {
+		/* The handler raises a fault (a denied access) on this very delivery: a contributory
+		 * fault or #PF during the delivery of one is a double fault (APM 8.2.9); on an
+		 * interrupt's delivery the fault wins, as on a processor. */
+		if (type == SVM_EXITINTINFO_TYPE_EXEPT &&
+		    (vector == X86_TRAP_DE || (vector >= X86_TRAP_TS && vector <= X86_TRAP_PF))) {
+			v->control.event_inj = X86_TRAP_DF | SVM_EVTINJ_TYPE_EXEPT | SVM_EVTINJ_VALID |
+					       SVM_EVTINJ_VALID_ERR;
+			v->control.event_inj_err = 0;
+		}
+		return;
+	}
+	v->control.event_inj = vector | type | SVM_EVTINJ_VALID | (info & SVM_EXITINTINFO_VALID_ERR);
+	v->control.event_inj_err = c->ex.intinfo >> 32;
+}
+
 static void svm_set_slat_root(struct sk_cpu *c, u64 top_pa)
 {
 	((struct vmcb *)c->vmcb)->control.nested_cr3 = top_pa;
@@ -317,6 +359,8 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	c->ex.cr3 = v->save.cr3;
 	c->ex.slat_root = v->control.nested_cr3;
 	c->ex.cpl = v->save.cpl;
+	c->ex.intinfo = v->control.exit_int_info | ((u64)v->control.exit_int_info_err << 32);
+	v->control.event_inj = 0;      /* nothing to inject unless this exit's handling says so */
 	if (!c->launched) {
 		if (code == (u64)SVM_EXIT_ERR) {
 			c->launch_error = -1;
@@ -352,6 +396,7 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		break;
 	}
 	if (!ret) {
+		svm_redeliver(c);
 		sk_exit_end(c);
 		/* No flush-by-ASID under QEMU TCG: flush everything. */
 		if (c->flush)

@@ -346,6 +346,42 @@ static void vmx_inject(struct sk_cpu *c, int vector)
 	vmwrite(VM_ENTRY_INTR_INFO_FIELD, info);
 }
 
+/*
+ * An exit taken while the CPU delivered an event (IDT-vectoring information valid: an EPT
+ * violation on the IDT, the stack or the GDT during delivery) must deliver it again (SDM 28.2.4,
+ * 31.7.1.1), or it is lost; see svm_redeliver for what a lost interrupt does. Software interrupts
+ * and exceptions (INTn, INT1, INT3, INTO) are not reinjected: RIP is still on the instruction,
+ * which raises them again when it runs.
+ */
+static void vmx_redeliver(struct sk_cpu *c)
+{
+	u32 info = (u32)c->ex.intinfo;
+	u32 vector = info & VECTORING_INFO_VECTOR_MASK, type = info & VECTORING_INFO_TYPE_MASK;
+
+	if (!(info & VECTORING_INFO_VALID_MASK) || type == INTR_TYPE_SOFT_INTR ||
+	    type == INTR_TYPE_PRIV_SW_EXCEPTION || type == INTR_TYPE_SOFT_EXCEPTION)
+		return;
+	if (vmread(VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK) {
+		/* The handler raises a fault (a denied access) on this very delivery: a contributory
+		 * fault or #PF during the delivery of one is a double fault (SDM 6.15, Table 6-5); on
+		 * an interrupt's delivery the fault wins, as on a processor. */
+		if (type == INTR_TYPE_HARD_EXCEPTION &&
+		    (vector == X86_TRAP_DE || (vector >= X86_TRAP_TS && vector <= X86_TRAP_PF))) {
+			vmwrite(VM_ENTRY_INTR_INFO_FIELD, X86_TRAP_DF | INTR_TYPE_HARD_EXCEPTION |
+				INTR_INFO_DELIVER_CODE_MASK | INTR_INFO_VALID_MASK);
+			vmwrite(VM_ENTRY_EXCEPTION_ERROR_CODE, 0);
+		}
+		return;
+	}
+	if (type == INTR_TYPE_NMI_INTR)   /* VM entry refuses an NMI while blocking by NMI is set */
+		vmwrite(GUEST_INTERRUPTIBILITY_INFO,
+			vmread(GUEST_INTERRUPTIBILITY_INFO) & ~GUEST_INTR_STATE_NMI);
+	vmwrite(VM_ENTRY_INTR_INFO_FIELD, info & (INTR_INFO_VALID_MASK | INTR_INFO_DELIVER_CODE_MASK |
+						  INTR_INFO_INTR_TYPE_MASK | INTR_INFO_VECTOR_MASK));
+	if (info & VECTORING_INFO_DELIVER_CODE_MASK)
+		vmwrite(VM_ENTRY_EXCEPTION_ERROR_CODE, c->ex.intinfo >> 32);
+}
+
 static void vmx_set_slat_root(struct sk_cpu *c, u64 top_pa)
 {
 	vmwrite(EPT_POINTER, sk_eptp(top_pa));
@@ -511,6 +547,9 @@ static void read_exit(struct sk_cpu *c)
 	c->ex.cr3 = vmread(GUEST_CR3);
 	c->ex.slat_root = vmread(EPT_POINTER);
 	c->ex.cpl = (vmread(GUEST_SS_AR_BYTES) >> 5) & 3;   /* CPL is SS.DPL (SDM 25.4.1) */
+	c->ex.intinfo = vmread(IDT_VECTORING_INFO_FIELD);
+	if (c->ex.intinfo & VECTORING_INFO_DELIVER_CODE_MASK)
+		c->ex.intinfo |= vmread(IDT_VECTORING_ERROR_CODE) << 32;
 }
 
 /* Called by sk_vmrun.S after every VM exit; returns non-zero to leave VMX on this CPU. */
@@ -548,8 +587,9 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		do_cr(c, g);
 		break;
 	case EXIT_REASON_EPT_VIOLATION:
-		/* The violation interrupted an IRET that unblocked NMIs: block them again (SDM 28.2.3). */
-		if (c->ex.info1 & INTR_INFO_UNBLOCK_NMI)
+		/* The violation interrupted an IRET that unblocked NMIs: block them again (SDM 28.2.3).
+		 * The bit means nothing for a violation during event delivery. */
+		if ((c->ex.info1 & INTR_INFO_UNBLOCK_NMI) && !(c->ex.intinfo & VECTORING_INFO_VALID_MASK))
 			vmwrite(GUEST_INTERRUPTIBILITY_INFO,
 				vmread(GUEST_INTERRUPTIBILITY_INFO) | GUEST_INTR_STATE_NMI);
 		sk_violation(c, c->ex.info2);
@@ -605,6 +645,7 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, 0);
 		break;
 	}
+	vmx_redeliver(c);
 	sk_exit_end(c);
 	/* No VPID: VM entries flush linear mappings; EPT-derived ones are flushed here. */
 	if (c->flush)

@@ -104,8 +104,10 @@ def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: i
     evs = [e for e in s.events if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
     if last:
         evs = evs[-last:]
+    # An exit that interrupted an event's delivery says which event: the handler had to deliver it again.
     return "\n".join([events_header(s.slat)] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
-                                                    e.exitinfo1, e.exitinfo2, e.rip, e.check) for e in evs])
+                                                    e.exitinfo1, e.exitinfo2, e.rip, e.check)
+                                                 + (f"  [delivering {e.delivery}]" if e.delivery else "") for e in evs])
 
 
 def walk(w: dict) -> str:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..vmx_model import slat_ranges
 from ..vmx_model.crosscheck import crosscheck_event
+from ..vmx_model.events import decode as delivered_event
 from .detail import event_detail
 from .splitkernel import ModuleNotLoaded, SplitKernel
 
@@ -79,14 +80,17 @@ class EventRec:
     check: str = ""      # the model's verdict for violations: "agree", "differs: ...", or ""
     detail: dict | None = None   # violations: decoded exit information, symbol, disassembly, walk
     guest_linear: int = 0        # VMX EPT violations: the guest-linear address, when valid
+    exitintinfo: int = 0         # EXITINTINFO / IDT-vectoring information (error code in bits 63:32)
+    delivery: str = ""           # the event whose delivery the exit interrupted, decoded ("" if none)
 
 
 # What the manuals call each field, by second-level format: the presentation takes its labels here.
 SLAT_NAMES = {
     "NPT": {"root": "nCR3", "info1": "EXITINFO1", "info2": "EXITINFO2", "exit": "exit code",
-            "violation": "NPF", "walk": "nested walk", "slat_long": "nested paging"},
+            "violation": "NPF", "walk": "nested walk", "slat_long": "nested paging", "intinfo": "EXITINTINFO"},
     "EPT": {"root": "EPTP", "info1": "QUALIFICATION", "info2": "GPA", "exit": "exit reason",
-            "violation": "EPT-V", "walk": "EPT walk", "slat_long": "extended page tables"},
+            "violation": "EPT-V", "walk": "EPT walk", "slat_long": "extended page tables",
+            "intinfo": "IDT-vectoring information"},
 }
 
 
@@ -224,7 +228,9 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         for e in sk.events():
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra,
-                           guest_linear=e.guest_linear)
+                           guest_linear=e.guest_linear, exitintinfo=e.exitintinfo)
+            delivered = delivered_event(e.exitintinfo, sk.arch)
+            rec.delivery = delivered.describe() if delivered else ""
             key = (e.cpu, e.seq, e.tsc)
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import MemoryReadError, SplitdbgError
 
 SK_MAGIC = 0x4E524B54494C5053
-SK_ABI_VERSION = 3
+SK_ABI_VERSION = 4
 MAX_CPUS = 8
 NR_REGIONS = 6
 
@@ -28,9 +28,9 @@ HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304:
               0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE", 0x5309: "PROTECT", 0x530A: "UNPROTECT"}
 
 # struct layouts, field by field as in the header (little-endian, natural alignment = packed here)
-EVENT = struct.Struct("<QQIIIIQQQQQQHHIQQ")
+EVENT = struct.Struct("<QQIIIIQQQQQQHHIQQQ")
 EVENT_FIELDS = ("seq", "tsc", "cpu", "container", "pid", "kind", "exit_code", "exitinfo1", "exitinfo2", "rip",
-                "cr3", "slat_root", "cpl", "region", "action", "extra", "guest_linear")
+                "cr3", "slat_root", "cpl", "region", "action", "extra", "guest_linear", "exitintinfo")
 RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, reserved
 _SEQ_TSC = struct.Struct("<QQ")
 COUNTERS = struct.Struct("<6Q6Q4Q")
@@ -76,6 +76,7 @@ class Event:
     action: int
     extra: int
     guest_linear: int = 0     # VMX EPT violations: the guest-linear address (exit qualification bit 7)
+    exitintinfo: int = 0      # the event being delivered: EXITINTINFO / IDT-vectoring info, error code in 63:32
 
     @property
     def kind_name(self) -> str:

@@ -82,6 +82,8 @@ class EventDetail(ModalScreen):
                  f"{n['exit']} {e.exit_code:#x}   {n['info1']} {e.exitinfo1:#x}   {n['info2']} {e.exitinfo2:#x}"
                  + (f"   guest-linear {e.guest_linear:#x}" if e.guest_linear else ""),
                  f"guest CR3 {e.cr3:#x}   {n['root']} {e.slat_root:#x}"]
+        if e.delivery:
+            lines.append(f"{n['intinfo']}: the exit interrupted the delivery of {esc(e.delivery)}")
         if d.get("decoded"):
             lines.append(f"{n['info1']}: " + ", ".join(k for k, v in d["decoded"].items() if v is True))
         if d.get("walk_outcome"):

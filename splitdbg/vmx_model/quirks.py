@@ -14,6 +14,8 @@ PROFILES: dict[str, dict[str, str]] = {
         "guest-pf-rsv-no-p": "a guest #PF caused by a reserved bit has error code without the P bit (0x8, not 0x9)",
         "npf-id-ignores-smep": "host CR4.SMEP is not taken into account for the I/D bit of nested faults",
         "npt-pml4e-bit8-unchecked": "bit 8 of an nPML4E is not checked as reserved",
+        "exitintinfo-type-exception": "EXITINTINFO gives external interrupts and NMIs TYPE 3 (exception), not 0 "
+                                      "and 2; VMRUN refuses to inject them back with that type",
     },
     "bochs-2.7": {
         "npf-id-always": "the I/D bit of nested fetch faults is set even with host EFER.NXE=0 and CR4.SMEP=0",

@@ -82,3 +82,14 @@ def test_clock_source_is_reliable(guest4):
     host = time.monotonic() - t0
     a, b = map(float, out.split())
     assert 1.9 <= b - a <= host + 0.2
+
+
+def test_a_command_that_times_out_says_what_each_cpu_does(guest4):
+    # The report names every CPU with its local APIC's in-service and pending vectors: what
+    # showed an interrupt acknowledged and never handled (docs/module.md).
+    with pytest.raises(lab.LabError) as exc:
+        guest4.run("sleep 3", timeout=0.5)
+    report = str(exc.value)
+    assert re.search(r"CPU 0: (halted|running), local APIC ISR .* IRR .* PPR 0x[0-9a-f]+", report), report
+    assert "CPU 1: " in report and "LDR 0x02" in report
+    assert guest4.run("echo after")[1].strip() == "after"

@@ -9,6 +9,9 @@
  *   read-phys PA                read 8 bytes of physical memory through the direct map
  *   map-text | unmap-text       keep (or drop) a writable guest alias of the kernel-text frame
  *   probe ACC TARGET LEVEL OP   the differential test's probe (see tests/integration/test_model_differential.py)
+ *   deliver irq|nmi|pf          raise one event whose delivery meets an unreachable IDT page: the exit
+ *                               interrupts the delivery, and the handler must deliver the event again
+ *                               (see tests/integration/test_event_redelivery.py)
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
@@ -21,6 +24,10 @@
 #include <linux/io.h>
 #include <asm/special_insns.h>
 #include <asm/pgtable.h>
+#include <linux/irq_work.h>
+#include <asm/apic.h>
+#include <asm/desc.h>
+#include <asm/nmi.h>
 
 MODULE_LICENSE("GPL");
 
@@ -126,6 +133,74 @@ static int probe(const char *acc, const char *target, int level, const char *op)
 static unsigned long text_addr, rodata_addr;
 static u8 *text_alias;               /* map-text: a writable alias kept until unmap-text */
 
+/* deliver: did the event reach its handler? */
+static atomic_t delivered;
+static bool nmi_armed;
+static bool nmi_registered;
+
+static void deliver_irq_work(struct irq_work *w)
+{
+	atomic_inc(&delivered);
+}
+static struct irq_work deliver_work = IRQ_WORK_INIT_HARD(deliver_irq_work);
+
+static int deliver_nmi(unsigned int type, struct pt_regs *regs)
+{
+	if (!READ_ONCE(nmi_armed))
+		return NMI_DONE;
+	WRITE_ONCE(nmi_armed, false);
+	atomic_inc(&delivered);
+	return NMI_HANDLED;
+}
+
+/*
+ * deliver KIND: make this CPU's IDT page not present in our container (a probe on its nested or
+ * EPT PTE), raise one event, and see whether its handler ran. Interrupts stay off until the
+ * probe is armed, so the first access to the IDT is that event's delivery: the VM exit interrupts
+ * it (EXITINTINFO / IDT-vectoring information valid), the handler undoes the probe and must
+ * deliver the event again. A lost self-IPI would leave its vector in service at the local APIC
+ * and block every lower vector, the timer's included.
+ */
+static int deliver(const char *kind)
+{
+	struct desc_ptr idt;
+	unsigned long flags;
+	u64 gpa, old, armed, dummy;
+	long spins, fault = 0;
+
+	if (strcmp(kind, "irq") && strcmp(kind, "nmi") && strcmp(kind, "pf"))
+		return -EINVAL;
+	store_idt(&idt);
+	gpa = slow_virt_to_phys((void *)idt.address);
+	atomic_set(&delivered, 0);
+	local_irq_save(flags);
+	old = hypercall(HC_PROBE_GET, gpa, 1, 0);
+	hypercall(HC_PROBE_SET, gpa, 1, 0);
+	if (!strcmp(kind, "irq")) {
+		irq_work_queue(&deliver_work);     /* a self-IPI, pending until interrupts are on */
+		local_irq_enable();
+		for (spins = 0; spins < 100000000 && !atomic_read(&delivered); spins++)
+			cpu_relax();
+		local_irq_disable();
+	} else if (!strcmp(kind, "nmi")) {
+		WRITE_ONCE(nmi_armed, true);
+		apic->send_IPI(smp_processor_id(), NMI_VECTOR);
+		for (spins = 0; spins < 100000000 && !atomic_read(&delivered); spins++)
+			cpu_relax();
+		WRITE_ONCE(nmi_armed, false);
+	} else {
+		/* The guard page after probe_va: a #PF (error code 0) that the exception table fixes. */
+		fault = get_kernel_nofault(dummy, (u64 *)(probe_va + PAGE_SIZE));
+		if (fault)
+			atomic_inc(&delivered);
+	}
+	armed = hypercall(HC_PROBE_CLEAR, 0, 0, 0);
+	local_irq_restore(flags);
+	snprintf(result, sizeof(result), "deliver kind=%s idt=%#lx gpa=%#llx old=%#llx delivered=%s faulted=%s\n",
+		 kind, idt.address, gpa, old, atomic_read(&delivered) ? "yes" : "no", armed ? "no" : "yes");
+	return 0;
+}
+
 static int write_alias(unsigned long addr, u8 *before, u8 *after)
 {
 	struct page *pg = pfn_to_page(__pa_symbol(addr) >> PAGE_SHIFT);
@@ -188,6 +263,15 @@ static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, lof
 		r = probe_setup() ?: probe(acc, target, level, op);
 		if (r)
 			return r;
+	} else if (!strncmp(cmd, "deliver ", 8)) {
+		char kind[8];
+		int r;
+
+		if (sscanf(cmd + 8, "%7s", kind) != 1)
+			return -EINVAL;
+		r = probe_setup() ?: deliver(kind);
+		if (r)
+			return r;
 	} else if (sscanf(cmd, "read-phys %lx", &pa) == 1) {
 		snprintf(result, sizeof(result), "read-phys pa=%#lx value=%#llx\n", pa, READ_ONCE(*(u64 *)phys_to_virt(pa)));
 	} else {
@@ -211,12 +295,18 @@ static int __init sktest_init(void)
 	if (text_addr == 1 || !rodata_addr)
 		return -ENOENT;
 	entry = proc_create("sktest", 0666, NULL, &sk_ops);
-	return entry ? 0 : -ENOMEM;
+	if (!entry)
+		return -ENOMEM;
+	nmi_registered = !register_nmi_handler(NMI_LOCAL, deliver_nmi, 0, "sktest");
+	return 0;
 }
 
 static void __exit sktest_exit(void)
 {
 	proc_remove(entry);
+	if (nmi_registered)
+		unregister_nmi_handler(NMI_LOCAL, "sktest");
+	irq_work_sync(&deliver_work);
 	if (text_alias)
 		vunmap(text_alias);
 	if (probe_va)
