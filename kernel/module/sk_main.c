@@ -481,11 +481,15 @@ static int carve_pool(void)
 		c->hsave = sk_page_alloc();
 		c->stack = sk_page_alloc();
 		for (i = 1; i < SK_HOST_STACK / PAGE_SIZE; i++)
-			sk_page_alloc();
+			if (!c->stack || sk_page_alloc() != c->stack + i * PAGE_SIZE)
+				return -ENOMEM;
+		/* The rings take most of the pool (113 pages a CPU): with many CPUs it runs out here,
+		 * and a ring cut short would overlap pages handed out later. */
 		c->ring = sk_page_alloc();
 		for (i = 1; i < pages; i++)
-			sk_page_alloc();
-		if (!c->ring)
+			if (!c->ring || sk_page_alloc() != (u8 *)c->ring + i * PAGE_SIZE)
+				return -ENOMEM;
+		if (!c->vmcb || !c->hsave || !c->ring)
 			return -ENOMEM;
 		c->vmcb_pa = sk_pa(c->vmcb);
 		/* The top slot of the host stack holds c: sk_vmrun.S finds it there after every exit. */

@@ -237,7 +237,7 @@ def follow_events(args) -> int:
             for e, check in follow(sk, args.seconds, args.pid, args.kind, on_ready=ready):
                 print(json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
-                    e.exitinfo1, e.exitinfo2, e.rip, check), flush=True)
+                    e.exitinfo1, e.exitinfo2, e.rip, check, sk.delivery(e)), flush=True)
         except ModuleNotLoaded as exc:
             print(f"splitdbg: {exc}", file=sys.stderr)
             return 2

@@ -95,19 +95,20 @@ def events_header(slat: str = "NPT") -> str:
             f"{n['info1']:>12} {n['info2']:>14} {'RIP':>18}  CHECK")
 
 
-def event_line(cpu, seq, container, pid, kind, action, region, exitinfo1, exitinfo2, rip, check) -> str:
+def event_line(cpu, seq, container, pid, kind, action, region, exitinfo1, exitinfo2, rip, check,
+               delivery: str = "") -> str:
+    # An exit that interrupted an event's delivery says which event: the handler delivers it again.
     return (f"{cpu:>3} {seq:>6} {container:>4} {pid:>5} {kind:12} {action:8} {region:12} "
-            f"{exitinfo1:>#12x} {exitinfo2:>#14x} {rip:>#18x}  {check}")
+            f"{exitinfo1:>#12x} {exitinfo2:>#14x} {rip:>#18x}  {check}"
+            + (f"  [delivering {delivery}]" if delivery else ""))
 
 
 def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: int | None = None) -> str:
     evs = [e for e in s.events if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
     if last:
         evs = evs[-last:]
-    # An exit that interrupted an event's delivery says which event: the handler had to deliver it again.
     return "\n".join([events_header(s.slat)] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
-                                                    e.exitinfo1, e.exitinfo2, e.rip, e.check)
-                                                 + (f"  [delivering {e.delivery}]" if e.delivery else "") for e in evs])
+                                                    e.exitinfo1, e.exitinfo2, e.rip, e.check, e.delivery) for e in evs])
 
 
 def walk(w: dict) -> str:

@@ -161,7 +161,7 @@ Usage: split events [--pid N] [--kind K] [--last N] [--follow [--for SECONDS]] [
             for e, check in follow(sk, args.seconds, args.pid, args.kind):
                 gdb.write((json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
-                    e.exitinfo1, e.exitinfo2, e.rip, check)) + "\n")
+                    e.exitinfo1, e.exitinfo2, e.rip, check, sk.delivery(e))) + "\n")
                 gdb.flush()
         except KeyboardInterrupt:
             pass

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 
 from ..vmx_model import slat_ranges
 from ..vmx_model.crosscheck import crosscheck_event
-from ..vmx_model.events import decode as delivered_event
 from .detail import event_detail
 from .splitkernel import ModuleNotLoaded, SplitKernel
 
@@ -229,8 +228,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra,
                            guest_linear=e.guest_linear, exitintinfo=e.exitintinfo)
-            delivered = delivered_event(e.exitintinfo, sk.arch)
-            rec.delivery = delivered.describe() if delivered else ""
+            rec.delivery = sk.delivery(e)
             key = (e.cpu, e.seq, e.tsc)
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again

@@ -204,6 +204,13 @@ class SplitKernel:
     def slat_name(self) -> str:
         return "EPT" if self.arch == "vmx" else "NPT"
 
+    def delivery(self, event: Event) -> str:
+        """The event whose delivery this exit interrupted, in words ("" if none)."""
+        from ..vmx_model.events import decode
+
+        d = decode(event.exitintinfo, self.arch)
+        return d.describe() if d else ""
+
     @property
     def levels(self) -> int:
         return self.d["slat_levels"] or 4

@@ -13,6 +13,8 @@ IRR 236, PPR 0xe0)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -42,7 +44,9 @@ def delivered():
         mem = SharedRamFile(g.ram_file)
         probes = [e for e in SplitKernel(mem).events() if e.action_name == "probe"]
         snap = take(mem, target=f":{g.port}", crosscheck=False)
-        yield dict(lines=LINE.findall(out), out=out, alive=alive, probes=probes, snap=snap)
+        cli = subprocess.run([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--kind", "violation"],
+                             capture_output=True, text=True, timeout=300)
+        yield dict(lines=LINE.findall(out), out=out, alive=alive, probes=probes, snap=snap, cli=cli)
     finally:
         g.down()
 
@@ -80,3 +84,12 @@ def test_snapshot_says_which_delivery(delivered):
             "nmi": "NMI (TYPE 3: QEMU types interrupts as exceptions)",
             "pf": "exception #PF (vector 14), error code 0x0"}
     assert [r.delivery for r in recs] == [want[k] for k in KINDS]
+
+
+def test_cli_events_say_which_delivery(delivered):
+    cli = delivered["cli"]
+    assert cli.returncode == 0, cli.stderr
+    probe_lines = [line for line in cli.stdout.splitlines() if " probe " in line]
+    assert len(probe_lines) == len(KINDS)
+    assert sum("[delivering external interrupt, vector 0xf6" in line for line in probe_lines) == KINDS.count("irq")
+    assert sum("[delivering exception #PF (vector 14), error code 0x0]" in line for line in probe_lines) == 2

@@ -40,8 +40,9 @@ def probed():
         g.run(f"split-run -- sh -c '{script}; echo done; sleep 60; true' > /tmp/probe.out 2>&1 & echo $! > /tmp/probe.pid",
               check=True)
         # One guest command that waits, rather than many polls: fewer round trips on a loaded host.
-        out = g.run("i=0; while ! grep -q done /tmp/probe.out && [ $i -lt 1500 ]; do sleep 0.2; i=$((i+1)); done; "
-                    "cat /tmp/probe.out", timeout=330)[1]
+        # The probes take about 3 s; a guest that stops answering says why (Guest.stall_report).
+        out = g.run("i=0; while ! grep -q done /tmp/probe.out && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "
+                    "cat /tmp/probe.out", timeout=150)[1]
         lines = LINE.findall(out)
         mem = SharedRamFile(g.ram_file)
         sk = SplitKernel(mem)
