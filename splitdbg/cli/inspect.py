@@ -1,4 +1,4 @@
-"""`splitdbg status|ps|ept|events|snapshot|diff|walk TARGET`: read-only views of a target, and
+"""`splitdbg status|ps|tasks|ept|events|snapshot|diff|walk TARGET`: read-only views of a target, and
 `splitdbg dump TARGET OUT.raw`, which makes a memory image of it.
 
 TARGET is :PORT or HOST:PORT (QEMU's gdbstub; the shared RAM file is used when QEMU has one),
@@ -33,6 +33,12 @@ def register(sub) -> None:
         if name == "snapshot":
             p.add_argument("-o", "--output", required=True)
         p.set_defaults(func=func)
+    p = sub.add_parser("tasks", help="task states, CPUs and wait channels (as /proc says them); --stacks for "
+                                     "the kernel stacks")
+    _target(p)
+    p.add_argument("--stacks", action="store_true", help="each task's kernel stack, symbolized (guessed frames)")
+    p.add_argument("--pid", type=int, action="append", help="only this process (repeatable)")
+    p.set_defaults(func=cmd_tasks)
     p = sub.add_parser("ept", help="a container's nested page table (NPT/EPT) as merged ranges")
     _target(p)
     p.add_argument("container", nargs="?", type=int, default=0, help="container id (0 = root)")
@@ -90,6 +96,22 @@ def cmd_ps(args):
         print(json.dumps([dict(asdict(p), mode=p.mode) for p in s.processes or []]))
     else:
         print(render.ps(s))
+
+
+def cmd_tasks(args) -> int:
+    from ..target.tasks import task_states
+
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+        if sess.kernel is None:
+            raise SplitdbgError(f"tasks need the kernel's symbols: {sess.kernel_error or 'give --vmlinux'}")
+        snap = sess.snapshot(with_ranges=False, crosscheck=False)      # each process's container
+        states = task_states(sess.kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None)
+    containers = {p.pid: p.container for p in snap.processes or []}
+    if args.json:
+        print(json.dumps([dict(asdict(t), container=containers.get(t.pid, 0)) for t in states]))
+    else:
+        print(render.tasks(states, containers, stacks=args.stacks))
+    return 0
 
 
 def cmd_containers(args):

@@ -62,6 +62,19 @@ def test_status_and_ps_match_the_guest(guest):
     stop(guest, nr)
 
 
+def test_tasks_say_where_each_process_waits(guest):
+    nr = background(guest, "split-run -- sleep 300")
+    tasks = json.loads(splitdbg("tasks", f":{guest.port}", "--json").stdout)
+    (sleeper,) = [t for t in tasks if t["pid"] == nr]
+    assert (sleeper["state"], sleeper["wchan"]) == ("S", "hrtimer_nanosleep") and sleeper["container"] > 0
+    assert guest.run(f"cat /proc/{nr}/wchan")[1].strip() == "hrtimer_nanosleep"
+    text = splitdbg("tasks", f":{guest.port}", "--stacks", "--pid", str(nr)).stdout
+    lines = text.splitlines()
+    assert re.match(rf"\s*{nr}\s+{nr} sleep\s+S\s+\d+ NR\s+{sleeper['container']}\s+hrtimer_nanosleep$", lines[1]), text
+    assert any("? do_nanosleep+0x" in line for line in lines) and len(lines) > 4
+    stop(guest, nr)
+
+
 def test_events_and_counters_agree_with_the_module(guest):
     guest.run("split-scenarios kwriter-text-isolate", timeout=120)
     # The denied writer dies; its parent keeps the container (and so its tables) alive.

@@ -41,3 +41,44 @@ def test_tasks_match_proc(guest):
     finally:
         guest.resume() if guest.status() != "running" else None
         guest.run("kill $(cat /tmp/sleeper.pid)")
+
+
+PROC_STATES = "for d in /proc/[0-9]*; do echo ${d#/proc/} $(cut -d' ' -f3,39 $d/stat) $(cat $d/wchan); done"
+
+
+def _proc_states(guest) -> dict[int, tuple[str, int, str]]:
+    out = {}
+    for line in guest.run(PROC_STATES)[1].splitlines():
+        f = line.split()
+        if len(f) == 4 and f[0].isdigit():
+            out[int(f[0])] = (f[1], int(f[2]), "" if f[3] == "0" else f[3])
+    return out
+
+
+def test_task_states_and_wait_channels_match_proc(guest4):
+    """State letter, last CPU and wait channel of every task against /proc/PID/stat and
+    /proc/PID/wchan (the guest kernel's own guess unwinder): for every task that kept them
+    across our read (tasks wake up and move between the guest's two listings)."""
+    from splitdbg.target.tasks import task_states
+
+    guest4.run("sleep 600 > /dev/null 2>&1 & mkfifo /tmp/fifo 2>/dev/null; (cat /tmp/fifo > /dev/null &); sleep 1",
+               check=True)
+    before = _proc_states(guest4)
+    with SharedRamFile(guest4.ram_file) as mem:
+        k = Kernel(mem, lab.artifacts()["vmlinux"])
+        ours = {t.pid: t for t in task_states(k)}
+        stacks = {t.pid: t for t in task_states(k, stacks=True, pids={1})}
+    after = _proc_states(guest4)
+    # The agent and its shell run the listing itself: in do_wait then, back in poll when we read.
+    stable = [p for p in before if before[p] == after.get(p) and p in ours
+              and ours[p].comm not in ("splitdbg-agent", "sh")]
+    assert len(stable) >= 20, (before, after)
+    got = {p: (ours[p].state, ours[p].cpu, ours[p].wchan) for p in stable}
+    assert got == {p: before[p] for p in stable}
+    # The ones set up here, by what they wait in.
+    waits = {t.comm: t.wchan for t in ours.values()}
+    assert waits["sleep"] == "hrtimer_nanosleep" and waits["cat"] == "wait_for_partner"
+    assert ours[1].state == "S" and ours[1].wchan == "do_wait"
+    # init's stack, from the saved stack pointer up: the scheduler first, the system call entry last.
+    names = [f.symbol.split("+")[0] for f in stacks[1].frames]
+    assert names[0] == "__schedule" and "do_wait" in names and names[-1].startswith("entry_SYSCALL_64")
