@@ -57,9 +57,10 @@ def sha256(path) -> str:
 
 
 def views(target: str, pid: int, snapfile) -> dict:
-    """ps, containers, ept --pid, events and snapshot of a target, as JSON."""
+    """ps, containers, ept --pid, events, tasks --stacks and snapshot of a target, as JSON."""
     v = {cmd: json.loads(splitdbg(cmd, target, "--json").stdout) for cmd in ("ps", "containers", "events")}
     v["ept"] = json.loads(splitdbg("ept", target, "--pid", str(pid), "--json").stdout)
+    v["tasks"] = json.loads(splitdbg("tasks", target, "--stacks", "--json").stdout)
     splitdbg("snapshot", target, "-o", str(snapfile))
     v["snapshot"] = {k: val for k, val in json.loads(snapfile.read_text()).items() if k not in WHERE}
     return v
@@ -88,8 +89,11 @@ def test_dump_writes_image_and_sidecar_and_the_guest_runs_on(guest, image):
 def test_image_says_what_the_stopped_guest_said(image):
     assert sha256(image["path"]) == image["frozen"]["sha256"]        # byte for byte, holes and all
     got = views(str(image["path"]), image["iso"], image["path"].parent / "image.json")
-    for what in ("ps", "containers", "events", "ept", "snapshot"):
+    for what in ("ps", "containers", "events", "ept", "snapshot", "tasks"):
         assert got[what] == image["frozen"][what], what
+    # where the processes kept in non-root mode sleep, and their stacks, read off the image
+    keeper = {t["pid"]: t for t in got["tasks"]}[image["keeper"]]
+    assert keeper["state"] == "S" and keeper["wchan"] == "do_wait" and keeper["frames"]
     # and the guest had what the test asked for: violations denied and isolated, an isolated copy
     assert {e["action"] for e in got["events"] if e["kind"] == "violation"} >= {"deny", "isolate"}
     assert [r for r in got["ept"]["ranges"] if r["note"] == "isolated copy"]
