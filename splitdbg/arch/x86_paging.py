@@ -274,7 +274,8 @@ def ranges(mem, cr3: int, mode: PagingMode, **kw) -> list[Range]:
 
 
 def dump(mem, cr3: int, mode: PagingMode, *, start: int | None = None, end: int | None = None,
-         on_error: str = "raise", memoize: bool = True, max_entries: int = MAX_ENTRIES) -> Dump:
+         on_error: str = "raise", memoize: bool = True, max_entries: int = MAX_ENTRIES,
+         memo: dict | None = None) -> Dump:
     """Every mapping of the address space under `cr3`, merged into ranges.
 
     Ranges merge only when virtually and physically contiguous, with the same attributes and page
@@ -284,11 +285,13 @@ def dump(mem, cr3: int, mode: PagingMode, *, start: int | None = None, end: int 
     subtree, lists it in `problems` and keeps the rest. `max_entries` bounds the work (entries
     decoded plus mappings copied from reused subtrees): past it WalkBudgetExceeded is raised, or
     with 'collect' recorded as the last problem and the dump so far returned.
-    `start`/`end` (canonical, end exclusive) restrict the dump to a virtual window.
+    `start`/`end` (canonical, end exclusive) restrict the dump to a virtual window. `memo`, a dict
+    passed to several dumps of the same memory, shares decoded tables between address spaces (the
+    kernel half is the same tables in every process's).
     """
     if on_error not in ("raise", "collect"):
         raise ValueError("on_error is 'raise' or 'collect'")
-    walker = _Dumper(mem, mode, on_error == "collect", memoize, max_entries)
+    walker = _Dumper(mem, mode, on_error == "collect", memoize, max_entries, memo)
     space = 1 << mode.va_bits
     lo = 0 if start is None else start & (space - 1)
     hi = space if end is None else ((end - 1) & (space - 1)) + 1
@@ -313,10 +316,11 @@ class _Stop(Exception):
 
 
 class _Dumper:
-    def __init__(self, mem, mode: PagingMode, collect: bool, memoize: bool, max_entries: int):
+    def __init__(self, mem, mode: PagingMode, collect: bool, memoize: bool, max_entries: int,
+                 memo: dict | None = None):
         self.mem, self.mode, self.collect, self.memoize = mem, mode, collect, memoize
         self.max_entries = max_entries
-        self.memo: dict[tuple[int, int, int], list] = {}
+        self.memo: dict[tuple[int, int, int], list] = {} if memo is None else memo
         self.problems: list[Problem] = []
         self.tables_read = self.tables_reused = self.visited = 0
         self.partial: list = []

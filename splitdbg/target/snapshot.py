@@ -253,12 +253,13 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         notes.append("no kernel symbols (vmlinux): processes are not listed")
     sharing = []
     if with_ranges and module is not None and kernel is not None:
-        from .sharing import frame_rows, sharing_graph
+        from .sharing import frame_rows_of, mappings
 
+        dumps: dict = {}      # each address space read once for both regions
         for name, lo, hi in (("text", module["kernel_text_pa"], module["kernel_text_end_pa"]),
                              ("rodata", module["rodata_pa"], module["rodata_end_pa"])):
-            g = sharing_graph(mem, [c for c in containers if c.id and c.pgds], lo, hi, kernel.mode)
-            sharing += [dict(r, region=name) for r in frame_rows(g, limit=500)]
+            maps = mappings(mem, [c for c in containers if c.id and c.pgds], lo, hi, kernel.mode, dumps)
+            sharing += [dict(r, region=name) for r in frame_rows_of(maps, limit=500)]
     slat = sk.slat_name if sk is not None else "NPT"
     return Snapshot(FORMAT, time.time(), target, backend, module, slat, cpus, containers, processes, events, notes,
                     sharing)
