@@ -43,6 +43,11 @@ class PhysicalMemory(ABC):
         """`count` little-endian u64 at addr, e.g. a whole 4 KiB table page (count=512)."""
         return np.frombuffer(self.read(addr, 8 * count), dtype="<u8")
 
+    def page_heads(self, start: int, end: int) -> np.ndarray:
+        """The first u64 of every 4 KiB page in [start, end), page-aligned: a scan for a magic
+        number. Backends with a mapping override it to skip copying the whole range."""
+        return np.frombuffer(self.read(start, end - start), dtype="<u8")[::512]
+
     def contains(self, addr: int, size: int = 1) -> bool:
         return any(s <= addr and addr + size <= e for s, e in self.ram_ranges())
 

@@ -70,6 +70,7 @@ class Session:
             raise SplitdbgError(f"--vmlinux {vmlinux}: no such file")
         vmlinux = vmlinux if vmlinux is not None else default_vmlinux()
         self.kernel = None
+        self._descriptor_pa: int | None = None    # where the module's descriptor was last found
         self.kernel_error = None
         if vmlinux and Path(vmlinux).exists():
             try:
@@ -83,7 +84,10 @@ class Session:
         return self.mem.describe()
 
     def splitkernel(self) -> SplitKernel:
-        return SplitKernel(self.mem)
+        # Where the descriptor was last time: checked in one read, else found again by a scan.
+        sk = SplitKernel(self.mem, self._descriptor_pa)
+        self._descriptor_pa = sk.pa
+        return sk
 
     def guest_control_regs(self, sk: SplitKernel | None = None) -> dict[str, int]:
         """CR0, CR3, CR4, EFER of the guest: as the root-mode handler recorded them at the last VM
@@ -104,6 +108,7 @@ class Session:
             regs = self.guest_control_regs()
         except SplitdbgError:
             pass
+        kw.setdefault("descriptor_pa", self._descriptor_pa)
         try:
             s = snap.take(self.mem, target=self.target, backend=self.backend, kernel=self.kernel, guest_regs=regs, **kw)
         except SplitdbgError as exc:

@@ -186,12 +186,12 @@ def module_symbols(kernel):
 
 def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: bool = True,
          crosscheck: bool = True, guest_regs: dict | None = None, detail_cache: dict | None = None,
-         event_cache: dict | None = None) -> Snapshot:
+         event_cache: dict | None = None, descriptor_pa: int | None = None) -> Snapshot:
     """Read everything once. `kernel` (target.kernel.Kernel) adds processes; without it, the
     module's state alone (found by its magic) still makes a snapshot."""
     notes = []
     try:
-        sk = SplitKernel(mem, event_cache=event_cache)
+        sk = SplitKernel(mem, descriptor_pa, event_cache=event_cache)
     except ModuleNotLoaded as exc:
         sk = None
         notes.append(str(exc))

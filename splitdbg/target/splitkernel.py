@@ -152,7 +152,7 @@ def find_descriptor(mem, hint: int | None = None) -> int:
         chunk = 64 << 20
         for base in range(start, end, chunk):
             n = min(chunk, end - base)
-            words = np.frombuffer(mem.read(base, n), dtype="<u8")[::512]   # first word of each page
+            words = mem.page_heads(base, base + n)     # the first word of each page
             for i in np.flatnonzero(words == np.uint64(SK_MAGIC)).tolist():
                 pa = base + i * 4096
                 if _is_descriptor(mem, pa):

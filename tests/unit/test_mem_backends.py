@@ -9,6 +9,7 @@ import pytest
 
 from splitdbg.errors import MemoryReadError, NotAvailable, SplitdbgError
 from splitdbg.mem import ImageFile, SharedRamFile, SyntheticMemory, open_memory, q35_ram_ranges
+from splitdbg.mem.base import PhysicalMemory
 from splitdbg.mem.gdbstub import parse_mtree_ram
 
 DATA = Path(__file__).parent / "data"
@@ -190,3 +191,21 @@ def test_shared_file_reads_match_the_file_property(tmp_path):
     finally:
         fd.close()
         m.close()
+
+
+def test_page_heads_from_the_mapping_equal_a_copy(tmp_path):
+    # The strided view of the mapping (find_descriptor's scan) must say what a plain read says,
+    # in the high range too (file offset 2 GiB), and let the file be closed afterwards.
+    path = tmp_path / "ram"
+    with open(path, "wb") as f:
+        f.truncate(3 * GiB)
+        for off in (0x3000, 0x7FF000, 2 * GiB + 0x5000):
+            f.seek(off)
+            f.write((0x4E524B54494C5053).to_bytes(8, "little"))
+    m = SharedRamFile(str(path))
+    for start, end in [(0, 8 << 20), (4 * GiB, 4 * GiB + (8 << 20)), (0x1000, 0x9000)]:
+        fast = m.page_heads(start, end)
+        slow = PhysicalMemory.page_heads(m, start, end)
+        assert fast.tolist() == slow.tolist() and len(fast) == (end - start) // 4096
+    assert [i for i, w in enumerate(m.page_heads(0, 8 << 20).tolist()) if w] == [3, 0x7FF]
+    m.close()
