@@ -348,6 +348,9 @@ class SplitdbgApp(App):
         """Kernel text/rodata frames: which containers reach them, through how many guest-virtual
         aliases, and whether any path writes them (red)."""
         t = self.query_one("#sharing-table", DataTable)
+        if self.snap.sharing == getattr(self, "_sharing_shown", None):
+            return     # re-read only every few polls: re-adding ~800 rows each poll cost most of the TUI's CPU
+        self._sharing_shown = self.snap.sharing
         t.clear()
         for r in self.snap.sharing:
             style = "bold red" if r["writable"] else ""
