@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import MemoryReadError
+from ..errors import MemoryReadError, SplitdbgError
 from .kernel import Kernel, Task
 from .snapshot import module_symbols
 from .types import TypeError_
@@ -106,7 +106,7 @@ class TaskReader:
             return ts
         try:
             frames = self.frames(a)
-        except MemoryReadError as exc:
+        except SplitdbgError as exc:      # an unmapped or corrupt stack: say so, list the rest
             ts.note = f"stack unreadable: {exc}"
             return ts
         if sleeping:
