@@ -25,7 +25,8 @@
 #define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
 #define SK_MAX_PGDS        64       /* address spaces (mm pgds) per container */
 #define SK_MAX_ISOLATED    64       /* private page copies per container */
-#define SK_RING_ENTRIES    4096     /* per CPU, a power of two */
+#define SK_RING_ENTRIES    4096     /* per CPU, a power of two; half as many above 4 CPUs (the
+                                       pool holds every ring): each ring's header says */
 #define SK_MAX_PROTECTED   16       /* protected pages per container */
 
 /* Vendors */
@@ -94,7 +95,7 @@ struct sk_event {               /* 112 bytes */
 struct sk_ring {                /* per CPU; entries follow the header */
 	__u64 head;                 /* events ever written (the next seq is head + 1) */
 	__u64 overflow;             /* events overwritten before... i.e. max(0, head - entries) at write time */
-	__u32 entries;              /* SK_RING_ENTRIES */
+	__u32 entries;              /* SK_RING_ENTRIES, or half of it above 4 CPUs */
 	__u32 event_size;           /* sizeof(struct sk_event) */
 	__u32 cpu;
 	__u32 reserved;

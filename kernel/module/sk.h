@@ -57,6 +57,7 @@ struct sk_state {
 	struct sk_container *containers;
 	void *msrpm, *iopm;            /* SVM MSR/IO permission maps; VMX: msrpm is the MSR bitmap */
 	u32 vendor;                     /* SK_VENDOR_*: chosen at load from CPUID */
+	u32 ring_entries;               /* per CPU: SK_RING_ENTRIES, halved above 4 CPUs */
 	u64 slat_caps;                  /* IA32_VMX_EPT_VPID_CAP, or CPUID 8000_000Ah EDX (the descriptor's) */
 	u64 root_ncr3;                  /* root container's top table */
 	u64 tmpl_ncr3;                  /* template of non-root containers */

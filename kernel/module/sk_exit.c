@@ -47,9 +47,9 @@ void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
 {
 	struct sk_ring *ring = c->ring;
 	u64 seq = ring->head + 1;
-	struct sk_event *e = &ring->ev[(seq - 1) & (SK_RING_ENTRIES - 1)];
+	struct sk_event *e = &ring->ev[(seq - 1) & (ring->entries - 1)];
 
-	if (seq > SK_RING_ENTRIES)
+	if (seq > ring->entries)
 		ring->overflow++;           /* the entry written now overwrites one never read from here */
 	e->seq = 0;                     /* a reader seeing seq 0 or a stale seq skips a torn entry */
 	barrier();

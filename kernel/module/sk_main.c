@@ -467,8 +467,11 @@ static int carve_pool(void)
 	sk_page_alloc();        /* SVM's IOPM is 12 KiB */
 	if (!sk.iopm || sk_be->setup())
 		return -ENOMEM;
+	/* Above 4 CPUs the rings would leave too little of the 4 MiB pool (the buddy allocator's
+	 * largest block) for containers: 8 CPUs with 4,096 entries left room for 4 of them. */
+	sk.ring_entries = num_online_cpus() > 4 ? SK_RING_ENTRIES / 2 : SK_RING_ENTRIES;
 	for_each_online_cpu(cpu) {
-		int i, pages = (sizeof(struct sk_ring) + SK_RING_ENTRIES * sizeof(struct sk_event)) / PAGE_SIZE + 1;
+		int i, pages = (sizeof(struct sk_ring) + sk.ring_entries * sizeof(struct sk_event)) / PAGE_SIZE + 1;
 
 		if (cpu >= SK_MAX_CPUS)
 			return -E2BIG;
@@ -483,7 +486,7 @@ static int carve_pool(void)
 		for (i = 1; i < SK_HOST_STACK / PAGE_SIZE; i++)
 			if (!c->stack || sk_page_alloc() != c->stack + i * PAGE_SIZE)
 				return -ENOMEM;
-		/* The rings take most of the pool (113 pages a CPU): with many CPUs it runs out here,
+		/* The rings take most of the pool (113 pages a CPU with 4,096 entries): it may run out here,
 		 * and a ring cut short would overlap pages handed out later. */
 		c->ring = sk_page_alloc();
 		for (i = 1; i < pages; i++)
@@ -495,7 +498,7 @@ static int carve_pool(void)
 		/* The top slot of the host stack holds c: sk_vmrun.S finds it there after every exit. */
 		c->host_rsp = (u64)(c->stack + SK_HOST_STACK - 64);
 		*(struct sk_cpu **)c->host_rsp = c;
-		c->ring->entries = SK_RING_ENTRIES;
+		c->ring->entries = sk.ring_entries;
 		c->ring->event_size = sizeof(struct sk_event);
 		c->ring->cpu = cpu;
 		sk.cpus[cpu] = c;
@@ -554,7 +557,7 @@ static int __init sk_init(void)
 	sk_desc.containers_pa = sk_pa(sk.containers);
 	sk_desc.container_size = sizeof(struct sk_container);
 	sk_desc.event_size = sizeof(struct sk_event);
-	sk_desc.ring_entries = SK_RING_ENTRIES;
+	sk_desc.ring_entries = sk.ring_entries;
 	sk_desc.slat_levels = sk.nlevels;
 	sk_desc.slat_caps = sk.slat_caps;
 	sk_desc.maxphyaddr = boot_cpu_data.x86_phys_bits;

@@ -222,3 +222,23 @@ def test_refuses_to_load_without_svm():
         assert g.run("echo alive")[1].strip() == "alive"
     finally:
         g.down()
+
+
+def test_eight_cpus_leave_room_for_a_dozen_containers():
+    """The pool (4 MiB, the buddy allocator's largest block) holds every CPU's ring: above 4 CPUs
+    the rings are half as long, or 8 CPUs left room for only 4 containers (ENOSPC, and isolated
+    writes falling back to deny for lack of a private page)."""
+    g = lab.up(port=lab.free_port(15550), smp=8, timeout=400)
+    try:
+        g.run("insmod /lib/modules/splitdbg/splitkernel.ko && insmod /lib/modules/splitdbg/sktest.ko", check=True)
+        out = g.run("for i in $(seq 12); do split-run -p text=isolate -- sh -c 'echo write-text > /proc/sktest; "
+                    "sleep 120; true' > /tmp/o$i 2>&1 & done; sleep 8; cat /tmp/o*", timeout=300)[1]
+        assert "No space left" not in out, out
+        sk = SplitKernel(SharedRamFile(g.ram_file))
+        assert sk.d["ncpus"] == 8 and sk.d["ring_entries"] == 2048
+        owned = [c for c in sk.containers() if c.id and c.owner_pid]
+        assert len(owned) == 12 and all(c.counters.isolated == 1 for c in owned)
+        assert sum(1 for e in sk.events() if e.action_name == "isolate") == 12
+        assert "Oops" not in g.run("dmesg")[1]
+    finally:
+        g.down()
