@@ -104,6 +104,32 @@ Usage: split ps [--json]"""
             gdb.write(render.ps(s) + "\n")
 
 
+class Tasks(_Command):
+    """Task states, last CPU and wait channel (as /proc/PID/stat and wchan say them); with --stacks,
+each task's kernel stack, symbolized (guessed frames, as the kernel's unwinder guesses them).
+Usage: split tasks [--stacks] [--pid N]... [--json]"""
+
+    name = "tasks"
+
+    def arguments(self, parser):
+        parser.add_argument("--stacks", action="store_true")
+        parser.add_argument("--pid", type=int, action="append")
+
+    def run(self, args):
+        from ..target.tasks import task_states
+
+        kernel = session.kernel()
+        if kernel is None:
+            raise SplitdbgError("split tasks needs the kernel's symbols (vmlinux)")
+        s = self.snapshot(with_ranges=False, crosscheck=False)
+        states = task_states(kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None)
+        containers = {p.pid: p.container for p in s.processes or []}
+        if args.json:
+            gdb.write(json.dumps([dict(asdict(t), container=containers.get(t.pid, 0)) for t in states]) + "\n")
+        else:
+            gdb.write(render.tasks(states, containers, stacks=args.stacks) + "\n")
+
+
 class Ept(_Command):
     """A container's nested page table (NPT/EPT) as merged ranges.
 Ranges that differ from the root container are marked with *.
@@ -306,7 +332,7 @@ Without CR3, the current vCPU's. Ranges merge when virtually and physically cont
 
 
 Split()
-for _cls in (Status, Ps, Ept, Events, Vmcb, Walk, Check, Snap, PageTable):
+for _cls in (Status, Ps, Tasks, Ept, Events, Vmcb, Walk, Check, Snap, PageTable):
     _cls()
 
 

@@ -173,14 +173,15 @@ def test_gdb_plugin_shows_the_same_state(guest):
 
     nr = background(guest, "split-run -- sleep 300")
     out = gdb_batch(guest.port, "split ps --json", "split vmcb 0 --json", "split events --kind violation --json",
-                    "split ept --pid %d --json" % nr, "split walk %d ffffffff81000000 --json" % nr)
+                    "split ept --pid %d --json" % nr, "split walk %d ffffffff81000000 --json" % nr,
+                    "split tasks --pid %d --json" % nr)
     docs = []
     for line in out.splitlines():
         try:
             docs.append(json.loads(line))
         except ValueError:
             pass                       # gdb's own lines ("[Inferior 1 (process 1) detached]")
-    ps, vm, evs, ept, walk = docs
+    ps, vm, evs, ept, walk, tasks = docs
     cli_ps = json.loads(splitdbg("ps", f":{guest.port}", "--json").stdout)
     assert {(p["pid"], p["mode"], p["container"]) for p in ps if p["pid"] == nr} == \
         {(p["pid"], p["mode"], p["container"]) for p in cli_ps if p["pid"] == nr}
@@ -188,6 +189,8 @@ def test_gdb_plugin_shows_the_same_state(guest):
     assert ept["container"] == next(p["container"] for p in cli_ps if p["pid"] == nr)
     assert walk["kind"] == "ok" and walk["hpa"] == 0x1000000
     assert isinstance(evs, list)
+    assert [(t["pid"], t["state"], t["wchan"], t["container"] > 0) for t in tasks] == \
+        [(nr, "S", "hrtimer_nanosleep", True)]
     stop(guest, nr)
 
 
