@@ -99,18 +99,18 @@ def cmd_ps(args):
 
 
 def cmd_tasks(args) -> int:
+    from ..target.splitkernel import ModuleNotLoaded
     from ..target.tasks import task_states
 
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
         if sess.kernel is None:
             raise SplitdbgError(f"tasks need the kernel's symbols: {sess.kernel_error or 'give --vmlinux'}")
-        snap = sess.snapshot(with_ranges=False, crosscheck=False)      # each process's container
-        states = task_states(sess.kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None)
-    containers = {p.pid: p.container for p in snap.processes or []}
-    if args.json:
-        print(json.dumps([dict(asdict(t), container=containers.get(t.pid, 0)) for t in states]))
-    else:
-        print(render.tasks(states, containers, stacks=args.stacks))
+        try:
+            sk = sess.splitkernel()
+        except ModuleNotLoaded:
+            sk = None                  # every task in root mode
+        states = task_states(sess.kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk)
+    print(json.dumps([asdict(t) for t in states]) if args.json else render.tasks(states, stacks=args.stacks))
     return 0
 
 

@@ -39,13 +39,12 @@ def ps(s: Snapshot) -> str:
     return "\n".join(out)
 
 
-def tasks(states, containers: dict[int, int] | None = None, stacks: bool = False) -> str:
+def tasks(states, stacks: bool = False) -> str:
     """`splitdbg tasks`: state letters and wait channels as /proc says them; with stacks, the
     kernel text addresses found on each stack, marked '?' as the kernel marks guessed frames."""
-    containers = containers or {}
     out = [f"{'PID':>6} {'TGID':>6} {'COMM':16} {'ST':2} {'CPU':>3} {'MODE':4} {'CONT':>4}  WCHAN"]
     for t in states:
-        c = containers.get(t.pid, 0)
+        c = t.container
         where = "(on CPU)" if t.on_cpu else (t.wchan or t.note or "-")
         out.append(f"{t.pid:>6} {t.tgid:>6} {t.comm:16} {t.state:2} {t.cpu:>3} {'NR' if c else 'R':4} "
                    f"{c if c else '-':>4}  {where}")

@@ -118,16 +118,18 @@ Usage: split tasks [--stacks] [--pid N]... [--json]"""
     def run(self, args):
         from ..target.tasks import task_states
 
+        from ..target.splitkernel import ModuleNotLoaded, SplitKernel
+
         kernel = session.kernel()
         if kernel is None:
             raise SplitdbgError("split tasks needs the kernel's symbols (vmlinux)")
-        s = self.snapshot(with_ranges=False, crosscheck=False)
-        states = task_states(kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None)
-        containers = {p.pid: p.container for p in s.processes or []}
-        if args.json:
-            gdb.write(json.dumps([dict(asdict(t), container=containers.get(t.pid, 0)) for t in states]) + "\n")
-        else:
-            gdb.write(render.tasks(states, containers, stacks=args.stacks) + "\n")
+        try:
+            sk = SplitKernel(session.memory())
+        except ModuleNotLoaded:
+            sk = None
+        states = task_states(kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk)
+        gdb.write((json.dumps([asdict(t) for t in states]) if args.json else
+                   render.tasks(states, stacks=args.stacks)) + "\n")
 
 
 class Ept(_Command):

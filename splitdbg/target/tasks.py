@@ -55,6 +55,7 @@ class TaskState:
     wchan: str            # where it sleeps (as /proc/PID/wchan), "" when running or unknown
     frames: list[Frame] = field(default_factory=list)   # with stacks=True: the stack's text addresses
     note: str = ""        # why the stack could not be read
+    container: int = 0    # the split-kernel container its address space runs in (0: root mode)
 
 
 class TaskReader:
@@ -134,6 +135,13 @@ class TaskReader:
         return out
 
 
-def task_states(kernel: Kernel, stacks: bool = False, pids: set[int] | None = None) -> list[TaskState]:
+def task_states(kernel: Kernel, stacks: bool = False, pids: set[int] | None = None, sk=None) -> list[TaskState]:
+    """Every process's TaskState (or those in `pids`); with `sk` (a SplitKernel), its container."""
     r = TaskReader(kernel)
-    return [r.state(t, stacks) for t in kernel.tasks() if pids is None or t.pid in pids]
+    out = []
+    for t in kernel.tasks():
+        if pids is None or t.pid in pids:
+            ts = r.state(t, stacks)
+            ts.container = sk.container_of_cr3(t.pgd) if sk is not None and t.pgd else 0
+            out.append(ts)
+    return out
