@@ -231,8 +231,11 @@ def test_eight_cpus_leave_room_for_a_dozen_containers():
     g = lab.up(port=lab.free_port(15550), smp=8, timeout=400)
     try:
         g.run("insmod /lib/modules/splitdbg/splitkernel.ko && insmod /lib/modules/splitdbg/sktest.ko", check=True)
+        # Wait (up to 60 s) until each container holds its shell and its sleep: 24 lines after the header.
         out = g.run("for i in $(seq 12); do split-run -p text=isolate -- sh -c 'echo write-text > /proc/sktest; "
-                    "sleep 120; true' > /tmp/o$i 2>&1 & done; sleep 8; cat /tmp/o*", timeout=300)[1]
+                    "sleep 120; true' > /tmp/o$i 2>&1 & done; i=0; "
+                    "while [ $(grep -c . /proc/splitkernel) -lt 25 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; "
+                    "cat /tmp/o*", timeout=300)[1]
         assert "No space left" not in out, out
         sk = SplitKernel(SharedRamFile(g.ram_file))
         assert sk.d["ncpus"] == 8 and sk.d["ring_entries"] == 2048
