@@ -19,7 +19,7 @@
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
-#define SK_ABI_VERSION  4
+#define SK_ABI_VERSION  5
 
 #define SK_MAX_CPUS        8
 #define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
@@ -28,6 +28,12 @@
 #define SK_RING_ENTRIES    4096     /* per CPU, a power of two; half as many above 4 CPUs (the
                                        pool holds every ring): each ring's header says */
 #define SK_MAX_PROTECTED   16       /* protected pages per container */
+#define SK_SEC_RING_ENTRIES 1024    /* per CPU: the security ring (violations, blocked CR4 writes,
+                                       attacks), apart from the busy ring so that no flood of
+                                       ordinary exits overwrites them; half as many above 4 CPUs */
+#define SK_MAX_MODTEXT     384      /* module text and rodata pages protected in containers */
+#define SK_USER_CONTAINERS 4        /* live containers one unprivileged user may hold ... */
+#define SK_RESERVED_CONTAINERS 8    /* ... and slots kept for privileged callers */
 
 /* Vendors */
 #define SK_VENDOR_SVM 1
@@ -41,6 +47,16 @@
 #define SK_EV_ENTER_NR    5   /* return to non-root mode after handling an exit */
 #define SK_EV_CR4_BLOCKED 6   /* an attempt to clear CR4.SMEP/SMAP; extra = value written */
 #define SK_EV_LIFECYCLE   7   /* CPU virtualised (extra=1) / devirtualised (extra=0) */
+#define SK_EV_ATTACK      8   /* something only an attacker does, refused: a hypercall from user mode or
+                                 outside its rights, a virtualisation instruction (extra = exit code),
+                                 a CR4/EFER value with reserved bits; extra says what */
+#define SK_EV_FATAL       9   /* the handler cannot go on safely: this CPU stops (extra = exit code) */
+
+/* Rings: each CPU has two, the busy one (every event but the security kinds) and the security one. */
+#define SK_RING_ALL       0
+#define SK_RING_SECURITY  1
+#define SK_EV_IS_SECURITY(kind) ((kind) == SK_EV_VIOLATION || (kind) == SK_EV_CR4_BLOCKED || \
+				 (kind) == SK_EV_ATTACK || (kind) == SK_EV_FATAL)
 
 /* Actions taken by the root-mode handler */
 #define SK_ACT_NONE     0
@@ -98,7 +114,7 @@ struct sk_ring {                /* per CPU; entries follow the header */
 	__u32 entries;              /* SK_RING_ENTRIES, or half of it above 4 CPUs */
 	__u32 event_size;           /* sizeof(struct sk_event) */
 	__u32 cpu;
-	__u32 reserved;
+	__u32 ring_kind;            /* SK_RING_ALL or SK_RING_SECURITY */
 	struct sk_event ev[];       /* ev[(seq - 1) % entries] */
 };
 
@@ -112,6 +128,7 @@ struct sk_counters {
 	__u64 violations[SK_NR_REGIONS];
 	__u64 denied, allowed, isolated;
 	__u64 cr4_blocked;
+	__u64 attacks;              /* SK_EV_ATTACK events, recorded or not (a flood is sampled) */
 };
 
 struct sk_container {           /* in the module's pool; array of SK_MAX_CONTAINERS */
@@ -162,6 +179,10 @@ struct sk_descriptor {
 	struct sk_guest_regs {      /* per CPU, written at every VM exit: the guest's control registers, */
 		__u64 cr0, cr3, cr4, efer;   /* readable without knowing the VMCS's in-memory layout */
 	} guest[SK_MAX_CPUS];
+	__u64 sec_rings_pa[SK_MAX_CPUS];   /* each CPU's security ring (SK_RING_SECURITY) */
+	__u64 load_nonce;           /* random, set at each load: tells this load from a dead one's copy */
+	__u64 module_core_va;       /* the module's own load address (struct module core base), to be
+	                               confirmed against the kernel's module list */
 };
 
 /* ioctls on /dev/splitkernel */
@@ -202,7 +223,8 @@ struct sk_protect {
 #define SK_HC_ADD_PGD         0x5304   /* rbx = container, rcx = pgd pa: 0 or -1 */
 #define SK_HC_DEL_PGD         0x5305   /* rbx = pgd pa */
 #define SK_HC_FREE_CONTAINER  0x5306   /* rbx = container */
-#define SK_HC_QUERY           0x5307   /* rbx = container, rcx = kernel address of struct sk_counters */
+#define SK_HC_QUERY           0x5307   /* rbx = container, rcx = word index in struct sk_counters: returns it
+                                          (the handler writes nowhere on the caller's behalf) */
 #define SK_HC_RELEASE         0x5308   /* rbx = container: its last process exited */
 #define SK_HC_PROTECT         0x5309   /* rbx = page pa, rcx = flags: only in the caller's container */
 #define SK_HC_UNPROTECT       0x530a   /* rbx = page pa */
@@ -212,5 +234,10 @@ struct sk_protect {
 #define SK_HC_PROBE_GET       0x530b   /* rbx = gpa, rcx = level: returns the entry (splits to 4 KiB first) */
 #define SK_HC_PROBE_SET       0x530c   /* rbx = gpa, rcx = level, rdx = new entry */
 #define SK_HC_PROBE_CLEAR     0x530d   /* undo a change no fault consumed: returns 1 if it was still armed */
+#define SK_HC_WHOAMI          0x530e   /* returns the container this CPU runs (from its CR3, the handler's view) */
+#define SK_HC_MODTEXT_ADD     0x530f   /* rbx = page pa, rcx = SK_PERM_*: a module's text/rodata page, kept
+                                          read-only in every non-root container (any container may add) */
+#define SK_HC_MODTEXT_DEL     0x5310   /* rbx = page pa: the module is going; the page is ordinary again */
+#define SK_HC_BEGIN_UNLOAD    0x5311   /* root container only, no live container: DEVIRT allowed everywhere */
 
 #endif

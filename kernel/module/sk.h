@@ -47,38 +47,55 @@ struct sk_cpu {
 	u64 percpu;          /* this CPU's per-cpu offset in the guest kernel (current_task lives there) */
 	struct sk_exit_info ex;   /* the exit being handled */
 	int flush;           /* drop this CPU's second-level translations before the next entry */
+	struct sk_ring *sec_ring; /* the security ring: violations, blocked CR4 writes, attacks */
 };
 
-/* Pool layout, fixed at load. */
+/*
+ * The handler's own state. It lives on a page of its own in the module's data, and that page is
+ * read-only in every non-root container (region sk-state): nothing a contained process can write,
+ * even with a kernel write primitive, steers the handler (its pool, its lock, its backend, the
+ * armed probe, the regions it protects). Only the handler and root-container code write it.
+ */
 struct sk_state {
 	void *pool;                     /* direct-map address of the 4 MiB pool */
 	u64 pool_pa;
 	struct sk_cpu *cpus[SK_MAX_CPUS];
 	struct sk_container *containers;
 	void *msrpm, *iopm;            /* SVM MSR/IO permission maps; VMX: msrpm is the MSR bitmap */
+	const struct sk_backend *be;    /* chosen at load from CPUID (its ops live in module rodata) */
 	u32 vendor;                     /* SK_VENDOR_*: chosen at load from CPUID */
 	u32 ring_entries;               /* per CPU: SK_RING_ENTRIES, halved above 4 CPUs */
+	u32 sec_ring_entries;           /* per CPU: SK_SEC_RING_ENTRIES, halved above 4 CPUs */
+	u32 lock_word;                  /* sk_lock(): host handlers only */
 	u64 slat_caps;                  /* IA32_VMX_EPT_VPID_CAP, or CPUID 8000_000Ah EDX (the descriptor's) */
 	u64 root_ncr3;                  /* root container's top table */
 	u64 tmpl_ncr3;                  /* template of non-root containers */
 	unsigned long *page_used;       /* bitmap over pool pages, host-side allocator */
 	u64 text_pa, text_end_pa, rodata_pa, rodata_end_pa;
-	u64 modtext[256];               /* physical pages of module text at load time */
-	u32 nmodtext;
-	u64 desc_page_pa;
+	u64 desc_page_pa, state_page_pa;
 	u64 gen;                        /* bumped when any container table changes */
 	u64 host_cr3;
+	u64 cr4_allowed;                /* CR4 bits the guest may set (others are reserved: #GP) */
+	u64 efer_allowed;               /* EFER bits the guest may set (those set at load) */
 	int nlevels;                    /* second-level paging levels: the host's (4, or 5 with LA57) */
 	int ncpus;
+	bool probe;                     /* module parameter probe=1, copied here at load */
+	u32 unloading;                  /* SK_HC_BEGIN_UNLOAD done: DEVIRT from any container */
 	/* The armed probe (SK_HC_PROBE_SET, module parameter probe=1): one at a time, machine-wide,
 	 * since the changed entry is in a container that other CPUs may be running too. */
 	u64 *probe_entry;               /* nested entry replaced, restored at the next violation */
 	u64 probe_saved;
 	u32 probe_cpu;                  /* the CPU that armed it */
+	u32 nmodtext;
+	u64 modtext[SK_MAX_MODTEXT];    /* module text/rodata pages (pa | SK_PERM_* in bits 2:0) */
 };
 
-extern struct sk_state sk;
-extern bool sk_probe;   /* module parameter: enable the differential-test hypercalls */
+union sk_state_page {
+	struct sk_state s;
+	u8 page[PAGE_SIZE];
+};
+extern union sk_state_page sk_state_page;
+#define sk (sk_state_page.s)
 /* The descriptor fills a page of its own: non-root containers map that page read-only, and
  * nothing else the guest writes (such as THIS_MODULE's refcount) may share it. */
 union sk_desc_page {
@@ -104,7 +121,7 @@ struct sk_backend {
 	void (*inject)(struct sk_cpu *c, int vector);          /* #GP (error code 0) or #UD */
 };
 extern const struct sk_backend sk_svm_backend, sk_vmx_backend;
-extern const struct sk_backend *sk_be;
+#define sk_be (sk.be)
 
 /* sk_vmrun.S */
 int sk_launch(struct sk_cpu *c);
@@ -127,6 +144,8 @@ int sk_container_free(u32 id);
 void sk_container_reap(void);
 int sk_protect(u32 owner, u64 pa, int visible_root);
 int sk_unprotect(u64 pa);
+int sk_modtext_add(u64 pa, u32 perm);
+int sk_modtext_del(u64 pa);
 u64 *sk_entry_ptr(u64 ncr3, u64 gpa, int level);
 int sk_container_add_pgd(u32 id, u64 pgd);
 void sk_container_del_pgd(u64 pgd);
@@ -145,7 +164,11 @@ void sk_exit_end(struct sk_cpu *c);
 void sk_switch_container(struct sk_cpu *c, u32 id);
 void sk_cr3_written(struct sk_cpu *c, u64 cr3);
 u64 sk_cr4_filter(struct sk_cpu *c, u64 old, u64 val);
+bool sk_cr4_reserved(u64 val);
+bool sk_efer_reserved(u64 val);
 void sk_violation(struct sk_cpu *c, u64 gpa);
+void sk_attack(struct sk_cpu *c, u64 what);
+void sk_fatal(struct sk_cpu *c);   /* never returns (not marked: objtool cannot see it across files) */
 #define SK_HC_DONE  0   /* result in *res; step over the instruction */
 #define SK_HC_LEAVE 1   /* SK_HC_DEVIRT: leave root mode on this CPU */
 #define SK_HC_FAULT 2   /* #UD injected (user mode); do not step */

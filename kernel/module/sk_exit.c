@@ -43,14 +43,13 @@ static u32 guest_tgid(struct sk_cpu *c)
 	return READ_ONCE(t->tgid);
 }
 
-void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
+static void ring_write(struct sk_ring *ring, struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
 {
-	struct sk_ring *ring = c->ring;
 	u64 seq = ring->head + 1;
 	struct sk_event *e = &ring->ev[(seq - 1) & (ring->entries - 1)];
 
 	if (seq > ring->entries)
-		ring->overflow++;           /* the entry written now overwrites one never read from here */
+		ring->overflow++;           /* the entry written now overwrites the oldest one */
 	e->seq = 0;                     /* a reader seeing seq 0 or a stale seq skips a torn entry */
 	barrier();
 	e->tsc = rdtsc();
@@ -74,6 +73,37 @@ void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
 	e->seq = seq;
 	barrier();
 	ring->head = seq;
+}
+
+/* Security events go to their own ring, which no flood of ordinary exits can overwrite. */
+void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
+{
+	ring_write(SK_EV_IS_SECURITY(kind) ? c->sec_ring : c->ring, c, kind, region, action, extra);
+}
+
+/*
+ * Something only an attacker does (the handler has refused it already). Recorded in the security
+ * ring; a flood from one container is sampled (the first 64, then every power of two) so that it
+ * cannot push that ring's earlier events out. The container's `attacks` counter counts them all.
+ */
+void sk_attack(struct sk_cpu *c, u64 what)
+{
+	u64 n = ++sk_counters_of(c)->attacks;
+
+	if (n <= 64 || !(n & (n - 1)))
+		sk_record(c, SK_EV_ATTACK, 0, SK_ACT_DENY, what);
+}
+
+/*
+ * The handler cannot go on safely on this CPU (a VM entry failed although the guest state was
+ * validated, or an exit it does not know): fail closed. The CPU records why and stops with GIF=0
+ * (no interrupt, no NMI); it never silently goes back to running the kernel unvirtualised.
+ */
+void sk_fatal(struct sk_cpu *c)
+{
+	sk_record(c, SK_EV_FATAL, 0, SK_ACT_DENY, c->ex.code);
+	for (;;)
+		asm volatile("cli; hlt" ::: "memory");
 }
 
 struct sk_counters *sk_counters_of(struct sk_cpu *c)
@@ -144,6 +174,19 @@ void sk_cr3_written(struct sk_cpu *c, u64 cr3)
 		sk_record(c, SK_EV_CR3_SWITCH, 0, SK_ACT_SWITCH, cr3);
 		sk_container_reap();
 	}
+}
+
+/* A MOV to CR4 or WRMSR to EFER with a reserved bit: #GP, as a CPU without the handler would raise,
+ * before the value can reach the VMCB/VMCS (where VMRUN / VM entry would refuse it, and loop). */
+bool sk_cr4_reserved(u64 val)
+{
+	return val & ~sk.cr4_allowed;
+}
+
+bool sk_efer_reserved(u64 val)
+{
+	/* Long mode stays on: clearing LME with paging on is a #GP on a CPU too. */
+	return (val & ~sk.efer_allowed) || !(val & EFER_LME);
 }
 
 /* A MOV to CR4: the value the guest gets. SMEP/SMAP cannot be cleared from a non-root container. */
@@ -221,7 +264,7 @@ out:
 
 int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res)
 {
-	int nonroot = c->container != 0;
+	int nonroot = c->container != 0, refused = 0;
 
 	*res = (u64)-1;
 	sk_counters_of(c)->exits_vmmcall++;
@@ -230,21 +273,50 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		/* Hypercalls are for the guest kernel only: from user mode, #UD (SIGILL) as on a CPU
 		 * without a hypervisor; RIP stays on the instruction (a fault). */
 		sk_be->inject(c, X86_TRAP_UD);
-		sk_record(c, SK_EV_HYPERCALL, 0, SK_ACT_DENY, nr);
+		sk_attack(c, nr);
 		return SK_HC_FAULT;
 	}
 	switch (nr) {
 	case SK_HC_PING:
 		*res = SK_MAGIC;
 		break;
+	case SK_HC_WHOAMI:
+		*res = c->container;
+		break;
+	case SK_HC_BEGIN_UNLOAD: {
+		u32 id, live = 0;
+
+		for (id = 1; id < SK_MAX_CONTAINERS; id++)
+			live += sk.containers[id].active == 1;
+		if (!nonroot && !live) {
+			WRITE_ONCE(sk.unloading, 1);
+			*res = 0;
+		} else {
+			refused = 1;
+		}
+		break;
+	}
 	case SK_HC_DEVIRT:
-		if (!nonroot)
+		/* From root; from any container only once the unload has begun (no live container left:
+		 * a CPU may still run a released one lazily). */
+		if (!nonroot || READ_ONCE(sk.unloading)) {
+			__atomic_fetch_and(&sk_desc.cpu_mask, ~(1u << c->cpu), __ATOMIC_RELAXED);
 			return SK_HC_LEAVE;
+		}
+		refused = 1;
+		break;
+	case SK_HC_MODTEXT_ADD:
+		*res = (u64)(s64)sk_modtext_add(a1, (u32)a2);
+		break;
+	case SK_HC_MODTEXT_DEL:
+		*res = (u64)(s64)sk_modtext_del(a1);
 		break;
 	case SK_HC_NEW_CONTAINER:
 		if (!nonroot)
 			*res = (u64)(s64)sk_container_new((u32)a1, (u32)a2,
 							  is_kernel_addr(a3) ? (const char *)a3 : NULL);
+		else
+			refused = 1;
 		break;
 	case SK_HC_ADD_PGD:
 		/* From non-root mode only into the caller's own container (fork, exec). */
@@ -252,6 +324,8 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 			*res = (u64)(s64)sk_container_add_pgd((u32)a1, a2);
 			if (!*res && (c->ex.cr3 & PHYS_PAGE) == (a2 & PHYS_PAGE))
 				sk_switch_container(c, (u32)a1);
+		} else {
+			refused = 1;
 		}
 		break;
 	case SK_HC_DEL_PGD:
@@ -266,6 +340,8 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 	case SK_HC_FREE_CONTAINER:
 		if (!nonroot && c->container != a1)
 			*res = (u64)(s64)sk_container_free((u32)a1);
+		else
+			refused = 1;
 		break;
 	case SK_HC_RELEASE:
 		if (a1 > 0 && a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) &&
@@ -278,17 +354,21 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		/* Only a non-root container can own a protected page: it is hidden from all others. */
 		if (nonroot)
 			*res = (u64)(s64)sk_protect(c->container, a1, a2 & SK_PROT_VISIBLE_TO_ROOT);
+		else
+			refused = 1;
 		break;
 	case SK_HC_UNPROTECT: {
 		u32 owner = container_of_protected(a1);
 
 		if (owner && (!nonroot || owner == c->container))
 			*res = (u64)(s64)(sk_unprotect(a1) < 0 ? -1 : 0);
+		else
+			refused = 1;
 		break;
 	}
 	case SK_HC_PROBE_GET:
 	case SK_HC_PROBE_SET:
-		if (sk_probe && nonroot && a2 >= 1 && a2 <= (u64)sk.nlevels) {
+		if (sk.probe && nonroot && a2 >= 1 && a2 <= (u64)sk.nlevels) {
 			u64 *e = sk_entry_ptr(sk.containers[c->container].ncr3, a1, (int)a2);
 
 			if (e && nr == SK_HC_PROBE_GET) {
@@ -301,6 +381,8 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 				*res = 0;
 			}
 			c->flush = 1;
+		} else {
+			refused = 1;
 		}
 		break;
 	case SK_HC_PROBE_CLEAR:
@@ -313,11 +395,21 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		}
 		break;
 	case SK_HC_QUERY:
-		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) && is_kernel_addr(a2)) {
-			memcpy((void *)a2, &sk.containers[a1].counters, sizeof(struct sk_counters));
-			*res = 0;
-		}
+		/* One counter a call, in RAX: the handler writes nothing on the caller's behalf (a
+		 * pointer argument would let it write where the caller itself may not). */
+		if (a1 < SK_MAX_CONTAINERS && (!nonroot || a1 == c->container) &&
+		    a2 < sizeof(struct sk_counters) / sizeof(u64))
+			*res = ((u64 *)&sk.containers[a1].counters)[a2];
+		else
+			refused = 1;
 		break;
+	default:
+		refused = 1;
+		break;
+	}
+	if (refused) {
+		sk_attack(c, nr);
+		return SK_HC_DONE;
 	}
 	sk_record(c, SK_EV_HYPERCALL, 0, SK_ACT_NONE, nr);
 	return SK_HC_DONE;

@@ -27,19 +27,27 @@
 #include <linux/spinlock.h>
 #include <linux/cpumask.h>
 #include <linux/cpuhotplug.h>
+#include <linux/binfmts.h>
+#include <linux/random.h>
+#include <linux/cred.h>
 #include <asm/io.h>
 #include "sk.h"
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("split kernel: per-process nested-paging containers");
 
-struct sk_state sk;
-const struct sk_backend *sk_be;
-bool sk_probe;
-module_param_named(probe, sk_probe, bool, 0444);
-MODULE_PARM_DESC(probe, "enable SK_HC_PROBE_GET/SET, the hooks of splitdbg's differential test");
-/* The debug descriptor: in the module's data, found by its magic (and self_pa) in physical memory. */
-union sk_desc_page sk_desc_page __aligned(PAGE_SIZE) = { .d = { .magic = SK_MAGIC, .version = SK_ABI_VERSION,
+/* The handler's state, on a page of its own that containers map read-only (sk.h). */
+union sk_state_page sk_state_page __aligned(PAGE_SIZE);
+static bool probe;
+module_param(probe, bool, 0444);
+MODULE_PARM_DESC(probe, "enable SK_HC_PROBE_GET/SET, the hooks of splitdbg's differential test "
+		 "(a test mode: a container may then rewrite its own nested entries)");
+/*
+ * The debug descriptor: in the module's data, found by its magic (and self_pa) in physical memory.
+ * The magic is written last on a successful load and cleared first on unload or a failed load:
+ * a freed copy of the page (an earlier load's) never looks alive.
+ */
+union sk_desc_page sk_desc_page __aligned(PAGE_SIZE) = { .d = { .version = SK_ABI_VERSION,
 								 .size = sizeof(struct sk_descriptor) } };
 
 /* A hypercall from the guest kernel: VMMCALL (SVM) or VMCALL (VMX), both 3 bytes. */
@@ -60,6 +68,60 @@ u64 sk_hypercall(u64 nr, u64 a1, u64 a2, u64 a3)
 static struct { pid_t tgid; u32 container; } sk_tasks[SK_MAX_TASKS];
 static u64 sk_pgds[SK_MAX_CONTAINERS * SK_MAX_PGDS];   /* pgds registered with the handler */
 static DEFINE_RAW_SPINLOCK(sk_tasks_lock);
+/* Live containers and who made them: each holds a reference on the module (no unload under a
+ * live container) and counts against its creator's share (no user takes every slot). */
+static struct { bool live; kuid_t uid; } sk_conts[SK_MAX_CONTAINERS];
+
+/* May the caller make one more container? Unprivileged users hold SK_USER_CONTAINERS at most, and
+ * SK_RESERVED_CONTAINERS slots stay for CAP_SYS_ADMIN. */
+static int container_quota(void)
+{
+	kuid_t uid = current_uid();
+	int i, mine = 0, live = 0;
+
+	if (capable(CAP_SYS_ADMIN))
+		return 0;
+	raw_spin_lock_irq(&sk_tasks_lock);
+	for (i = 1; i < SK_MAX_CONTAINERS; i++) {
+		live += sk_conts[i].live;
+		mine += sk_conts[i].live && uid_eq(sk_conts[i].uid, uid);
+	}
+	raw_spin_unlock_irq(&sk_tasks_lock);
+	if (mine >= SK_USER_CONTAINERS)
+		return -EDQUOT;
+	return live >= SK_MAX_CONTAINERS - 1 - SK_RESERVED_CONTAINERS ? -ENOSPC : 0;
+}
+
+static void container_made(u32 id)
+{
+	__module_get(THIS_MODULE);
+	raw_spin_lock_irq(&sk_tasks_lock);
+	sk_conts[id].live = true;
+	sk_conts[id].uid = current_uid();
+	raw_spin_unlock_irq(&sk_tasks_lock);
+}
+
+/* The container's last process is gone: the handler frees it once no address space uses it. */
+static void container_release(u32 id)
+{
+	bool was;
+
+	raw_spin_lock_irq(&sk_tasks_lock);
+	was = sk_conts[id].live;
+	sk_conts[id].live = false;
+	raw_spin_unlock_irq(&sk_tasks_lock);
+	sk_hypercall(SK_HC_RELEASE, id, 0, 0);
+	if (was)
+		module_put(THIS_MODULE);
+}
+
+/* The container this CPU runs, as the handler knows it from CR3: not from any guest data. */
+static u32 my_container(void)
+{
+	u32 id = current->mm ? (u32)sk_hypercall(SK_HC_WHOAMI, 0, 0, 0) : 0;
+
+	return id < SK_MAX_CONTAINERS ? id : 0;
+}
 
 static u32 container_of_tgid(pid_t tgid)
 {
@@ -137,7 +199,9 @@ static int wake_up_new_task_pre(struct kprobe *kp, struct pt_regs *regs)
 
 	if (!p)
 		return 0;
-	id = container_of_tgid(current->tgid);
+	/* The handler's view first (the parent's CR3): a write to the guest-side table cannot make
+	 * a contained parent's child run in root. */
+	id = my_container() ?: container_of_tgid(current->tgid);
 	if (!id)
 		return 0;
 	set_tgid(p->tgid, id);
@@ -149,17 +213,22 @@ static int wake_up_new_task_pre(struct kprobe *kp, struct pt_regs *regs)
 
 static struct kprobe kp_fork = { .symbol_name = "wake_up_new_task", .pre_handler = wake_up_new_task_pre };
 
-static int setup_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
+/*
+ * exec: begin_new_exec(bprm) runs before the new address space is switched in (exec_mmap, inlined
+ * there): it joins the caller's container while the CPU still runs the old one, so the new image
+ * never runs a single instruction, kernel or user, outside it. From any thread of the group.
+ */
+static int begin_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	u32 id = container_of_tgid(current->tgid);
+	struct linux_binprm *bprm = (struct linux_binprm *)regs->di;
+	u32 id = my_container() ?: container_of_tgid(current->tgid);
 
-	/* exec: begin_new_exec has switched to the new mm; it joins the caller's container. */
-	if (id && current->mm && add_pgd(id, current->mm->pgd))
-		send_sig(SIGKILL, current, 1);    /* the new image never runs uncontained */
+	if (id && bprm && bprm->mm && add_pgd(id, bprm->mm->pgd))
+		send_sig(SIGKILL, current, 1);    /* container full: the new image never runs */
 	return 0;
 }
 
-static struct kprobe kp_exec = { .symbol_name = "setup_new_exec", .pre_handler = setup_new_exec_pre };
+static struct kprobe kp_exec = { .symbol_name = "begin_new_exec", .pre_handler = begin_new_exec_pre };
 
 static int pgd_free_pre(struct kprobe *kp, struct pt_regs *regs)
 {
@@ -181,22 +250,26 @@ static int pgd_free_pre(struct kprobe *kp, struct pt_regs *regs)
 
 static struct kprobe kp_pgd_free = { .symbol_name = "pgd_free", .pre_handler = pgd_free_pre };
 
+/*
+ * The thread group's last thread exits (whichever it is: the leader may have gone first with
+ * SYS_exit, or been replaced by a non-leader's execve). signal->live still counts current here.
+ */
 static int do_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	unsigned long flags;
 	u32 id;
 	int i, others = 0;
 
-	if (current->pid != current->tgid || !(id = container_of_tgid(current->tgid)))
+	if (atomic_read(&current->signal->live) != 1 || !(id = container_of_tgid(current->tgid)))
 		return 0;
 	set_tgid(current->tgid, 0);
 	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
 	for (i = 0; i < SK_MAX_TASKS; i++)
 		others |= sk_tasks[i].container == id;
 	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
-	/* The last process of the container: the handler frees it once its address spaces are gone. */
+	/* The last process of the container (CLONE_VM children and forks count as its processes). */
 	if (!others)
-		sk_hypercall(SK_HC_RELEASE, id, 0, 0);
+		container_release(id);
 	return 0;
 }
 
@@ -342,6 +415,7 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	struct sk_file *sf = f->private_data;
 	long r;
 	s64 id;
+	int i;
 
 	switch (cmd) {
 	case SK_IOC_ALLOC_PROTECTED:
@@ -357,15 +431,19 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	case SK_IOC_ENTER:
 		if (copy_from_user(&en, (void __user *)arg, sizeof(en)))
 			return -EFAULT;
-		if (container_of_tgid(current->tgid))
+		if (container_of_tgid(current->tgid) || my_container())
 			return -EBUSY;
+		r = container_quota();
+		if (r)
+			return r;
 		id = (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en.policy, current->tgid, (u64)current->comm);
-		if (id <= 0)
+		if (id <= 0 || id >= SK_MAX_CONTAINERS)
 			return -ENOSPC;
+		container_made(id);
 		set_tgid(current->tgid, id);
 		if (add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
 			set_tgid(current->tgid, 0);
-			sk_hypercall(SK_HC_RELEASE, id, 0, 0);
+			container_release(id);
 			return -ENOSPC;
 		}
 		en.container = id;
@@ -373,15 +451,14 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	case SK_IOC_QUERY:
 		if (copy_from_user(&q, (void __user *)arg, sizeof(q)))
 			return -EFAULT;
-		q.container = container_of_tgid(q.pid ? q.pid : current->tgid);
+		q.container = q.pid ? container_of_tgid(q.pid) : (my_container() ?: container_of_tgid(current->tgid));
+		if (my_container() && q.container != my_container())
+			return -EPERM;      /* from a container, only its own counters */
 		q.mode = q.container ? 1 : 0;
 		q.vendor = sk.vendor;
-		cnt = kzalloc(sizeof(*cnt), GFP_KERNEL);
-		if (!cnt)
-			return -ENOMEM;
-		sk_hypercall(SK_HC_QUERY, q.container, (u64)cnt, 0);
-		q.counters = *cnt;
-		kfree(cnt);
+		cnt = &q.counters;
+		for (i = 0; i < sizeof(*cnt) / sizeof(u64); i++)
+			((u64 *)cnt)[i] = sk_hypercall(SK_HC_QUERY, q.container, i, 0);
 		return copy_to_user((void __user *)arg, &q, sizeof(q)) ? -EFAULT : 0;
 	}
 	return -ENOTTY;
@@ -414,15 +491,66 @@ static int sk_proc_show(struct seq_file *m, void *v)
 /* ---- load and unload ---------------------------------------------------------------------- */
 
 
+/* Each page of a module's text (RX) and rodata (R), in the order protect_module walks them. */
+#define for_each_module_ro_page(mod, a, perm)							\
+	for (a = (unsigned long)(mod)->core_layout.base;						\
+	     a < (unsigned long)(mod)->core_layout.base + (mod)->core_layout.ro_size &&			\
+	     ((perm = a < (unsigned long)(mod)->core_layout.base + (mod)->core_layout.text_size ?	\
+		       SK_PERM_R | SK_PERM_X : SK_PERM_R), 1);						\
+	     a += PAGE_SIZE)
+
+/* Before launch: a module already loaded (and this one) is protected from the first container on. */
 static void add_module_text(struct module *mod)
 {
 	unsigned long a;
+	u32 perm;
 
-	for (a = (unsigned long)mod->core_layout.base;
-	     a < (unsigned long)mod->core_layout.base + mod->core_layout.text_size && sk.nmodtext < ARRAY_SIZE(sk.modtext);
-	     a += PAGE_SIZE)
-		sk.modtext[sk.nmodtext++] = PFN_PHYS(vmalloc_to_pfn((void *)a));
+	for_each_module_ro_page(mod, a, perm)
+		if (sk.nmodtext < SK_MAX_MODTEXT)
+			sk.modtext[sk.nmodtext++] = PFN_PHYS(vmalloc_to_pfn((void *)a)) | perm;
 }
+
+/*
+ * After launch: a module loaded later (from root or from inside a container) has its text and
+ * rodata made read-only in every container when it comes (its own jump labels patched already,
+ * its memory already read-only in the guest's tables), and ordinary again when it goes. A module
+ * that cannot be protected (table full) fails to load: fail closed.
+ */
+static int protect_module(struct module *mod, bool on)
+{
+	unsigned long a;
+	u32 perm;
+
+	for_each_module_ro_page(mod, a, perm) {
+		u64 pa = PFN_PHYS(vmalloc_to_pfn((void *)a));
+
+		if (!on)
+			sk_hypercall(SK_HC_MODTEXT_DEL, pa, 0, 0);
+		else if (sk_hypercall(SK_HC_MODTEXT_ADD, pa, perm, 0))
+			return -ENOSPC;
+	}
+	return 0;
+}
+
+static int sk_module_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	struct module *mod = data;
+
+	if (mod == THIS_MODULE)
+		return NOTIFY_DONE;
+	if (action == MODULE_STATE_COMING && protect_module(mod, true)) {
+		protect_module(mod, false);
+		pr_err("splitkernel: cannot protect module %s's text (%d pages at most): refusing it\n",
+		       mod->name, SK_MAX_MODTEXT);
+		return notifier_from_errno(-ENOSPC);
+	}
+	if (action == MODULE_STATE_GOING)
+		protect_module(mod, false);
+	return NOTIFY_OK;
+}
+
+/* Last on COMING (after jump labels and static calls have patched the module's text). */
+static struct notifier_block sk_module_nb = { .notifier_call = sk_module_notify, .priority = INT_MIN };
 
 static int collect_regions(void)
 {
@@ -448,6 +576,7 @@ static int collect_regions(void)
 	}
 	rcu_read_unlock();
 	sk.desc_page_pa = PFN_PHYS(vmalloc_to_pfn(&sk_desc));
+	sk.state_page_pa = PFN_PHYS(vmalloc_to_pfn(&sk));
 	return 0;
 }
 
@@ -470,8 +599,10 @@ static int carve_pool(void)
 	/* Above 4 CPUs the rings would leave too little of the 4 MiB pool (the buddy allocator's
 	 * largest block) for containers: 8 CPUs with 4,096 entries left room for 4 of them. */
 	sk.ring_entries = num_online_cpus() > 4 ? SK_RING_ENTRIES / 2 : SK_RING_ENTRIES;
+	sk.sec_ring_entries = num_online_cpus() > 4 ? SK_SEC_RING_ENTRIES / 2 : SK_SEC_RING_ENTRIES;
 	for_each_online_cpu(cpu) {
 		int i, pages = (sizeof(struct sk_ring) + sk.ring_entries * sizeof(struct sk_event)) / PAGE_SIZE + 1;
+		int sec_pages = (sizeof(struct sk_ring) + sk.sec_ring_entries * sizeof(struct sk_event)) / PAGE_SIZE + 1;
 
 		if (cpu >= SK_MAX_CPUS)
 			return -E2BIG;
@@ -492,7 +623,11 @@ static int carve_pool(void)
 		for (i = 1; i < pages; i++)
 			if (!c->ring || sk_page_alloc() != (u8 *)c->ring + i * PAGE_SIZE)
 				return -ENOMEM;
-		if (!c->vmcb || !c->hsave || !c->ring)
+		c->sec_ring = sk_page_alloc();
+		for (i = 1; i < sec_pages; i++)
+			if (!c->sec_ring || sk_page_alloc() != (u8 *)c->sec_ring + i * PAGE_SIZE)
+				return -ENOMEM;
+		if (!c->vmcb || !c->hsave || !c->ring || !c->sec_ring)
 			return -ENOMEM;
 		c->vmcb_pa = sk_pa(c->vmcb);
 		/* The top slot of the host stack holds c: sk_vmrun.S finds it there after every exit. */
@@ -501,8 +636,14 @@ static int carve_pool(void)
 		c->ring->entries = sk.ring_entries;
 		c->ring->event_size = sizeof(struct sk_event);
 		c->ring->cpu = cpu;
+		c->ring->ring_kind = SK_RING_ALL;
+		c->sec_ring->entries = sk.sec_ring_entries;
+		c->sec_ring->event_size = sizeof(struct sk_event);
+		c->sec_ring->cpu = cpu;
+		c->sec_ring->ring_kind = SK_RING_SECURITY;
 		sk.cpus[cpu] = c;
 		sk_desc.rings_pa[cpu] = sk_pa(c->ring);
+		sk_desc.sec_rings_pa[cpu] = sk_pa(c->sec_ring);
 		sk_desc.vmcb_pa[cpu] = c->vmcb_pa;
 		sk.ncpus++;
 	}
@@ -519,34 +660,64 @@ static int sk_hp_state = -1;
 static int sk_cpu_up_refuse(unsigned int cpu) { return -EBUSY; }
 static int sk_cpu_down_refuse(unsigned int cpu) { return -EBUSY; }
 
+/* What a live descriptor says on top of the layout: set last, so a half-made load never looks alive. */
+static void descriptor_publish(void)
+{
+	sk_desc.load_nonce = get_random_u64();
+	sk_desc.module_core_va = (u64)THIS_MODULE->core_layout.base;
+	barrier();
+	WRITE_ONCE(sk_desc.magic, SK_MAGIC);
+}
+
+static void descriptor_withdraw(void)
+{
+	WRITE_ONCE(sk_desc.magic, 0);
+	sk_desc.self_pa = 0;
+	sk_desc.load_nonce = 0;
+}
+
 static int __init sk_init(void)
 {
 	const char *why = NULL;
+	u64 efer;
 	int r;
+
+	BUILD_BUG_ON(sizeof(struct sk_state) > PAGE_SIZE);
+	BUILD_BUG_ON(sizeof(struct sk_descriptor) > PAGE_SIZE);
+	BUILD_BUG_ON(sizeof(struct sk_event) != 112);
+	BUILD_BUG_ON(SK_RING_ENTRIES & (SK_RING_ENTRIES - 1));
+	BUILD_BUG_ON(SK_SEC_RING_ENTRIES & (SK_SEC_RING_ENTRIES - 1));
 
 	/* The backend follows the CPU: VMX on Intel, SVM on AMD (CPUID 1 ECX.VMX, 8000_0001h ECX.SVM). */
 	sk_be = boot_cpu_has(X86_FEATURE_VMX) ? &sk_vmx_backend : &sk_svm_backend;
 	sk.vendor = sk_be->vendor;
+	sk.probe = probe;
 	if (!sk_be->supported(&why)) {
 		pr_err("splitkernel: not loading (%s backend): %s\n", sk_be->name, why);
-		memset(&sk, 0, sizeof(sk));
-		return -ENODEV;
+		r = -ENODEV;
+		goto err_state;
 	}
+	/* Reserved CR4/EFER bits (#GP for the guest): what the CPUs run with (each CPU adds its own
+	 * CR4 as it launches: they differ, e.g. in PSE), plus the bits the kernel toggles at run time
+	 * (PGE to flush, TSD for seccomp/prctl, PCE for rdpmc, DE, MCE, PSE). */
+	sk.cr4_allowed = native_read_cr4() | X86_CR4_PGE | X86_CR4_TSD | X86_CR4_PCE | X86_CR4_DE | X86_CR4_MCE |
+			 X86_CR4_PSE;
+	rdmsrl(MSR_EFER, efer);
+	sk.efer_allowed = efer | (sk.vendor == SK_VENDOR_SVM ? EFER_SVME : 0);
 	r = collect_regions();
 	if (r) {
 		pr_err("splitkernel: kernel symbols not found (%d)\n", r);
-		return r;
+		goto err_state;
 	}
 	r = sk_pool_init();
 	if (r)
-		return r;
+		goto err_state;
 	r = carve_pool();
 	if (!r)
 		r = sk_build_tables();
 	if (r) {
 		pr_err("splitkernel: out of pool memory while setting up (%d)\n", r);
-		sk_pool_free();
-		return r;
+		goto err_pool;
 	}
 	sk.containers[0].active = 1;
 	sk.containers[0].ncr3 = sk.root_ncr3;
@@ -572,41 +743,70 @@ static int __init sk_init(void)
 	r = sk_be->virtualize_all();
 	if (r) {
 		pr_err("splitkernel: a CPU could not enter the guest (%s); nothing changed\n", sk_be->name);
-		sk_be->devirtualize_all();
-		sk_pool_free();
-		return r;
+		goto err_virt;
 	}
+	r = register_module_notifier(&sk_module_nb);
+	if (r)
+		goto err_hooks;
 	r = register_kprobe(&kp_fork);
-	r = r ?: register_kprobe(&kp_exec);
-	r = r ?: register_kprobe(&kp_pgd_free);
-	r = r ?: register_kprobe(&kp_exit);
-	r = r ?: misc_register(&sk_misc);
-	if (!r) {
-		sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
-							sk_cpu_up_refuse, sk_cpu_down_refuse);
-		if (sk_hp_state < 0) {
-			misc_deregister(&sk_misc);
-			r = sk_hp_state;
-		}
-	}
-	if (r) {
-		pr_err("splitkernel: hooks or device failed (%d)\n", r);
-		unregister_kprobe(&kp_fork);
-		unregister_kprobe(&kp_exec);
-		unregister_kprobe(&kp_pgd_free);
-		unregister_kprobe(&kp_exit);
-		sk_be->devirtualize_all();
-		sk_pool_free();
-		return r;
+	if (r)
+		goto err_notifier;
+	r = register_kprobe(&kp_exec);
+	if (r)
+		goto err_fork;
+	r = register_kprobe(&kp_pgd_free);
+	if (r)
+		goto err_exec;
+	r = register_kprobe(&kp_exit);
+	if (r)
+		goto err_pgd_free;
+	r = misc_register(&sk_misc);
+	if (r)
+		goto err_exit;
+	sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
+						sk_cpu_up_refuse, sk_cpu_down_refuse);
+	if (sk_hp_state < 0) {
+		r = sk_hp_state;
+		goto err_misc;
 	}
 	sk_proc = proc_create_single("splitkernel", 0444, NULL, sk_proc_show);
+	descriptor_publish();
 	pr_info("splitkernel: %d CPU(s) under the root-mode handler (%s); descriptor at %#llx, pool %#llx+%#lx\n",
 		sk.ncpus, sk_be->name, sk_desc.self_pa, sk.pool_pa, SK_POOL_SIZE);
 	return 0;
+
+err_misc:
+	misc_deregister(&sk_misc);
+err_exit:
+	unregister_kprobe(&kp_exit);
+err_pgd_free:
+	unregister_kprobe(&kp_pgd_free);
+err_exec:
+	unregister_kprobe(&kp_exec);
+err_fork:
+	unregister_kprobe(&kp_fork);
+err_notifier:
+	unregister_module_notifier(&sk_module_nb);
+err_hooks:
+	pr_err("splitkernel: hooks or device failed (%d)\n", r);
+err_virt:
+	sk_be->devirtualize_all();     /* no container yet: every CPU leaves from root */
+err_pool:
+	sk_pool_free();
+err_state:
+	descriptor_withdraw();
+	memset(&sk, 0, sizeof(sk));
+	return r;
 }
 
+/*
+ * Unload. rmmod cannot reach here while a container lives: each holds a reference on the module
+ * ("Module splitkernel is in use"), so contained processes are never returned to root. CPUs that
+ * still run a released container lazily may leave from it once the unload has begun.
+ */
 static void __exit sk_exit(void)
 {
+	descriptor_withdraw();
 	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
 	misc_deregister(&sk_misc);
@@ -614,10 +814,14 @@ static void __exit sk_exit(void)
 	unregister_kprobe(&kp_pgd_free);
 	unregister_kprobe(&kp_exec);
 	unregister_kprobe(&kp_fork);
+	unregister_module_notifier(&sk_module_nb);
+	if (sk_hypercall(SK_HC_BEGIN_UNLOAD, 0, 0, 0))
+		pr_err("splitkernel: the handler refused the unload (a container is live); leaving anyway\n");
 	sk_be->devirtualize_all();
 	sk_pool_free();
 	memset(sk_tasks, 0, sizeof(sk_tasks));
 	memset(sk_pgds, 0, sizeof(sk_pgds));
+	memset(sk_conts, 0, sizeof(sk_conts));
 	memset(&sk, 0, sizeof(sk));
 	pr_info("splitkernel: unloaded, every CPU back to native\n");
 }

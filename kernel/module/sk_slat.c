@@ -58,17 +58,17 @@ u64 sk_eptp(u64 top_pa)
 	return top_pa | 6 /* WB */ | ((u64)(sk.nlevels - 1) << 3);   /* page-walk length - 1 */
 }
 
-static u32 sk_lock_word;
-
+/* The lock word is in the handler's state page: read-only in containers, so no contained writer
+ * can hold it and hang every CPU in the handler with GIF=0. */
 void sk_lock(void)
 {
-	while (__atomic_exchange_n(&sk_lock_word, 1, __ATOMIC_ACQUIRE))
+	while (__atomic_exchange_n(&sk.lock_word, 1, __ATOMIC_ACQUIRE))
 		cpu_relax();
 }
 
 void sk_unlock(void)
 {
-	__atomic_store_n(&sk_lock_word, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&sk.lock_word, 0, __ATOMIC_RELEASE);
 }
 
 static inline u64 *tbl(u64 pa) { return (u64 *)phys_to_virt(pa); }
@@ -252,8 +252,10 @@ int sk_build_tables(void)
 	 * guest's own page tables already make kernel rodata non-executable. */
 	r |= protect_range(sk.tmpl_ncr3, sk.rodata_pa, sk.rodata_end_pa, SK_PERM_R | SK_PERM_X);
 	for (i = 0; i < sk.nmodtext; i++)
-		r |= map_4k_locked(sk.tmpl_ncr3, sk.modtext[i], sk.modtext[i], SK_PERM_R | SK_PERM_X);
+		r |= map_4k_locked(sk.tmpl_ncr3, sk.modtext[i] & PAGE_MASK, sk.modtext[i] & PAGE_MASK,
+				   sk.modtext[i] & SK_PERM_RWX);
 	r |= map_4k_locked(sk.tmpl_ncr3, sk.desc_page_pa, sk.desc_page_pa, SK_PERM_R);
+	r |= map_4k_locked(sk.tmpl_ncr3, sk.state_page_pa, sk.state_page_pa, SK_PERM_R);
 	return r ? -ENOMEM : 0;
 }
 
@@ -487,6 +489,8 @@ int sk_unprotect(u64 pa)
 				break;
 			}
 	if (owner) {
+		/* Scrub it while no one else can see it yet: the owner's secret must not outlive it. */
+		memset(phys_to_virt(pa), 0, PAGE_SIZE);
 		for (id = 1; id < SK_MAX_CONTAINERS; id++)
 			if (id != owner && sk.containers[id].active)
 				map_4k_locked(sk.containers[id].ncr3, pa, pa, SK_PERM_RWX);
@@ -510,14 +514,75 @@ u32 sk_region_of(u64 gpa, u32 container)
 
 	if (gpa >= sk.pool_pa && gpa < sk.pool_pa + SK_POOL_SIZE)
 		return SK_REGION_SK_STATE;
-	if ((gpa & PAGE_MASK) == sk.desc_page_pa)
+	if ((gpa & PAGE_MASK) == sk.desc_page_pa || (gpa & PAGE_MASK) == sk.state_page_pa)
 		return SK_REGION_SK_STATE;
 	if (gpa >= sk.text_pa && gpa < sk.text_end_pa)
 		return SK_REGION_TEXT;
 	if (gpa >= sk.rodata_pa && gpa < sk.rodata_end_pa)
 		return SK_REGION_RODATA;
-	for (i = 0; i < sk.nmodtext; i++)
-		if ((gpa & PAGE_MASK) == sk.modtext[i])
+	for (i = 0; i < READ_ONCE(sk.nmodtext); i++)
+		if ((gpa & PAGE_MASK) == (sk.modtext[i] & PAGE_MASK))
 			return SK_REGION_MODULE_TEXT;
 	return SK_REGION_NONE;
+}
+
+/* Apply a mapping of page pa to the template and to every live non-root container. */
+static void map_everywhere_locked(u64 pa, u32 perm)
+{
+	u32 id;
+
+	for (id = 1; id < SK_MAX_CONTAINERS; id++)
+		if (sk.containers[id].active)
+			map_4k_locked(sk.containers[id].ncr3, pa, pa, perm);
+	map_4k_locked(sk.tmpl_ncr3, pa, pa, perm);
+	sk.gen++;
+}
+
+/*
+ * A module loaded after splitkernel (from root or from inside a container): its text (RX) and
+ * rodata (R) become read-only in every non-root container, as the kernel's own are. Returns -1
+ * when the page cannot be protected (table full, not ordinary RAM): the module load then fails.
+ */
+int sk_modtext_add(u64 pa, u32 perm)
+{
+	u32 i;
+	int r = -1;
+
+	pa &= NP_ADDR;
+	perm &= SK_PERM_R | SK_PERM_X;
+	if (!(perm & SK_PERM_R) || pa >= (512ULL << 30))
+		return -1;
+	sk_lock();
+	for (i = 0; i < sk.nmodtext; i++)
+		if ((sk.modtext[i] & PAGE_MASK) == pa)
+			goto out;    /* already protected: not twice */
+	if (sk.nmodtext >= SK_MAX_MODTEXT)
+		goto out;
+	sk.modtext[sk.nmodtext] = pa | perm;
+	WRITE_ONCE(sk.nmodtext, sk.nmodtext + 1);
+	map_everywhere_locked(pa, perm);
+	r = 0;
+out:
+	sk_unlock();
+	return r;
+}
+
+/* The module is going: its pages return to the allocator and must be ordinary memory again. */
+int sk_modtext_del(u64 pa)
+{
+	u32 i;
+	int r = -1;
+
+	pa &= NP_ADDR;
+	sk_lock();
+	for (i = 0; i < sk.nmodtext; i++)
+		if ((sk.modtext[i] & PAGE_MASK) == pa) {
+			sk.modtext[i] = sk.modtext[sk.nmodtext - 1];
+			WRITE_ONCE(sk.nmodtext, sk.nmodtext - 1);
+			map_everywhere_locked(pa, SK_PERM_RWX);
+			r = 0;
+			break;
+		}
+	sk_unlock();
+	return r;
 }

@@ -24,6 +24,8 @@
 #include <asm/debugreg.h>
 #include "sk.h"
 
+#define MSR_SVM_KEY 0xc0010118   /* SVM-Lock key (APM 15.31); not in msr-index.h */
+
 extern char sk_launch_failed[];
 
 static int svm_supported(const char **why)
@@ -93,7 +95,16 @@ void sk_svm_prepare_vmcb(struct sk_cpu *c)
 	__set_bit(INTERCEPT_VMMCALL, ic);      /* hypercalls */
 	__set_bit(INTERCEPT_CR3_WRITE, ic);    /* container switch on address-space switch */
 	__set_bit(INTERCEPT_CR4_WRITE, ic);    /* SMEP/SMAP cannot be cleared from non-root mode */
-	__set_bit(INTERCEPT_MSR_PROT, ic);     /* EFER and VM_HSAVE_PA writes (see msrpm) */
+	__set_bit(INTERCEPT_MSR_PROT, ic);     /* EFER, VM_CR, SVM_KEY writes; VM_HSAVE_PA (see msrpm) */
+	/* Every SVM instruction that reaches host state (APM 15.5-15.27): the guest gets #UD, as on a
+	 * CPU whose EFER.SVME is clear. VMSAVE/VMLOAD would read or write any host-physical page
+	 * (the pool included), STGI/CLGI would change the host's GIF, SKINIT would reinitialise. */
+	__set_bit(INTERCEPT_VMLOAD, ic);
+	__set_bit(INTERCEPT_VMSAVE, ic);
+	__set_bit(INTERCEPT_STGI, ic);
+	__set_bit(INTERCEPT_CLGI, ic);
+	__set_bit(INTERCEPT_SKINIT, ic);
+	__set_bit(INTERCEPT_INVLPGA, ic);
 	v->control.iopm_base_pa = sk_pa(sk.iopm);
 	v->control.msrpm_base_pa = sk_pa(sk.msrpm);
 	v->control.asid = 1;
@@ -257,7 +268,7 @@ static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
 
 	if (decode_mov_to_cr(v->save.rip, 3, &reg, &len)) {
 		sk_counters_of(c)->exits_cr3++;
-		sk_record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
+		sk_attack(c, SVM_EXIT_WRITE_CR3);
 		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -275,8 +286,8 @@ static void do_cr4(struct sk_cpu *c, struct sk_gprs *g)
 	struct vmcb *v = c->vmcb;
 	int reg, len;
 
-	if (decode_mov_to_cr(v->save.rip, 4, &reg, &len)) {
-		sk_record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
+	if (decode_mov_to_cr(v->save.rip, 4, &reg, &len) || sk_cr4_reserved(*gpr(v, g, reg))) {
+		sk_attack(c, SVM_EXIT_WRITE_CR4);
 		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -289,9 +300,18 @@ static void do_msr(struct sk_cpu *c, struct sk_gprs *g)
 	struct vmcb *v = c->vmcb;
 	u32 msr = (u32)g->rcx;
 	int write = v->control.exit_info_1 & 1;
+	u64 val = (g->rdx << 32) | (u32)v->save.rax;
 
+	if (write && (msr == MSR_VM_CR || msr == MSR_SVM_KEY ||
+		      (msr == MSR_EFER && sk_efer_reserved(val | EFER_SVME)))) {
+		/* VM_CR and SVM_KEY control SVM itself; an EFER with reserved bits would make the next
+		 * VMRUN fail. #GP, as a CPU raises for a reserved bit, and nothing reaches the VMCB. */
+		sk_attack(c, msr);
+		svm_inject(c, X86_TRAP_GP);
+		return;
+	}
 	if (msr == MSR_EFER && write)
-		v->save.efer = ((g->rdx << 32) | (u32)v->save.rax) | EFER_SVME;   /* SVME stays on */
+		v->save.efer = val | EFER_SVME;   /* SVME stays on */
 	else if (msr == MSR_VM_HSAVE_PA && !write) {
 		v->save.rax = 0;
 		g->rdx = 0;
@@ -362,7 +382,8 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	c->ex.intinfo = v->control.exit_int_info | ((u64)v->control.exit_int_info_err << 32);
 	v->control.event_inj = 0;      /* nothing to inject unless this exit's handling says so */
 	if (!c->launched) {
-		if (code == (u64)SVM_EXIT_ERR) {
+		/* QEMU stores VMEXIT_INVALID as the 32-bit value 0xffffffff (not 64-bit -1). */
+		if ((u32)code == (u32)SVM_EXIT_ERR) {
 			c->launch_error = -1;
 			return leave(c, g, 1);
 		}
@@ -388,11 +409,26 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	case SVM_EXIT_NPF:
 		sk_violation(c, v->control.exit_info_2);
 		break;
+	case SVM_EXIT_VMRUN:
+	case SVM_EXIT_VMLOAD:
+	case SVM_EXIT_VMSAVE:
+	case SVM_EXIT_STGI:
+	case SVM_EXIT_CLGI:
+	case SVM_EXIT_SKINIT:
+	case SVM_EXIT_INVLPGA:
+		sk_counters_of(c)->exits_other++;
+		sk_attack(c, code);
+		svm_inject(c, X86_TRAP_UD);
+		break;
 	default:
 		sk_counters_of(c)->exits_other++;
+		/* A failed VMRUN (guest state the intercepts should have kept valid) or a shutdown:
+		 * fail closed. Handing the CPU back would run the kernel unvirtualised, uncontained. */
+		if ((u32)code == (u32)SVM_EXIT_ERR || code == SVM_EXIT_SHUTDOWN) {
+			sk_fatal(c);
+			break;
+		}
 		sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, 0);
-		if (code == (u64)SVM_EXIT_ERR || code == SVM_EXIT_SHUTDOWN)
-			ret = leave(c, g, 0);   /* cannot go on under SVM: hand the CPU back */
 		break;
 	}
 	if (!ret) {
@@ -417,6 +453,7 @@ static void virt_one(void *unused)
 
 	if (!c)
 		return;
+	__atomic_fetch_or(&sk.cr4_allowed, native_read_cr4() & ~X86_CR4_VMXE, __ATOMIC_RELAXED);
 	rdmsrl(MSR_EFER, efer);
 	wrmsrl(MSR_EFER, efer | EFER_SVME);
 	wrmsrl(MSR_VM_HSAVE_PA, sk_pa(c->hsave));
@@ -439,10 +476,9 @@ static void devirt_one(void *unused)
 {
 	int cpu = smp_processor_id();
 
-	if (sk_desc.cpu_mask & (1u << cpu)) {
+	/* The handler clears this CPU's bit in the descriptor (read-only in containers). */
+	if (sk_desc.cpu_mask & (1u << cpu))
 		sk_hypercall(SK_HC_DEVIRT, 0, 0, 0);
-		__atomic_fetch_and(&sk_desc.cpu_mask, ~(1u << cpu), __ATOMIC_RELAXED);
-	}
 }
 
 static void svm_devirtualize_all(void)
@@ -450,12 +486,26 @@ static void svm_devirtualize_all(void)
 	on_each_cpu(devirt_one, NULL, 1);
 }
 
-/* MSR permission map: intercept writes to EFER (0xc0000080) and any access to VM_HSAVE_PA
- * (0xc0010117), so that the guest can neither clear EFER.SVME nor move the host save area. */
+/* Intercept an MSR in the MSR permission map (APM 15.11: 2 bits per MSR, read then write; three
+ * 2 KiB ranges, for MSRs 0-1FFFh, C000_0000h-C000_1FFFh, C001_0000h-C001_1FFFh). */
+static void msrpm_intercept(u32 msr, int read, int write)
+{
+	u32 base = msr >= 0xc0010000 ? 0x1000 : msr >= 0xc0000000 ? 0x800 : 0;
+	u32 bit = (msr & 0x1fff) * 2;
+
+	((u8 *)sk.msrpm)[base + bit / 8] |= ((read ? 1 : 0) | (write ? 2 : 0)) << (bit % 8);
+}
+
+/* Writes to EFER (SVME stays set, no reserved bit), VM_CR and SVM_KEY; any access to VM_HSAVE_PA:
+ * the guest can neither leave SVM nor move the host save area. */
 static int svm_setup(void)
 {
-	((u8 *)sk.msrpm)[0x800 + (0x080 * 2) / 8] |= 2;
-	((u8 *)sk.msrpm)[0x1000 + (0x117 * 2) / 8] |= 3 << ((0x117 * 2) % 8);
+	BUILD_BUG_ON(offsetof(struct sk_cpu, host_rsp) != 0 || offsetof(struct sk_cpu, guest_rsp) != 8 ||
+		     offsetof(struct sk_cpu, guest_rip) != 16 || offsetof(struct sk_cpu, vmcb_pa) != 24);
+	msrpm_intercept(MSR_EFER, 0, 1);
+	msrpm_intercept(MSR_VM_CR, 0, 1);
+	msrpm_intercept(MSR_SVM_KEY, 0, 1);
+	msrpm_intercept(MSR_VM_HSAVE_PA, 1, 1);
 	return 0;
 }
 

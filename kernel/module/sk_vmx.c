@@ -424,7 +424,7 @@ static void do_cr(struct sk_cpu *c, struct sk_gprs *g)
 	if (type != 0 || (cr != 3 && cr != 4)) {
 		/* Only MOV to CR3 and to the host-owned CR4 bits are intercepted. */
 		sk_counters_of(c)->exits_other++;
-		sk_record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
+		sk_attack(c, EXIT_REASON_CR_ACCESS);
 		vmx_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -437,6 +437,11 @@ static void do_cr(struct sk_cpu *c, struct sk_gprs *g)
 		c->ex.cr3 = val;
 		c->ex.rip = vmread(GUEST_RIP);
 		sk_cr3_written(c, val);
+		return;
+	}
+	if (sk_cr4_reserved(val & ~X86_CR4_VMXE)) {
+		sk_attack(c, EXIT_REASON_CR_ACCESS);
+		vmx_inject(c, X86_TRAP_GP);   /* a reserved bit would fail the next VM entry */
 		return;
 	}
 	val = sk_cr4_filter(c, vmread(GUEST_CR4), val);
@@ -568,9 +573,9 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	sk_note_guest_regs(c, vmread(GUEST_CR0), c->ex.cr3, vmread(GUEST_CR4), vmread(GUEST_IA32_EFER));
 	sk_exit_begin(c);
 	if (c->ex.code & VMX_EXIT_REASONS_FAILED_VMENTRY) {
-		/* The guest state we left is invalid: the CPU cannot go on under VMX. */
-		sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, vmread(VM_INSTRUCTION_ERROR));
-		return leave(c, g, 0);
+		/* The guest state we left is invalid: fail closed (never run on unvirtualised). */
+		sk_fatal(c);
+		return 0;
 	}
 	switch (reason) {
 	case EXIT_REASON_VMCALL:
@@ -628,8 +633,8 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 		fallthrough;
 	case EXIT_REASON_TRIPLE_FAULT:
 		sk_counters_of(c)->exits_other++;
-		sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, 0);
-		return leave(c, g, 0);   /* cannot go on under VMX: hand the CPU back */
+		sk_fatal(c);   /* cannot go on under VMX: stop rather than run uncontained */
+		break;
 	case EXIT_REASON_VMCLEAR: case EXIT_REASON_VMLAUNCH: case EXIT_REASON_VMPTRLD:
 	case EXIT_REASON_VMPTRST: case EXIT_REASON_VMREAD: case EXIT_REASON_VMRESUME:
 	case EXIT_REASON_VMWRITE: case EXIT_REASON_VMOFF: case EXIT_REASON_VMON:
@@ -637,7 +642,7 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	case 11:     /* GETSEC */
 		/* No nested VMX: as on a CPU without it. */
 		sk_counters_of(c)->exits_other++;
-		sk_record(c, SK_EV_EXIT, 0, SK_ACT_DENY, 0);
+		sk_attack(c, reason);
 		vmx_inject(c, X86_TRAP_UD);
 		break;
 	default:
@@ -653,13 +658,13 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	return ret;
 }
 
-/* VMRESUME fell through (sk_vmrun.S): the VMCS is unusable; give the CPU back to the guest. */
+/* VMRESUME fell through (sk_vmrun.S): the VMCS is unusable; fail closed (sk_fatal). */
 int sk_vmx_resume_failed(struct sk_cpu *c, struct sk_gprs *g)
 {
 	c->ex.code = 0xffffffff;
 	c->ex.info1 = vmread(VM_INSTRUCTION_ERROR);
-	sk_record(c, SK_EV_EXIT, 0, SK_ACT_NONE, c->ex.info1);
-	return leave(c, g, 0);
+	sk_fatal(c);
+	return 0;
 }
 
 /* ---- bring-up and tear-down (guest side) -------------------------------------------------- */
@@ -673,6 +678,7 @@ static void virt_one(void *unused)
 
 	if (!c)
 		return;
+	__atomic_fetch_or(&sk.cr4_allowed, native_read_cr4() & ~X86_CR4_VMXE, __ATOMIC_RELAXED);
 	*(u32 *)c->hsave = vmx.revision;      /* the VMXON region */
 	*(u32 *)c->vmcb = vmx.revision;       /* the VMCS region */
 	cr4_set_bits(X86_CR4_VMXE);           /* through the kernel's CR4 shadow: it keeps VMXE */
@@ -701,11 +707,11 @@ static void devirt_one(void *unused)
 {
 	int cpu = smp_processor_id();
 
+	/* The handler clears this CPU's bit in the descriptor (read-only in containers). */
 	if (sk_desc.cpu_mask & (1u << cpu)) {
 		sk_hypercall(SK_HC_DEVIRT, 0, 0, 0);
 		cr4_clear_bits(X86_CR4_VMXE);
 		invalidate_tss_limit();   /* the VM exits left TR's limit at 0x67 (SDM 27.5.2) */
-		__atomic_fetch_and(&sk_desc.cpu_mask, ~(1u << cpu), __ATOMIC_RELAXED);
 	}
 }
 

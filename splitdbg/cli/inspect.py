@@ -50,7 +50,7 @@ def register(sub) -> None:
     _target(p)
     p.add_argument("--pid", type=int)
     p.add_argument("--kind", choices=["exit", "violation", "cr3-switch", "hypercall", "enter-nr", "cr4-blocked",
-                                      "lifecycle"])
+                                      "lifecycle", "attack", "fatal"])
     p.add_argument("--last", type=int)
     p.add_argument("--follow", action="store_true", help="keep printing new events (Ctrl-C stops)")
     p.add_argument("--for", dest="seconds", type=float, help="with --follow: stop after this many seconds")

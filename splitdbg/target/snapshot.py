@@ -197,10 +197,10 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         notes.append(str(exc))
     containers, events, module, cpus = [], [], None, []
     if sk is not None:
-        module = {k: v for k, v in sk.d.items() if not k.startswith(("rings_pa", "vmcb_pa"))}
+        module = {k: v for k, v in sk.d.items() if not k.startswith(("rings_pa", "sec_rings_pa", "vmcb_pa"))}
         module["vendor_name"] = sk.vendor
         module["descriptor_pa"] = sk.pa
-        module["ring_overflow"] = sum(sk.ring_header(cpu)[1] for cpu in sk.cpus)
+        module["ring_overflow"] = sk.overflow()
         cpus = sk.cpus
         root_ranges = None
         for c in sk.containers():

@@ -14,39 +14,47 @@ import numpy as np
 from ..errors import MemoryReadError, SplitdbgError
 
 SK_MAGIC = 0x4E524B54494C5053
-SK_ABI_VERSION = 4
+SK_ABI_VERSION = 5
 MAX_CPUS = 8
 NR_REGIONS = 6
 
 VENDORS = {1: "SVM", 2: "VMX"}
 EVENT_KINDS = {1: "exit", 2: "violation", 3: "cr3-switch", 4: "hypercall", 5: "enter-nr", 6: "cr4-blocked",
-               7: "lifecycle"}
+               7: "lifecycle", 8: "attack", 9: "fatal"}
+SECURITY_KINDS = (2, 6, 8, 9)     # recorded in each CPU's security ring (SK_EV_IS_SECURITY)
+RING_ALL, RING_SECURITY = 0, 1
 ACTIONS = {0: "none", 1: "allow", 2: "deny", 3: "isolate", 4: "switch", 5: "emulate", 6: "probe"}
 REGIONS = {0: "none", 1: "text", 2: "rodata", 3: "module-text", 4: "sk-state", 5: "protected"}
 POLICIES = {0: "deny", 1: "isolate", 2: "log"}
 HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304: "ADD_PGD", 0x5305: "DEL_PGD",
-              0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE", 0x5309: "PROTECT", 0x530A: "UNPROTECT"}
+              0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE", 0x5309: "PROTECT", 0x530A: "UNPROTECT",
+              0x530B: "PROBE_GET", 0x530C: "PROBE_SET", 0x530D: "PROBE_CLEAR", 0x530E: "WHOAMI",
+              0x530F: "MODTEXT_ADD", 0x5310: "MODTEXT_DEL", 0x5311: "BEGIN_UNLOAD"}
 
 # struct layouts, field by field as in the header (little-endian, natural alignment = packed here)
 EVENT = struct.Struct("<QQIIIIQQQQQQHHIQQQ")
 EVENT_FIELDS = ("seq", "tsc", "cpu", "container", "pid", "kind", "exit_code", "exitinfo1", "exitinfo2", "rip",
                 "cr3", "slat_root", "cpl", "region", "action", "extra", "guest_linear", "exitintinfo")
-RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, reserved
+RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, ring_kind
 _SEQ_TSC = struct.Struct("<QQ")
-COUNTERS = struct.Struct("<6Q6Q4Q")
+COUNTERS = struct.Struct("<6Q6Q5Q")
 COUNTER_FIELDS = ("exits", "exits_npf", "exits_cr3", "exits_vmmcall", "exits_other", "cr3_switches_in")
 CONTAINER_HEAD = struct.Struct("<IIIIQII")     # id, active, owner_pid, policy, ncr3, npgds, nisolated
 MAX_PGDS, MAX_ISOLATED, MAX_PROTECTED = 64, 64, 16
 CONTAINER_TAIL = struct.Struct(f"<II{MAX_PROTECTED}Q")   # nprotected, protected_flags, protected_pa[]
 CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16 + CONTAINER_TAIL.size
 GUEST_REGS = ("cr0", "cr3", "cr4", "efer")
-DESCRIPTOR = struct.Struct(f"<QIIQIIIIQIIII8Q8QQQQQQQQQQQII{4 * MAX_CPUS}Q")
+DESCRIPTOR = struct.Struct(f"<QIIQIIIIQIIII8Q8QQQQQQQQQQQII{4 * MAX_CPUS}Q8QQQ")
 DESCRIPTOR_FIELDS = ("magic", "version", "size", "self_pa", "vendor", "ncpus", "cpu_mask", "max_containers",
                      "containers_pa", "container_size", "event_size", "ring_entries", "slat_levels") + \
     tuple(f"rings_pa{i}" for i in range(MAX_CPUS)) + tuple(f"vmcb_pa{i}" for i in range(MAX_CPUS)) + \
     ("pool_pa", "pool_size", "kernel_text_pa", "kernel_text_end_pa", "rodata_pa", "rodata_end_pa", "total_exits",
      "hypercalls", "load_count", "slat_caps", "maxphyaddr", "reserved") + \
-    tuple(f"guest{i}_{r}" for i in range(MAX_CPUS) for r in GUEST_REGS)
+    tuple(f"guest{i}_{r}" for i in range(MAX_CPUS) for r in GUEST_REGS) + \
+    tuple(f"sec_rings_pa{i}" for i in range(MAX_CPUS)) + ("load_nonce", "module_core_va")
+
+
+_CPU_MASK_OFFSET = struct.calcsize("<QIIQII")   # magic, version, size, self_pa, vendor, ncpus
 
 
 class ModuleNotLoaded(SplitdbgError):
@@ -77,6 +85,7 @@ class Event:
     extra: int
     guest_linear: int = 0     # VMX EPT violations: the guest-linear address (exit qualification bit 7)
     exitintinfo: int = 0      # the event being delivered: EXITINTINFO / IDT-vectoring info, error code in 63:32
+    ring: int = 0             # which of the CPU's rings held it: RING_ALL (0) or RING_SECURITY (1); not in the struct
 
     @property
     def kind_name(self) -> str:
@@ -91,7 +100,7 @@ class Event:
         return REGIONS.get(self.region, str(self.region))
 
     def as_dict(self) -> dict:
-        d = {f: getattr(self, f) for f in EVENT_FIELDS}
+        d = {f: getattr(self, f) for f in EVENT_FIELDS + ("ring",)}
         d.update(kind_name=self.kind_name, action_name=self.action_name, region_name=self.region_name)
         return d
 
@@ -109,11 +118,12 @@ class Counters:
     allowed: int
     isolated: int
     cr4_blocked: int
+    attacks: int = 0          # refused attack attempts (a flood is sampled in the ring, counted here)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Counters":
         v = COUNTERS.unpack(raw)
-        return cls(*v[:6], {REGIONS[i]: v[6 + i] for i in range(NR_REGIONS)}, *v[12:16])
+        return cls(*v[:6], {REGIONS[i]: v[6 + i] for i in range(NR_REGIONS)}, *v[12:17])
 
 
 @dataclass(frozen=True)
@@ -142,12 +152,17 @@ class Ring:
     overflow: int
     entries: int
     events: list[Event] = field(default_factory=list)
+    kind: int = RING_ALL      # RING_ALL or RING_SECURITY
 
 
 def find_descriptor(mem, hint: int | None = None) -> int:
-    """Physical address of the descriptor: a page start holding SK_MAGIC and its own address."""
-    if hint is not None and _is_descriptor(mem, hint):
+    """Physical address of the live descriptor: a page start holding SK_MAGIC and its own address,
+    with CPUs under the handler. The module clears the magic when it unloads or fails to load, but
+    a page freed by a crash, or by a module built before it did, may still look like one: such a
+    copy has no CPU left in its mask (each CPU's bit is cleared as it leaves the handler)."""
+    if hint is not None and _is_descriptor(mem, hint) and _cpu_mask(mem, hint):
         return hint
+    found = []
     for start, end in mem.ram_ranges():
         chunk = 64 << 20
         for base in range(start, end, chunk):
@@ -156,8 +171,16 @@ def find_descriptor(mem, hint: int | None = None) -> int:
             for i in np.flatnonzero(words == np.uint64(SK_MAGIC)).tolist():
                 pa = base + i * 4096
                 if _is_descriptor(mem, pa):
-                    return pa
-    raise ModuleNotLoaded("no split-kernel descriptor in guest memory: is splitkernel.ko loaded?")
+                    found.append(pa)
+    live = [pa for pa in found if _cpu_mask(mem, pa)]
+    if len(live) == 1:
+        return live[0]
+    if len(live) > 1:
+        raise SplitdbgError("several split-kernel descriptors claim live CPUs: " +
+                            ", ".join(f"{pa:#x}" for pa in live) + " (a crashed load?)")
+    dead = f" ({len(found)} dead cop{'y' if len(found) == 1 else 'ies'} of it from earlier loads at " + \
+        ", ".join(f"{pa:#x}" for pa in found) + ")" if found else ""
+    raise ModuleNotLoaded(f"no live split-kernel descriptor in guest memory{dead}: is splitkernel.ko loaded?")
 
 
 def _is_descriptor(mem, pa: int) -> bool:
@@ -166,6 +189,17 @@ def _is_descriptor(mem, pa: int) -> bool:
     except MemoryReadError:
         return False
     return magic == SK_MAGIC and self_pa == pa
+
+
+def _cpu_mask(mem, pa: int) -> int:
+    try:
+        return struct.unpack_from("<I", mem.read(pa + _CPU_MASK_OFFSET, 4))[0]
+    except MemoryReadError:
+        return 0
+
+
+class ModuleReloaded(ModuleNotLoaded):
+    """The descriptor now belongs to another load of the module (its nonce changed)."""
 
 
 class SplitKernel:
@@ -182,7 +216,9 @@ class SplitKernel:
         raw = self.mem.read(self.pa, DESCRIPTOR.size)
         d = dict(zip(DESCRIPTOR_FIELDS, DESCRIPTOR.unpack(raw)))
         if d["magic"] != SK_MAGIC or d["self_pa"] != self.pa:
-            raise ModuleNotLoaded("the split-kernel descriptor is gone (module unloaded or guest rebooted)")
+            raise ModuleNotLoaded("module unloaded: the split-kernel descriptor is gone (or the guest rebooted)")
+        if getattr(self, "d", None) is not None and d.get("load_nonce") != self.d.get("load_nonce"):
+            raise ModuleReloaded("module reloaded: the descriptor now belongs to a new load")
         if d["version"] != SK_ABI_VERSION or d["size"] != DESCRIPTOR.size or d["event_size"] != EVENT.size \
                 or d["container_size"] != CONTAINER_SIZE:
             raise AbiMismatch(f"module ABI version {d['version']} (descriptor {d['size']} bytes, event "
@@ -278,19 +314,31 @@ class SplitKernel:
         return 0
 
     # -- rings --------------------------------------------------------------------------------
-    def ring_header(self, cpu: int) -> tuple[int, int, int, int, int, int]:
-        """(head, overflow, entries, event_size, cpu, reserved) of one CPU's ring."""
-        return RING_HEADER.unpack(self.mem.read(self.d[f"rings_pa{cpu}"], RING_HEADER.size))
+    # Each CPU has two rings: the busy one and the security one (violations, blocked CR4 writes,
+    # attacks), which no flood of ordinary exits overwrites. A ring is named by (cpu, kind).
+    def ring_keys(self) -> list[tuple[int, int]]:
+        return [(cpu, kind) for cpu in self.cpus for kind in (RING_ALL, RING_SECURITY)]
 
-    def ring(self, cpu: int, since: int = 0) -> Ring:
-        """Events of one CPU's ring with seq > since (those still in the ring), oldest first."""
-        pa = self.d[f"rings_pa{cpu}"]
+    def _ring_pa(self, cpu: int, kind: int = RING_ALL) -> int:
+        return self.d[f"sec_rings_pa{cpu}" if kind == RING_SECURITY else f"rings_pa{cpu}"]
+
+    def ring_header(self, cpu: int, kind: int = RING_ALL) -> tuple[int, int, int, int, int, int]:
+        """(head, overflow, entries, event_size, cpu, ring_kind) of one of a CPU's rings."""
+        return RING_HEADER.unpack(self.mem.read(self._ring_pa(cpu, kind), RING_HEADER.size))
+
+    def overflow(self) -> int:
+        """Events overwritten in every ring (each ring counts its own)."""
+        return sum(self.ring_header(cpu, kind)[1] for cpu, kind in self.ring_keys())
+
+    def ring(self, cpu: int, since: int = 0, kind: int = RING_ALL) -> Ring:
+        """Events of one of a CPU's rings with seq > since (those still in the ring), oldest first."""
+        pa = self._ring_pa(cpu, kind)
         head, overflow, entries, event_size, rcpu, _ = RING_HEADER.unpack(self.mem.read(pa, RING_HEADER.size))
-        ring = Ring(rcpu, head, overflow, entries)
+        ring = Ring(rcpu, head, overflow, entries, kind=kind)
         first = max(since + 1, head - entries + 1, 1)
         if head < first:
             return ring
-        # Read the whole array once (384 KiB) and pick the live slots; torn or stale ones are skipped.
+        # Read the whole array once and pick the live slots; torn or stale ones are skipped.
         raw = self.mem.read(pa + RING_HEADER.size, entries * event_size)
         cache = self.event_cache
         for seq in range(first, head + 1):
@@ -298,19 +346,19 @@ class SplitKernel:
             slot_seq, tsc = _SEQ_TSC.unpack_from(raw, off)
             if slot_seq != seq:
                 continue                       # torn or already overwritten
-            ev = cache.get((rcpu, seq, tsc))
+            ev = cache.get((rcpu, kind, seq, tsc))
             if ev is None:
-                ev = cache[(rcpu, seq, tsc)] = Event(*EVENT.unpack_from(raw, off))
+                ev = cache[(rcpu, kind, seq, tsc)] = Event(*EVENT.unpack_from(raw, off), ring=kind)
             ring.events.append(ev)
-        if len(cache) > 4 * MAX_CPUS * entries:
+        if len(cache) > 8 * MAX_CPUS * entries:
             cache.clear()
         return ring
 
-    def events(self, since: dict[int, int] | None = None) -> list[Event]:
-        """Events of every CPU (newer than since[cpu]), merged in TSC order."""
+    def events(self, since: dict[tuple[int, int], int] | None = None) -> list[Event]:
+        """Events of every ring (newer than since[(cpu, ring)]), merged in TSC order."""
         since = since or {}
-        evs = [e for cpu in self.cpus for e in self.ring(cpu, since.get(cpu, 0)).events]
-        return sorted(evs, key=lambda e: (e.tsc, e.cpu, e.seq))
+        evs = [e for cpu, kind in self.ring_keys() for e in self.ring(cpu, since.get((cpu, kind), 0), kind).events]
+        return sorted(evs, key=lambda e: (e.tsc, e.cpu, e.ring, e.seq))
 
 
 def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = None, kind: str | None = None,
@@ -322,7 +370,7 @@ def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = No
 
     from ..vmx_model.crosscheck import crosscheck_event
 
-    since = {cpu: sk.ring_header(cpu)[0] for cpu in sk.cpus}
+    since = {key: sk.ring_header(*key)[0] for key in sk.ring_keys()}
     if on_ready is not None:
         on_ready()
     deadline = time.monotonic() + seconds if seconds else None
@@ -332,7 +380,7 @@ def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = No
         live = {sk.slat_root(c.ncr3) for c in conts}
         pgds = {sk.slat_root(c.ncr3): list(c.pgds) for c in conts}
         for e in sk.events(since):
-            since[e.cpu] = max(since.get(e.cpu, 0), e.seq)
+            since[(e.cpu, e.ring)] = max(since.get((e.cpu, e.ring), 0), e.seq)
             if (pid is not None and e.pid != pid) or (kind and e.kind_name != kind):
                 continue
             check = crosscheck_event(sk.mem, e, levels=sk.levels, live_roots=live, arch=sk.arch, caps=sk.caps(),

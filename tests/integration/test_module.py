@@ -84,8 +84,10 @@ def test_violations_are_in_the_rings(skguest, scenario_run):
     root_reader = [e for e in violations if e.region_name == "protected" and e.container == 0]
     assert root_reader
     assert any(e.kind_name == "cr3-switch" for e in events)
-    # Hypercalls from user mode were refused (#UD), in root and in a container, on every CPU.
-    refused = [e for e in events if e.kind_name == "hypercall" and e.action_name == "deny"]
+    # Hypercalls from user mode were refused (#UD), in root and in a container, on every CPU: each
+    # an attack event, in the security ring.
+    refused = [e for e in events if e.kind_name == "attack" and e.action_name == "deny" and e.extra >> 8 == 0x53]
+    assert refused and all(e.ring == 1 for e in refused)
     assert all(e.cpl == 3 for e in refused)
     assert {e.container == 0 for e in refused} == {True, False}
     assert {e.cpu for e in refused} == set(range(skguest.smp))

@@ -49,7 +49,7 @@ def test_descriptor_layout(dwarf):
             want = dwarf.offsetof("sk_descriptor", "guest") + 32 * int(m[1]) + 8 * skabi.GUEST_REGS.index(m[2])
             assert want == off, name
             continue
-        base = re.sub(r"\d+$", "", name) if name.startswith(("rings_pa", "vmcb_pa")) else name
+        base = re.sub(r"\d+$", "", name) if name.startswith(("rings_pa", "sec_rings_pa", "vmcb_pa")) else name
         index = int(name[len(base):] or 0)
         assert dwarf.offsetof("sk_descriptor", base) + 8 * index == off, name
 
