@@ -451,7 +451,8 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	case SK_IOC_QUERY:
 		if (copy_from_user(&q, (void __user *)arg, sizeof(q)))
 			return -EFAULT;
-		q.container = q.pid ? container_of_tgid(q.pid) : (my_container() ?: container_of_tgid(current->tgid));
+		/* The caller's own: the container its CPU runs now, as the handler knows it from CR3. */
+		q.container = q.pid ? container_of_tgid(q.pid) : my_container();
 		if (my_container() && q.container != my_container())
 			return -EPERM;      /* from a container, only its own counters */
 		q.mode = q.container ? 1 : 0;

@@ -81,6 +81,7 @@ class EventRec:
     guest_linear: int = 0        # VMX EPT violations: the guest-linear address, when valid
     exitintinfo: int = 0         # EXITINTINFO / IDT-vectoring information (error code in bits 63:32)
     delivery: str = ""           # the event whose delivery the exit interrupted, decoded ("" if none)
+    ring: int = 0                # the CPU's ring that held it: 0 the busy ring, 1 the security ring
 
 
 # What the manuals call each field, by second-level format: the presentation takes its labels here.
@@ -227,9 +228,9 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         for e in sk.events():
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra,
-                           guest_linear=e.guest_linear, exitintinfo=e.exitintinfo)
+                           guest_linear=e.guest_linear, exitintinfo=e.exitintinfo, ring=e.ring)
             rec.delivery = sk.delivery(e)
-            key = (e.cpu, e.seq, e.tsc)
+            key = (e.cpu, e.ring, e.seq, e.tsc)
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again
             elif crosscheck and e.kind_name == "violation":

@@ -162,7 +162,9 @@ def find_descriptor(mem, hint: int | None = None) -> int:
     copy has no CPU left in its mask (each CPU's bit is cleared as it leaves the handler)."""
     if hint is not None and _is_descriptor(mem, hint) and _cpu_mask(mem, hint):
         return hint
-    found = []
+    # In address order, up to the first live one: reading the rest of a shared RAM file would
+    # make tmpfs allocate every page that the guest never touched.
+    dead = []
     for start, end in mem.ram_ranges():
         chunk = 64 << 20
         for base in range(start, end, chunk):
@@ -171,16 +173,12 @@ def find_descriptor(mem, hint: int | None = None) -> int:
             for i in np.flatnonzero(words == np.uint64(SK_MAGIC)).tolist():
                 pa = base + i * 4096
                 if _is_descriptor(mem, pa):
-                    found.append(pa)
-    live = [pa for pa in found if _cpu_mask(mem, pa)]
-    if len(live) == 1:
-        return live[0]
-    if len(live) > 1:
-        raise SplitdbgError("several split-kernel descriptors claim live CPUs: " +
-                            ", ".join(f"{pa:#x}" for pa in live) + " (a crashed load?)")
-    dead = f" ({len(found)} dead cop{'y' if len(found) == 1 else 'ies'} of it from earlier loads at " + \
-        ", ".join(f"{pa:#x}" for pa in found) + ")" if found else ""
-    raise ModuleNotLoaded(f"no live split-kernel descriptor in guest memory{dead}: is splitkernel.ko loaded?")
+                    if _cpu_mask(mem, pa):
+                        return pa
+                    dead.append(pa)
+    said = f" ({len(dead)} dead cop{'y' if len(dead) == 1 else 'ies'} of it from earlier loads at " + \
+        ", ".join(f"{pa:#x}" for pa in dead) + ")" if dead else ""
+    raise ModuleNotLoaded(f"no live split-kernel descriptor in guest memory{said}: is splitkernel.ko loaded?")
 
 
 def _is_descriptor(mem, pa: int) -> bool:

@@ -371,6 +371,7 @@ class SplitdbgApp(App):
                       e.check, key=str(i))
         if at_end and t.row_count:
             t.move_cursor(row=t.row_count - 1)
+            t.scroll_end(animate=False)     # the newest event in view, even if the cursor was there already
 
     def _event_matches(self, e: EventRec) -> bool:
         for word in self.event_filter.split():
@@ -433,7 +434,21 @@ class SplitdbgApp(App):
         table.focus()
         # A table filled while its tab was hidden could not scroll to its cursor (the newest event):
         # once shown, bring the cursor into view. (An image's tables are filled only once.)
-        self.call_after_refresh(lambda: table.row_count and table.move_cursor(row=table.cursor_row))
+        # move_cursor to the row it is on already does not scroll, and a table just shown has no
+        # scroll range until its first layout: scroll once it has one.
+        self.set_timer(0.05, lambda: self._cursor_into_view(table))
+
+    def _cursor_into_view(self, table: DataTable, tries: int = 20) -> None:
+        if not table.row_count:
+            return
+        if table.max_scroll_y == 0 and table.row_count > table.size.height and tries:
+            self.set_timer(0.05, lambda: self._cursor_into_view(table, tries - 1))
+            return
+        if table.cursor_row >= table.row_count - 1:
+            table.scroll_end(animate=False)
+        else:
+            table.scroll_to_region(table._get_row_region(table.cursor_row), animate=False) \
+                if hasattr(table, "_get_row_region") else table.move_cursor(row=table.cursor_row)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

@@ -181,12 +181,12 @@ def test_dump_of_a_running_guest_stops_it_only_for_the_copy(guest, tmp_path):
     r = json.loads(splitdbg("dump", f":{guest.port}", str(tmp_path / "r.raw"), "--json").stdout)
     assert guest.status() == "running" and guest.run("echo up")[1].strip() == "up"
     assert r["stopped_seconds"] < 30 and int(guest.run("cat /proc/uptime")[1].split()[0].split(".")[0]) >= before
-    # The guest stood still during the copy: each CPU's ring in the image holds consecutive
+    # The guest stood still during the copy: each of a CPU's rings in the image holds consecutive
     # sequence numbers (a slot written during the copy would be skipped as torn).
     evs = json.loads(splitdbg("events", str(tmp_path / "r.raw"), "--json").stdout)
-    for cpu in {e["cpu"] for e in evs}:
-        seqs = sorted(e["seq"] for e in evs if e["cpu"] == cpu)
-        assert seqs == list(range(seqs[0], seqs[-1] + 1)), cpu
+    for ring in {(e["cpu"], e["ring"]) for e in evs}:
+        seqs = sorted(e["seq"] for e in evs if (e["cpu"], e["ring"]) == ring)
+        assert seqs == list(range(seqs[0], seqs[-1] + 1)), ring
 
 
 def test_open_in_a_terminal(image):

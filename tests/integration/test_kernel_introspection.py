@@ -76,8 +76,10 @@ def test_task_states_and_wait_channels_match_proc(guest4):
     got = {p: (ours[p].state, ours[p].cpu, ours[p].wchan) for p in stable}
     differ = {p: (got[p], before[p]) for p in stable if got[p] != before[p]}
     # A kernel thread can wake, run (perhaps on the other CPU) and sleep again in the same place
-    # between the two listings: our read catches it running (R) or on the other CPU. Only that.
-    assert len(differ) <= len(stable) // 4 and all(g[0] == "R" or g[1] != b[1] for g, b in differ.values()), differ
+    # between the two listings: our read, or the guest's own listings, catch it running (R), or
+    # on the other CPU. Only that.
+    assert len(differ) <= len(stable) // 4 and all(g[0] == "R" or b[0] == "R" or g[1] != b[1]
+                                                   for g, b in differ.values()), differ
     # Those set up here (and init) never wake: they must agree exactly.
     mine = [p for p in stable if ours[p].comm in ("sleep", "cat", "init")]
     assert len(mine) >= 3 and all(got[p] == before[p] for p in mine), {p: (got[p], before[p]) for p in mine}

@@ -12,6 +12,14 @@
  *   deliver irq|nmi|pf          raise one event whose delivery meets an unreachable IDT page: the exit
  *                               interrupts the delivery, and the handler must deliver the event again
  *                               (see tests/integration/test_event_redelivery.py)
+ * The attacks of docs/security.md (tests/integration/test_attacks.py), as a contained process with a
+ * kernel write primitive (tier 2) or kernel code execution (tier 3) would make them:
+ *   write-sym SYM [OFF]         write one byte at a kernel or module symbol (+OFF) through a fresh
+ *                               writable alias of its frame: handler state, descriptor, module text
+ *   hypercall NR A1 A2 A3       a hypercall from kernel mode with any arguments; reports RAX
+ *   insn NAME                   a virtualisation instruction from kernel mode (vmsave vmload stgi
+ *                               clgi skinit invlpga vmrun, or vmcall under VMX): reports #UD or not
+ *   cr4-reserved | efer-reserved  MOV to CR4 / WRMSR to EFER with a reserved bit: reports #GP or not
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
@@ -28,6 +36,8 @@
 #include <asm/apic.h>
 #include <asm/desc.h>
 #include <asm/nmi.h>
+#include <asm/msr.h>
+#include <asm/asm.h>
 
 MODULE_LICENSE("GPL");
 
@@ -201,9 +211,32 @@ static int deliver(const char *kind)
 	return 0;
 }
 
+/* The trap an instruction raised, caught by the exception table (fixup_exception sets no flag:
+ * the fixup label is reached instead of the next instruction). */
+static int try_insn(const char *name)
+{
+	u64 pa = 0x1000;   /* any page: VMSAVE/VMLOAD would reach it through host-physical memory */
+	int faulted = 1;
+
+#define TRY(asmtext, ...) asm volatile("1: " asmtext "\n movl $0, %0\n2:\n" _ASM_EXTABLE(1b, 2b) \
+				      : "+r"(faulted) : __VA_ARGS__ : "memory")
+	if (!strcmp(name, "vmsave")) TRY("vmsave %%rax", "a"(pa));
+	else if (!strcmp(name, "vmload")) TRY("vmload %%rax", "a"(pa));
+	else if (!strcmp(name, "vmrun")) TRY("vmrun %%rax", "a"(pa));
+	else if (!strcmp(name, "stgi")) TRY("stgi", "i"(0));
+	else if (!strcmp(name, "clgi")) TRY("clgi; stgi", "i"(0));
+	else if (!strcmp(name, "skinit")) TRY("skinit %%eax", "a"(pa));
+	else if (!strcmp(name, "invlpga")) TRY("invlpga %%rax, %%ecx", "a"(0), "c"(0));
+	else if (!strcmp(name, "vmcall")) TRY("vmcall", "a"(0x5301));
+	else return -EINVAL;
+#undef TRY
+	return faulted;
+}
+
 static int write_alias(unsigned long addr, u8 *before, u8 *after)
 {
-	struct page *pg = pfn_to_page(__pa_symbol(addr) >> PAGE_SHIFT);
+	struct page *pg = is_vmalloc_addr((void *)addr) || (addr >= MODULES_VADDR && addr < MODULES_END) ? vmalloc_to_page((void *)addr) :
+			  pfn_to_page(__pa_symbol(addr) >> PAGE_SHIFT);
 	u8 *alias = vmap(&pg, 1, VM_MAP, PAGE_KERNEL);   /* a writable guest mapping of the frame */
 
 	if (!alias)
@@ -272,6 +305,46 @@ static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, lof
 		r = probe_setup() ?: deliver(kind);
 		if (r)
 			return r;
+	} else if (!strncmp(cmd, "write-sym ", 10)) {
+		char sym[48];
+		unsigned long a, o = 0;
+
+		if (sscanf(cmd + 10, "%47s %lx", sym, &o) < 1 || !(a = sk_lookup_name(sym)))
+			return -EINVAL;
+		a += o;
+		snprintf(result, sizeof(result), "write-sym %s started\n", sym);
+		if (write_alias(a, &before, &after))
+			return -ENOMEM;
+		snprintf(result, sizeof(result), "write-sym %s before=%#x after=%#x\n", sym, before, after);
+	} else if (!strncmp(cmd, "hypercall ", 10)) {
+		u64 nr, a1 = 0, a2 = 0, a3 = 0;
+
+		if (sscanf(cmd + 10, "%llx %llx %llx %llx", &nr, &a1, &a2, &a3) < 1)
+			return -EINVAL;
+		snprintf(result, sizeof(result), "hypercall %#llx rax=%#llx\n", nr, hypercall(nr, a1, a2, a3));
+	} else if (!strncmp(cmd, "insn ", 5)) {
+		int r = try_insn(cmd + 5);
+
+		if (r < 0)
+			return r;
+		snprintf(result, sizeof(result), "insn %s faulted=%s\n", cmd + 5, r ? "yes" : "no");
+	} else if (!strcmp(cmd, "cr4-reserved")) {
+		unsigned long cr4 = native_read_cr4();
+		int faulted = 1;
+
+		/* Bit 31 is reserved (SDM 2.5, APM 3.1.3): a CPU raises #GP, and so must the handler
+		 * (a VMCB/VMCS holding it would make every entry fail). */
+		asm volatile("1: mov %1, %%cr4\n movl $0, %0\n2:\n" _ASM_EXTABLE(1b, 2b)
+			     : "+r"(faulted) : "r"(cr4 | (1UL << 31)) : "memory");
+		snprintf(result, sizeof(result), "cr4-reserved faulted=%s cr4=%#lx\n", faulted ? "yes" : "no",
+			 native_read_cr4());
+	} else if (!strcmp(cmd, "efer-reserved")) {
+		u64 efer;
+		int err;
+
+		rdmsrl(MSR_EFER, efer);
+		err = wrmsrl_safe(MSR_EFER, efer | (1ULL << 2));   /* bits 7:1 are reserved (APM 3.1.7) */
+		snprintf(result, sizeof(result), "efer-reserved faulted=%s\n", err ? "yes" : "no");
 	} else if (sscanf(cmd, "read-phys %lx", &pa) == 1) {
 		snprintf(result, sizeof(result), "read-phys pa=%#lx value=%#llx\n", pa, READ_ONCE(*(u64 *)phys_to_virt(pa)));
 	} else {

@@ -1,0 +1,193 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * sk-attack: the attacks of docs/security.md that need no kernel bug (tier 1), as a contained
+ * program would make them. Each prints one line "ok ..." when the module held, "fail ..." when
+ * it did not, and exits 0 / 1. Run inside a container (split-run -- sk-attack NAME) unless noted.
+ *   leader-exit      the main thread leaves with SYS_exit while a second thread lives; that thread
+ *                    forks: the child must still be in the container (mode NR, same container)
+ *   nonleader-exec   a second thread calls execve(split-query): the new image must be contained
+ *   flood N          N user-mode hypercalls (each #UD, each an attack): SIGILL every time
+ *   quota N          (as root, outside any container) N children become uid 1000 and each asks for
+ *                    a container: at most SK_USER_CONTAINERS may succeed, the rest get EDQUOT
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "splitkernel.h"
+
+static int query(struct sk_query *q)
+{
+	int fd = open("/dev/splitkernel", O_RDWR), r;
+
+	if (fd < 0)
+		return -1;
+	memset(q, 0, sizeof(*q));
+	r = ioctl(fd, SK_IOC_QUERY, q);
+	close(fd);
+	return r;
+}
+
+/* The container of the caller, or -1. */
+static int my_container(void)
+{
+	struct sk_query q;
+
+	return query(&q) ? -1 : (q.mode ? (int)q.container : 0);
+}
+
+static int parent_container;
+
+static void *leader_exit_thread(void *arg)
+{
+	pid_t child;
+	int st;
+
+	(void)arg;
+	usleep(200000);                  /* the leader is gone by now */
+	child = fork();
+	if (child == 0)
+		_exit(my_container() == parent_container ? 0 : 1);
+	waitpid(child, &st, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		printf("ok leader-exit: the child forked after the leader's SYS_exit is in container %d\n",
+		       parent_container);
+	else
+		printf("fail leader-exit: the child forked after the leader's SYS_exit left container %d\n",
+		       parent_container);
+	exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);   /* exit_group */
+}
+
+static int leader_exit(void)
+{
+	pthread_t t;
+
+	parent_container = my_container();
+	if (parent_container <= 0) {
+		printf("fail leader-exit: not started in a container (%d)\n", parent_container);
+		return 1;
+	}
+	pthread_create(&t, NULL, leader_exit_thread, NULL);
+	syscall(SYS_exit, 0);            /* the leader alone, not exit_group */
+	return 1;
+}
+
+static void *exec_thread(void *arg)
+{
+	char *argv[] = { "split-query", NULL };
+
+	(void)arg;
+	execvp("split-query", argv);      /* de_thread: this thread takes over the group */
+	printf("fail nonleader-exec: execvp: %s\n", strerror(errno));
+	exit(1);
+}
+
+static int nonleader_exec(void)
+{
+	pthread_t t;
+
+	if (my_container() <= 0) {
+		printf("fail nonleader-exec: not started in a container\n");
+		return 1;
+	}
+	pthread_create(&t, NULL, exec_thread, NULL);
+	pause();
+	return 1;
+}
+
+static sigjmp_buf ud_jmp;
+static void on_sigill(int sig) { (void)sig; siglongjmp(ud_jmp, 1); }
+
+static int flood(long n)
+{
+	uint32_t a = 0, b, c, d;
+	int intel;
+	long i, ud = 0;
+
+	__asm__ volatile("cpuid" : "+a"(a), "=b"(b), "=c"(c), "=d"(d));
+	intel = b == 0x756e6547;
+	signal(SIGILL, on_sigill);
+	for (i = 0; i < n; i++) {
+		if (sigsetjmp(ud_jmp, 1)) {
+			ud++;
+			continue;
+		}
+		if (intel)
+			__asm__ volatile("vmcall" :: "a"(SK_HC_DEVIRT) : "memory");
+		else
+			__asm__ volatile("vmmcall" :: "a"(SK_HC_DEVIRT) : "memory");
+	}
+	printf("%s flood: %ld of %ld user-mode hypercalls raised SIGILL\n", ud == n ? "ok" : "fail", ud, n);
+	return ud == n ? 0 : 1;
+}
+
+static int quota(int n)
+{
+	int i, ok = 0, dquot = 0, other = 0, pipes[2];
+	pid_t kids[64];
+
+	if (n > 64 || pipe(pipes))
+		return 2;
+	for (i = 0; i < n; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			struct sk_enter en = { .policy = SK_POLICY_DEFAULT };
+			int fd, r;
+			char res;
+
+			if (setgid(1000) || setuid(1000))
+				_exit(3);
+			fd = open("/dev/splitkernel", O_RDWR);
+			r = fd < 0 ? -1 : ioctl(fd, SK_IOC_ENTER, &en);
+			res = r == 0 ? 'y' : errno == EDQUOT ? 'q' : 'n';
+			if (write(pipes[1], &res, 1) != 1)
+				_exit(4);
+			if (r == 0)
+				pause();          /* hold the container until the parent is done */
+			_exit(0);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		char res;
+
+		if (read(pipes[0], &res, 1) != 1)
+			break;
+		ok += res == 'y';
+		dquot += res == 'q';
+		other += res == 'n';
+	}
+	for (i = 0; i < n; i++) {
+		kill(kids[i], SIGKILL);
+		waitpid(kids[i], NULL, 0);
+	}
+	if (ok == SK_USER_CONTAINERS && dquot == n - ok) {
+		printf("ok quota: uid 1000 got %d containers of %d asked, %d refused with EDQUOT\n", ok, n, dquot);
+		return 0;
+	}
+	printf("fail quota: uid 1000 got %d containers of %d asked (%d EDQUOT, %d other errors)\n", ok, n, dquot,
+	       other);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *s = argc > 1 ? argv[1] : "";
+
+	setvbuf(stdout, NULL, _IONBF, 0);
+	if (!strcmp(s, "leader-exit")) return leader_exit();
+	if (!strcmp(s, "nonleader-exec")) return nonleader_exec();
+	if (!strcmp(s, "flood")) return flood(argc > 2 ? atol(argv[2]) : 10000);
+	if (!strcmp(s, "quota")) return quota(argc > 2 ? atoi(argv[2]) : 8);
+	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]\n");
+	return 2;
+}

@@ -1,0 +1,201 @@
+"""The attack suite of docs/security.md, against the real module in a real guest (QEMU, SVM/NPT).
+
+Each attack is made the way its tier's attacker would make it: a contained program with no kernel
+bug (sk-attack), the same with a kernel write primitive (sktest's write-sym, hypercall), the same
+with kernel code execution (sktest's insn, cr4-reserved, efer-reserved). For each: the attack is
+blocked, the guest is still up, and the module recorded it as an event that splitdbg names.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from splitdbg.mem import SharedRamFile
+from splitdbg.target.splitkernel import SplitKernel
+
+from .conftest import boot
+
+HC = {"PING": 0x5301, "DEVIRT": 0x5302, "NEW_CONTAINER": 0x5303, "ADD_PGD": 0x5304, "FREE_CONTAINER": 0x5306,
+      "QUERY": 0x5307, "PROBE_SET": 0x530C}
+TEXT = 0xFFFFFFFF81000000          # kernel text (_text): the QUERY of old wrote its counters there
+
+
+@pytest.fixture(scope="module")
+def g():
+    guest = boot(smp=2, append="splitdbg.load=splitkernel,sktest", base_port=15700)
+    assert "module-loaded name=splitkernel" in guest.serial_text()
+    yield guest
+    guest.down()
+
+
+def alive(g) -> bool:
+    rc, out = g.run("echo alive", timeout=30)
+    return rc == 0 and "alive" in out
+
+
+def sk(g) -> SplitKernel:
+    return SplitKernel(SharedRamFile(g.ram_file))
+
+
+def attacks_since(g, seq: dict) -> list:
+    return [e for e in sk(g).events(seq) if e.kind_name in ("attack", "violation")]
+
+
+def ring_heads(g) -> dict:
+    k = sk(g)
+    return {key: k.ring_header(*key)[0] for key in k.ring_keys()}
+
+
+def in_container(g, command: str, policy: str = "", timeout: float = 60) -> tuple[int, str]:
+    return g.run(f"split-run {policy} -- sh -c {sh_quote(command)}", timeout=timeout)
+
+
+def sh_quote(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+def peek_text(g) -> str:
+    rc, out = g.run("echo peek-text > /proc/sktest; cat /proc/sktest")
+    return re.search(r"value=(0x[0-9a-f]+)", out).group(1)
+
+
+# -- tier 1: a contained program, no kernel bug ------------------------------------------------
+
+def test_leader_exit_then_fork_stays_contained(g):
+    rc, out = in_container(g, "sk-attack leader-exit")
+    assert rc == 0 and "ok leader-exit" in out, out
+    assert alive(g)
+
+
+def test_exec_from_a_non_leader_thread_stays_contained(g):
+    rc, out = in_container(g, "sk-attack nonleader-exec")
+    assert rc == 0 and "mode=NR" in out, out
+    assert alive(g)
+
+
+def test_rmmod_with_a_contained_process_is_refused(g):
+    rc, pid = g.run("split-run -- sh -c 'while :; do sk-scenario thread2; done' > /dev/null 2>&1 & echo $!")
+    try:
+        rc, out = g.run("sleep 0.5; rmmod splitkernel; echo rc=$?")
+        assert "rc=0" not in out, out        # each container holds a reference on the module
+        rc, mods = g.run("grep -c '^splitkernel ' /proc/modules")
+        assert mods.strip().endswith("1")
+        rc, mode = g.run(f"split-query {pid.strip()} | cut -d' ' -f1")
+        assert mode.strip() == "mode=NR"
+    finally:
+        g.run(f"kill -9 {pid.strip()}; pkill -9 sk-scenario; sleep 0.3")
+    assert alive(g)
+
+
+def test_protected_page_is_scrubbed_when_its_owner_dies(g):
+    rc, out = g.run("split-run -- sk-protect 0 > /tmp/prot.out 2>&1; cat /tmp/prot.out")
+    pa = re.search(r"pa=(0x[0-9a-f]+)", out).group(1)
+    secret = re.search(r"secret=(0x[0-9a-f]+)", out).group(1)
+    rc, after = g.run(f"echo read-phys {pa} > /proc/sktest; cat /proc/sktest")
+    value = re.search(r"value=(0x[0-9a-f]+)", after).group(1)
+    assert int(value, 16) != int(secret, 16), (pa, secret, value)
+
+
+def test_a_flood_of_user_hypercalls_does_not_erase_a_violation(g):
+    before = peek_text(g)
+    seq = ring_heads(g)
+    in_container(g, "echo write-text > /proc/sktest")          # denied: the violation to keep
+    rc, out = in_container(g, "sk-attack flood 10000", timeout=120)
+    assert rc == 0 and "ok flood" in out, out
+    evs = attacks_since(g, seq)
+    denied = [e for e in evs if e.kind_name == "violation" and e.region_name == "text" and e.action_name == "deny"]
+    assert denied, "the denied text write vanished under the flood"
+    floods = [e for e in evs if e.kind_name == "attack" and e.extra == HC["DEVIRT"] and e.cpl == 3]
+    assert 64 <= len(floods) < 200            # sampled: the first 64, then every power of two
+    k = sk(g)
+    counted = max(c.counters.attacks for c in k.containers())
+    assert counted >= 10000
+    assert peek_text(g) == before
+    assert alive(g)
+
+
+def test_an_unprivileged_user_cannot_take_every_container(g):
+    rc, out = g.run("sk-attack quota 8", timeout=60)
+    assert rc == 0 and "ok quota" in out, out
+
+
+# -- tier 2: a kernel write primitive in a container --------------------------------------------
+
+@pytest.mark.parametrize("sym", ["sk_state_page", "sk_desc_page", "sk_write"],
+                         ids=["handler-state", "descriptor", "later-module-text"])
+def test_kernel_writer_cannot_touch_what_the_handler_trusts(g, sym):
+    """The handler's state page (its lock word is the first field the lock spins on), the
+    descriptor, and the text of sktest, a module loaded after splitkernel."""
+    seq = ring_heads(g)
+    rc, out = in_container(g, f"echo write-sym {sym} > /proc/sktest; cat /proc/sktest")
+    assert rc != 0 and "after=" not in out, out        # the write faulted: the writer died
+    evs = [e for e in attacks_since(g, seq) if e.kind_name == "violation" and e.action_name == "deny"]
+    assert evs and evs[-1].region_name in ("sk-state", "module-text"), evs
+    assert alive(g)
+
+
+def test_module_text_of_a_later_module_stays_writable_for_root(g):
+    """The protection is per container: a root write (no container) is not a violation."""
+    rc, out = g.run("echo hypercall 5301 > /proc/sktest; cat /proc/sktest")
+    assert "rax=0x4e524b54494c5053" in out       # PING from root kernel mode: SK_MAGIC
+
+
+def test_query_writes_nothing_on_the_callers_behalf(g):
+    before = peek_text(g)
+    seq = ring_heads(g)
+    rc, out = in_container(g, f"echo hypercall {HC['QUERY']:x} 1 {TEXT:x} > /proc/sktest; cat /proc/sktest")
+    assert "rax=0xffffffffffffffff" in out, out     # an index out of range: refused
+    assert peek_text(g) == before
+    evs = [e for e in attacks_since(g, seq) if e.kind_name == "attack"]
+    assert any(e.extra == HC["QUERY"] and e.cpl == 0 and e.container != 0 for e in evs)
+    assert alive(g)
+
+
+@pytest.mark.parametrize("name,args", [("DEVIRT", ""), ("NEW_CONTAINER", "0 1"), ("FREE_CONTAINER", "0"),
+                                       ("ADD_PGD", "0 1000"), ("PROBE_SET", "1000 1 0")])
+def test_hypercalls_outside_the_callers_rights_are_refused(g, name, args):
+    seq = ring_heads(g)
+    cpus = sk(g).cpus
+    rc, out = in_container(g, f"echo hypercall {HC[name]:x} {args} > /proc/sktest; cat /proc/sktest")
+    assert "rax=0xffffffffffffffff" in out, out
+    assert sk(g).cpus == cpus
+    evs = [e for e in attacks_since(g, seq) if e.kind_name == "attack" and e.extra == HC[name]]
+    assert evs and evs[0].container != 0 and evs[0].pid != 0
+    assert alive(g)
+
+
+# -- tier 3: kernel code execution in a container ------------------------------------------------
+
+@pytest.mark.parametrize("insn", ["vmsave", "vmload", "vmrun", "stgi", "clgi", "skinit", "invlpga"])
+def test_svm_instructions_raise_ud(g, insn):
+    seq = ring_heads(g)
+    rc, out = in_container(g, f"echo insn {insn} > /proc/sktest; cat /proc/sktest")
+    assert f"insn {insn} faulted=yes" in out, out
+    assert any(e.kind_name == "attack" for e in attacks_since(g, seq))
+    assert alive(g)
+
+
+@pytest.mark.parametrize("what", ["cr4-reserved", "efer-reserved"])
+def test_reserved_control_bits_raise_gp_and_the_cpu_goes_on(g, what):
+    seq = ring_heads(g)
+    rc, out = in_container(g, f"echo {what} > /proc/sktest; cat /proc/sktest")
+    assert f"{what} faulted=yes" in out, out
+    assert any(e.kind_name == "attack" for e in attacks_since(g, seq))
+    assert alive(g)
+    assert sk(g).cpus == [0, 1]
+
+
+# -- splitdbg names them --------------------------------------------------------------------------
+
+def test_events_name_the_attacks(g):
+    out = subprocess.run([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--kind", "attack", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    evs = json.loads(out.stdout)
+    assert evs and all(e["kind"] == "attack" and e["ring"] == 1 for e in evs)
+    assert {e["container"] != 0 for e in evs} >= {True}
+    assert all("pid" in e for e in evs)
