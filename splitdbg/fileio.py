@@ -122,7 +122,8 @@ class AtomicFile:
         except OSError:
             pass
 
-    def _fail(self, exc: OSError):
+    def failure(self, exc: OSError) -> "WriteFailed":
+        """Abort, and the one-line error that says so (the old file, if any, is untouched)."""
         self.abort()
         left = "unchanged" if self.path.exists() else "not written"
         return WriteFailed(f"cannot write {self.path}: {_describe(exc)} ({self.path} {left})")
@@ -134,7 +135,7 @@ class AtomicFile:
                 n = os.write(self.fd, view)
                 view = view[n:]
         except OSError as exc:
-            raise self._fail(exc) from exc
+            raise self.failure(exc) from exc
 
     def commit(self) -> None:
         if self.done:
@@ -145,7 +146,7 @@ class AtomicFile:
             self.fd = -1
             os.replace(self.tmp, self.path)
         except OSError as exc:
-            raise self._fail(exc) from exc
+            raise self.failure(exc) from exc
         self.done = True
         try:                                  # the rename itself, on disk
             dfd = os.open(self.path.parent or ".", os.O_RDONLY | os.O_DIRECTORY)

@@ -32,6 +32,8 @@ def register(sub) -> None:
         _target(p)
         if name == "snapshot":
             p.add_argument("-o", "--output", required=True)
+            p.add_argument("--force", action="store_true",
+                           help="replace OUTPUT even when it is not a snapshot (an image, its sidecar, any file)")
         p.set_defaults(func=func)
     p = sub.add_parser("tasks", help="task states, CPUs and wait channels (as /proc says them); --stacks for "
                                      "the kernel stacks")
@@ -61,6 +63,7 @@ def register(sub) -> None:
     p.add_argument("--vmlinux", help="kernel to name in the sidecar (default: the lab build, when there is one)")
     p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto",
                    help="where the RAM is copied from (auto: the shared RAM file when readable here)")
+    p.add_argument("--force", action="store_true", help="replace an existing image, sidecar or serial log")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dump)
     p = sub.add_parser("diff", help="compare two snapshot files: ranges added, removed, changed")
@@ -153,15 +156,15 @@ def cmd_events(args):
 
 
 def cmd_snapshot(args):
-    from ..mem.image import FORMAT
+    from ..fileio import atomic_write, check_writable, is_snapshot
 
-    if os.path.isfile(args.output):
-        with open(args.output, "rb") as f:
-            if FORMAT.encode() in f.read(4096):     # x.json next to x.raw: the image's own sidecar
-                raise SplitdbgError(f"{args.output} is a memory image's sidecar: write the snapshot elsewhere")
+    # Refused before the target is read: a snapshot replaces only an older snapshot (--force: anything).
+    if not args.force and os.path.exists(args.output) and os.path.exists(args.target) \
+            and os.path.samefile(args.output, args.target):
+        raise SplitdbgError(f"{args.output} is the target being read: write the snapshot elsewhere (--force to overwrite)")
+    check_writable(args.output, force=args.force, ours=is_snapshot)
     s = _snapshot(args)
-    with open(args.output, "w") as f:
-        f.write(s.to_json())
+    atomic_write(args.output, s.to_json(), force=args.force, ours=is_snapshot)
     print(f"snapshot of {len(s.containers)} containers, {len(s.processes or [])} processes, {len(s.events)} events "
           f"written to {args.output}")
 
@@ -229,7 +232,7 @@ def cmd_dump(args) -> int:
         serial = Guest.find(int(args.target.rpartition(":")[2])).serial_log
     except (SplitdbgError, ValueError):
         pass
-    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial, prefer=args.backend)
+    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial, prefer=args.backend, force=args.force)
     if args.json:
         print(json.dumps(r))
     else:

@@ -287,18 +287,23 @@ Usage: split check POLICY.toml [--json]"""
 
 class Snap(_Command):
     """Save a snapshot of every container, process and event as JSON (for splitdbg diff).
-Usage: split snapshot FILE"""
+Usage: split snapshot FILE [--force]
+An existing FILE is replaced only when it is an older snapshot (--force: whatever it is).
+The file is written whole or not at all: a full disk leaves the old one as it was."""
 
     name = "snapshot"
     complete = gdb.COMPLETE_FILENAME
 
     def arguments(self, parser):
         parser.add_argument("file")
+        parser.add_argument("--force", action="store_true")
 
     def run(self, args):
+        from ..fileio import atomic_write, check_writable, is_snapshot
+
+        check_writable(args.file, force=args.force, ours=is_snapshot)     # before the target is read
         s = self.snapshot()
-        with open(args.file, "w") as f:
-            f.write(s.to_json())
+        atomic_write(args.file, s.to_json(), force=args.force, ours=is_snapshot)
         gdb.write(f"snapshot written to {args.file}\n")
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import MemoryReadError, NotAvailable, SplitdbgError
+from ..fileio import atomic_write
 from .base import q35_ram_ranges
 from .shared_file import SharedRamFile
 
@@ -66,7 +67,9 @@ class ImageMeta:
         return meta
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Whole or not at all (splitdbg/fileio): a full disk leaves the old sidecar as it was.
+        Replaces an existing file: the caller decides whether it may (`splitdbg dump` asks first)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n", force=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ImageMeta":

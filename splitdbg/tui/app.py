@@ -466,15 +466,23 @@ class SplitdbgApp(App):
             t.move_cursor(row=t.row_count - 1)
 
     def action_svg(self) -> None:
-        path = self.save_screenshot()
-        self.notify(f"saved {path}")
+        self._save(f"splitdbg-screen-{time.strftime('%Y-%m-%dT%H_%M_%S')}.svg", self.export_screenshot(), "screen saved")
 
     def action_export(self) -> None:
-        path = f"splitdbg-events-{int(time.time())}.jsonl"
-        with open(path, "w") as f:
-            for e in self.events_shown:
-                f.write(json.dumps(e.__dict__) + "\n")
-        self.notify(f"{len(self.events_shown)} events written to {path}")
+        data = "".join(json.dumps(e.__dict__) + "\n" for e in self.events_shown)
+        self._save(f"splitdbg-events-{int(time.time())}.jsonl", data, f"{len(self.events_shown)} events written")
+
+    def _save(self, path: str, data: str, what: str) -> None:
+        """Whole or not at all, and never over an existing file (splitdbg/fileio): a full disk or a
+        name already taken is a notice, the old file stays."""
+        from ..fileio import atomic_write
+
+        try:
+            atomic_write(path, data)
+        except SplitdbgError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.notify(f"{what} to {path}")
 
     @on(DataTable.RowSelected, "#containers-table")
     def open_container(self, event: DataTable.RowSelected) -> None:

@@ -192,3 +192,44 @@ def test_map_filter_by_address_range():
             root = last_snapshot().container(0)
             assert t.row_count == sum(1 for r in root.ranges if r.start < 0x1200000 and r.end > 0x1000000) > 0
     run(go())
+
+
+def test_export_never_replaces_a_file_and_a_full_disk_is_a_notice(tmp_path, monkeypatch):
+    """`e` (and `s`) write through splitdbg/fileio: a name already taken, or a disk that fills up,
+    is a notice and the old file stays byte for byte; otherwise the file is written whole."""
+    import errno
+    import os
+
+    import splitdbg.fileio as fileio
+    import splitdbg.tui.app as tui
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tui.time, "time", lambda: 1234)
+    taken = tmp_path / "splitdbg-events-1234.jsonl"
+
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("3")
+            a.event_filter = "kind=violation"
+            a.render_events()
+            taken.write_text("someone's notes\n")
+            await pilot.press("e")
+            await pilot.pause(0.1)
+            assert any("exists" in str(n.message) and "--force" in str(n.message) for n in a._notifications)
+            assert taken.read_text() == "someone's notes\n"
+            taken.unlink()
+            await pilot.press("e")
+            await pilot.pause(0.1)
+            lines = taken.read_text().splitlines()
+            assert len(lines) == len(a.events_shown) > 0
+            taken.unlink()
+            with monkeypatch.context() as m:
+                m.setattr(fileio.os, "write", lambda fd, data: (_ for _ in ()).throw(
+                    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+                await pilot.press("s")
+                await pilot.pause(0.1)
+            assert any("No space left on device" in str(n.message) for n in a._notifications)
+            assert os.listdir(tmp_path) == []                 # no partial SVG, no temporary file
+    run(go())
