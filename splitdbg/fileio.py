@@ -74,7 +74,8 @@ def what_is(path: str | os.PathLike) -> str:
 
 
 def check_writable(path: str | os.PathLike, *, force: bool = False,
-                   ours: Callable[[str | os.PathLike], bool] | None = None, what: str | None = None) -> None:
+                   ours: Callable[[str | os.PathLike], bool] | None = None, what: str | None = None,
+                   thing: str = "output") -> None:
     """Raise WriteRefused when `path` exists and may not be replaced: without `force`, unless
     `ours(path)` says splitdbg wrote it. A directory is never replaced."""
     p = Path(path)
@@ -84,7 +85,8 @@ def check_writable(path: str | os.PathLike, *, force: bool = False,
         return
     if ours is not None and ours(p):
         return
-    raise WriteRefused(f"{path} exists and is {what or what_is(p)}: not replacing it (--force to overwrite)")
+    raise WriteRefused(f"{path} exists and is {what or what_is(p)}: write the {thing} elsewhere "
+                       f"(--force replaces it)")
 
 
 def _umask() -> int:

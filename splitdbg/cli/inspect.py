@@ -161,8 +161,8 @@ def cmd_snapshot(args):
     # Refused before the target is read: a snapshot replaces only an older snapshot (--force: anything).
     if not args.force and os.path.exists(args.output) and os.path.exists(args.target) \
             and os.path.samefile(args.output, args.target):
-        raise SplitdbgError(f"{args.output} is the target being read: write the snapshot elsewhere (--force to overwrite)")
-    check_writable(args.output, force=args.force, ours=is_snapshot)
+        raise SplitdbgError(f"{args.output} is the target being read: write the snapshot elsewhere (--force replaces it)")
+    check_writable(args.output, force=args.force, ours=is_snapshot, thing="snapshot")
     s = _snapshot(args)
     atomic_write(args.output, s.to_json(), force=args.force, ours=is_snapshot)
     print(f"snapshot of {len(s.containers)} containers, {len(s.processes or [])} processes, {len(s.events)} events "

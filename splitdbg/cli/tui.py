@@ -71,4 +71,4 @@ def _appendable(path: str, force: bool) -> None:
     """A recording is appended to: only an existing recording (or --force) may be."""
     from ..fileio import check_writable, is_recording
 
-    check_writable(path, force=force, ours=is_recording, what=None)
+    check_writable(path, force=force, ours=is_recording, thing="recording")

@@ -130,7 +130,7 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
     if not port.isdigit():
         raise SplitdbgError(f"dump needs a live QEMU target :PORT or HOST:PORT, not {target!r}")
     for f in dump_outputs(out, serial_log):
-        check_writable(f, force=force)
+        check_writable(f, force=force, thing="dump")
     t0 = time.monotonic()
     dbg = GdbMI.connect(f"{host or 'localhost'}:{port}")    # attaching stops every vCPU
     t_stop = time.monotonic()

@@ -193,3 +193,8 @@ def test_record_appends_only_to_a_recording(image, tmp_path, capsys, monkeypatch
     rec = tmp_path / "r.jsonl"
     rec.write_text('{"format": "splitdbg-snapshot/1"}\n')
     assert main(["record", ":1234", "-o", str(rec), "--seconds", "0"]) == 0
+
+
+def test_the_sidecar_refusal_keeps_its_words(image, tmp_path, capsys, fake_snapshot):
+    rc = main(["snapshot", str(image), "-o", str(tmp_path / "g.json")])
+    one_line_error(capsys, rc, "sidecar: write the snapshot elsewhere")     # as tests/integration/test_image.py reads it
