@@ -7,6 +7,7 @@ import tomllib
 
 from ..arch import x86_paging as xp
 from ..errors import SplitdbgError
+from .render import parse_range
 from ..target.session import Session
 from ..target.sharing import sharing_graph, writable_paths
 from ..target.snapshot import Snapshot
@@ -43,24 +44,6 @@ PERMS = "rwxu"
 
 def _int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)     # TOML's true is not a number
-
-
-def parse_range(text, what: str = "range") -> tuple[int, int]:
-    """"START-END", hexadecimal (0x optional), START < END: the guest-physical span [START, END)."""
-    if not isinstance(text, str):
-        raise SplitdbgError(f"{what} = {text!r}: must be a string \"START-END\" (hexadecimal)")
-    a, sep, b = text.strip().partition("-")
-    if not sep:
-        raise SplitdbgError(f"{what} {text!r}: must be START-END (hexadecimal, end exclusive), e.g. 0x1000000-0x1400000")
-    try:
-        lo, hi = int(a, 16), int(b, 16)
-    except ValueError:
-        raise SplitdbgError(f"{what} {text!r}: START and END must be hexadecimal numbers") from None
-    if lo < 0 or hi < 0:
-        raise SplitdbgError(f"{what} {text!r}: addresses cannot be negative")
-    if lo >= hi:
-        raise SplitdbgError(f"{what} {text!r}: START must be below END (the range is empty)")
-    return lo, hi
 
 
 def check_rule(rule, where: str) -> None:

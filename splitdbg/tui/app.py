@@ -33,7 +33,8 @@ HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation
   z           stop / continue the guest (gdb attaches / detaches)
   b           run until a CPU enters the root-mode handler (breakpoint on sk_svm_handle_exit)
   enter       open the selected container's map, or an event's detail
-  /           filter (events: pid=N, kind=K or text; map: r w x -w differs isolated protected START-END)
+  /           filter (events: pid=N, kind=K or text; map: r w x u -r -w -x -u differs isolated protected
+              START-END); a word that means nothing is refused, the filter shown stays
   p           pause / resume the event log;  f: follow the newest event
   s           save the screen as SVG;  e: export the events as JSON lines
   ?           this help;  q: quit
@@ -442,14 +443,35 @@ class SplitdbgApp(App):
         box.value = self.map_filter if tab == "map" else self.event_filter
         box.focus()
 
+    EVENT_KINDS = ("exit", "violation", "cr3-switch", "hypercall", "enter-nr", "cr4-blocked", "lifecycle")
+
+    def check_event_filter(self, text: str) -> None:
+        """pid=N must name a number and kind=K a kind of event; other words are text to look for."""
+        for word in text.split():
+            if word.startswith("pid=") and not word[4:].isdigit():
+                raise SplitdbgError(f"filter {word!r}: pid= takes a process id (a number)")
+            if word.startswith("kind=") and word[5:] not in self.EVENT_KINDS:
+                raise SplitdbgError(f"filter {word!r}: kind= takes one of {', '.join(self.EVENT_KINDS)}")
+
     @on(Input.Submitted, "#filter")
     def apply_filter(self, event: Input.Submitted) -> None:
-        if self.query_one("#tabs", TabbedContent).active == "map":
-            self.map_filter = event.value
-            self.render_map() if self.snap else None
-        else:
-            self.event_filter = event.value
-            self.render_events() if self.snap else None
+        # A filter that cannot mean anything is said so, and the one shown stays: an unknown word
+        # used to be ignored, so that the map showed everything under a filter that looked applied.
+        from ..cli.render import parse_filter
+
+        try:
+            if self.query_one("#tabs", TabbedContent).active == "map":
+                parse_filter(event.value, "filter")
+                self.map_filter = event.value
+                self.render_map() if self.snap else None
+            else:
+                self.check_event_filter(event.value)
+                self.event_filter = event.value
+                self.render_events() if self.snap else None
+                if self.snap and event.value.strip() and not self.events_shown:
+                    self.notify(f"no event matches {event.value!r}", severity="warning")
+        except SplitdbgError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
         event.input.display = False
         active = self.query_one("#tabs", TabbedContent).active
         self.query_one({"map": "#ranges-table", "events": "#events-table"}.get(active, "#containers-table")).focus()

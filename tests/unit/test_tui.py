@@ -233,3 +233,34 @@ def test_export_never_replaces_a_file_and_a_full_disk_is_a_notice(tmp_path, monk
             assert any("No space left on device" in str(n.message) for n in a._notifications)
             assert os.listdir(tmp_path) == []                 # no partial SVG, no temporary file
     run(go())
+
+
+def test_a_filter_word_that_means_nothing_is_refused_not_matching_everything():
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("2")
+            ranges = a.query_one("#ranges-table", DataTable)
+            everything = ranges.row_count
+            for word in ("differs", "zzz"):
+                await pilot.press("slash")
+                a.query_one("#filter").value = word
+                await pilot.press("enter")
+                await pilot.pause(0.1)
+            assert a.map_filter == "differs"              # the last good filter stays
+            assert ranges.row_count < everything
+            assert any("'zzz': not a filter word" in str(n.message) and "differs" in str(n.message)
+                       for n in a._notifications)
+            await pilot.press("3")
+            await pilot.press("slash")
+            a.query_one("#filter").value = "kind=violatoin"
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert a.event_filter == "" and any("kind= takes one of" in str(n.message) for n in a._notifications)
+            await pilot.press("slash")
+            a.query_one("#filter").value = "zzz"
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert a.events_shown == [] and any("no event matches 'zzz'" in str(n.message) for n in a._notifications)
+    run(go())
