@@ -7,12 +7,14 @@ update from it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 
 from rich.markup import escape as esc
 from rich.text import Text
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -139,6 +141,7 @@ class SplitdbgApp(App):
     TITLE = "splitdbg"
     BINDINGS = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),   # not textual's "press ctrl+q" hint
         Binding("question_mark", "help", "help"),
         Binding("1", "tab('containers')", "containers"),
         Binding("2", "tab('map')", "map"),
@@ -154,6 +157,7 @@ class SplitdbgApp(App):
         Binding("e", "export", "export events"),
     ]
 
+    retry_after = 2.0                     # seconds between tries of a lost target
     paused = reactive(False)
     guest_state = reactive("running")
     selected_container = reactive(0)
@@ -161,6 +165,10 @@ class SplitdbgApp(App):
     def __init__(self, source, interval: float = 0.5, polls: int | None = None) -> None:
         super().__init__()
         self.source, self.interval, self.polls = source, interval, polls
+        # Set when the app ends (q, Ctrl-C, any exit): the poller and guest control stop waiting at
+        # once. A thread worker cannot be interrupted, and asyncio.run waits for it at exit: a poller
+        # that slept on, or looped forever, kept `q` from ever returning.
+        self.stopping = threading.Event()
         self.snap: Snapshot | None = None
         self.rates: deque[float] = deque([0.0] * 60, maxlen=60)
         self._last_exits: tuple[float, int] | None = None
@@ -207,21 +215,32 @@ class SplitdbgApp(App):
     # -- data ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True)
     def poller(self) -> None:
+        worker = get_current_worker()
+
+        def done() -> bool:
+            return self.stopping.is_set() or worker.is_cancelled
+
         n = 0
-        while self.polls is None or n < self.polls:
+        while (self.polls is None or n < self.polls) and not done():
             try:
                 snap = self.source.poll()
+                if done():
+                    return
                 self.post_message(SnapshotArrived(snap))
                 if self.offline:
                     return               # an image never changes: one snapshot is all there is
             except SplitdbgError as exc:
                 self.post_message(TargetLost(str(exc)))
-                time.sleep(2)            # then try again: the target may come back
+                self.stopping.wait(self.retry_after)     # then try again: the target may come back
             except OSError as exc:
                 self.post_message(TargetLost(f"{type(exc).__name__}: {exc}"))
-                time.sleep(2)
+                self.stopping.wait(self.retry_after)
             n += 1
-            time.sleep(self.interval)
+            self.stopping.wait(self.interval)            # returns at once when the app ends
+
+    def exit(self, *args, **kwargs) -> None:
+        self.stopping.set()
+        super().exit(*args, **kwargs)
 
     def on_target_lost(self, msg: TargetLost) -> None:
         self.lost = msg.why
@@ -410,7 +429,7 @@ class SplitdbgApp(App):
             self.call_from_thread(self.notify, "control needs a live target", severity="warning")
             return
         try:
-            state = fn()
+            state = fn(cancelled=self.stopping.is_set) if what == "break_at_handler" else fn()
         except SplitdbgError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -517,4 +536,5 @@ class SplitdbgApp(App):
         self.push_screen(EventDetail(self.events_shown[int(event.row_key.value)], self.snap.names if self.snap else None))
 
     def on_unmount(self) -> None:
+        self.stopping.set()
         self.source.close()

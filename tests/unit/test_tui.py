@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Static
 
 from splitdbg.target.snapshot import Snapshot
@@ -166,7 +167,7 @@ class FlakySource:
 def test_a_lost_target_is_shown_and_the_app_recovers(monkeypatch):
     import splitdbg.tui.app as tui
 
-    monkeypatch.setattr(tui.time, "sleep", lambda s: None)   # no 2 s back-off in a test
+    monkeypatch.setattr(tui.SplitdbgApp, "retry_after", 0.0)   # no 2 s back-off in a test
 
     async def go():
         a = SplitdbgApp(FlakySource(), interval=0.05, polls=6)
@@ -264,3 +265,55 @@ def test_a_filter_word_that_means_nothing_is_refused_not_matching_everything():
             await pilot.pause(0.1)
             assert a.events_shown == [] and any("no event matches 'zzz'" in str(n.message) for n in a._notifications)
     run(go())
+
+
+def quit_time(key: str, source=None, interval: float = 0.5, before: float = 0.5) -> float:
+    """Seconds from pressing `key` to the app having ended, its worker threads included: run_test
+    returns only after asyncio.run-like shutdown of the poller (which, looping on, used to hang)."""
+    import threading
+    import time
+
+    seen = {}
+
+    async def go():
+        a = SplitdbgApp(source or ReplaySource(str(REC)), interval=interval)    # polls for ever, as live
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(before)
+            assert a.snap is not None
+            seen["t0"] = time.monotonic()
+            await pilot.press(key)
+        seen["app"] = time.monotonic()
+        return a
+
+    def main():
+        asyncio.run(go())            # asyncio.run also waits for the default executor's threads
+        seen["t1"] = time.monotonic()
+    t = threading.Thread(target=main, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), f"{key!r} did not end the app within 10 s"
+    took = seen["t1"] - seen["t0"]
+    print(f"{key!r}: the app ended in {seen['app'] - seen['t0']:.3f} s, its threads in {took:.3f} s")
+    return took
+
+
+@pytest.mark.parametrize("key", ["q", "ctrl+c"])
+def test_quitting_a_replay_is_immediate(key):
+    assert quit_time(key) < 2.0              # measured about 0.1 s; the goal is 0.5 s
+
+
+def test_quitting_while_the_target_is_lost_does_not_wait_out_the_back_off():
+    class Gone:
+        target = "gone"
+        calls = 0
+
+        def poll(self):
+            Gone.calls += 1
+            if Gone.calls > 1:
+                from splitdbg.errors import TargetGone
+                raise TargetGone("the gdbstub is gone")
+            return ReplaySource(str(REC)).poll()
+
+        def close(self):
+            pass
+    assert quit_time("q", Gone(), interval=0.05, before=0.5) < 1.5      # the back-off is 2 s
