@@ -10,6 +10,7 @@ from ..errors import SplitdbgError
 from .render import parse_range
 from ..target.session import Session
 from ..target.sharing import sharing_graph, writable_paths
+from ..target.splitkernel import REGIONS as SK_REGIONS
 from ..target.snapshot import Snapshot
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -38,7 +39,7 @@ KEYS = {"permissions": {"containers", "forbid", "require", *SPAN_KEYS},
         "violations": {"containers", "max"},
         "address-spaces": {"containers"}}
 REGIONS = ("kernel-text", "kernel-rodata")
-VIOLATION_REGIONS = ("none", "text", "rodata", "module-text", "sk-state", "protected")   # target/splitkernel.REGIONS
+VIOLATION_REGIONS = tuple(SK_REGIONS.values())       # the counters a container keeps, by region
 PERMS = "rwxu"
 
 
