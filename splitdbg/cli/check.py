@@ -7,8 +7,10 @@ import tomllib
 
 from ..arch import x86_paging as xp
 from ..errors import SplitdbgError
+from .render import parse_range
 from ..target.session import Session
 from ..target.sharing import sharing_graph, writable_paths
+from ..target.splitkernel import REGIONS as SK_REGIONS
 from ..target.snapshot import Snapshot
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -29,18 +31,103 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
+# What each kind of rule reads; anything else in a rule is a typo that would be silently ignored.
+SPAN_KEYS = ("region", "range", "symbol", "section")
+KEYS = {"permissions": {"containers", "forbid", "require", *SPAN_KEYS},
+        "protected-only-in-owner": set(),
+        "no-aliases": set(SPAN_KEYS),
+        "violations": {"containers", "max"},
+        "address-spaces": {"containers"}}
+REGIONS = ("kernel-text", "kernel-rodata")
+VIOLATION_REGIONS = tuple(SK_REGIONS.values())       # the counters a container keeps, by region
+PERMS = "rwxu"
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)     # TOML's true is not a number
+
+
+def check_rule(rule, where: str) -> None:
+    """Every key of a rule known for its kind, of the right type and in range; a rule that could
+    never find anything (no permission named, an empty container list, no limits) is refused."""
+    if not isinstance(rule, dict):
+        raise PolicyError(f"{where}: a rule must be a [[rule]] table, not {rule!r}")
+    name = rule.get("name")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise PolicyError(f"{where}: name = {name!r}: must be a non-empty string")
+    kind = rule.get("kind")
+    if kind not in KINDS:
+        raise PolicyError(f"{where}: kind must be one of {', '.join(KINDS)}"
+                          + (f" (not {kind!r})" if "kind" in rule else " (no kind given)"))
+    unknown = sorted(set(rule) - KEYS[kind] - {"name", "kind"})
+    if unknown:
+        raise PolicyError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for a {kind} "
+                          f"rule (it takes {', '.join(sorted(KEYS[kind])) or 'no keys but name and kind'})")
+    spans = [k for k in SPAN_KEYS if k in rule]
+    if len(spans) > 1:
+        raise PolicyError(f"{where}: {' and '.join(spans)}: a rule names one of region, range, symbol or section")
+    if kind == "permissions" and not spans:
+        raise PolicyError(f"{where}: a permissions rule names its memory: region, range, symbol or section")
+    for k in spans:
+        v = rule[k]
+        if k == "region" and v not in REGIONS:
+            raise PolicyError(f"{where}: region = {v!r}: must be one of {', '.join(REGIONS)}")
+        if k == "range":
+            try:
+                parse_range(v, "range")
+            except SplitdbgError as exc:
+                raise PolicyError(f"{where}: {exc}") from None
+        if k in ("symbol", "section") and (not isinstance(v, str) or not v.strip()):
+            raise PolicyError(f"{where}: {k} = {v!r}: must be a non-empty string")
+    if "containers" in rule:
+        sel = rule["containers"]
+        if isinstance(sel, list):
+            if not sel:
+                raise PolicyError(f"{where}: containers = []: selects no container (the rule would hold vacuously)")
+            for x in sel:
+                if not ((_int(x) and x >= 0) or (isinstance(x, str) and x.strip())):
+                    raise PolicyError(f"{where}: containers = {sel!r}: {x!r} is neither a container id (an integer "
+                                      f">= 0) nor a command name")
+        elif sel not in ("all", "root", "non-root"):
+            raise PolicyError(f"{where}: containers = {sel!r}: use all, root, non-root or a list of ids/commands")
+    if kind == "permissions":
+        for k in ("forbid", "require"):
+            v = rule.get(k, "")
+            if not isinstance(v, str) or any(c not in PERMS for c in v):
+                raise PolicyError(f"{where}: {k} = {v!r}: must be a string of permissions among {' '.join(PERMS)}")
+        if not rule.get("forbid") and not rule.get("require"):
+            raise PolicyError(f"{where}: a permissions rule needs forbid or require (else it holds vacuously)")
+    if kind == "violations":
+        limits = rule.get("max")
+        if not isinstance(limits, dict) or not limits:
+            raise PolicyError(f"{where}: max = {limits!r}: must be a table of region = limit, e.g. max = {{ text = 0 }} "
+                              f"(else the rule holds vacuously)")
+        for region, n in limits.items():
+            if region not in VIOLATION_REGIONS:
+                raise PolicyError(f"{where}: max.{region}: unknown region (known: {', '.join(VIOLATION_REGIONS)})")
+            if not _int(n) or n < 0:
+                raise PolicyError(f"{where}: max.{region} = {n!r}: must be an integer >= 0")
+
+
 def load_policy(path: str) -> list[dict]:
+    """The rules of a policy file, each checked (check_rule); PolicyError names the rule and the key."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
+        raise PolicyError(f"{path}: not valid TOML: {' '.join(str(exc).split())}") from exc
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy {path}: {exc.strerror}") from exc
+    unknown = sorted(set(doc) - {"rule"})
+    if unknown:
+        raise PolicyError(f"{path}: unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                          f"(a policy is [[rule]] tables)")
     rules = doc.get("rule")
     if not isinstance(rules, list) or not rules:
         raise PolicyError(f"{path}: no [[rule]] tables")
     for i, r in enumerate(rules):
-        if r.get("kind") not in KINDS:
-            raise PolicyError(f"{path}: rule {i + 1} ({r.get('name', 'unnamed')}): kind must be one of {', '.join(KINDS)}")
+        label = r.get("name") if isinstance(r, dict) and isinstance(r.get("name"), str) else "unnamed"
+        check_rule(r, f"{path}: rule {i + 1} ({label})")
     return rules
 
 
@@ -61,8 +148,7 @@ class Checker:
                                   f"known: {', '.join(self.regions)}")
             return lo, hi
         if "range" in rule:
-            a, _, b = rule["range"].partition("-")
-            return int(a, 16), int(b, 16)
+            return parse_range(rule["range"])
         k = self.s.kernel
         if k is None:
             raise PolicyError("symbol and section rules need kernel symbols (--vmlinux)")
@@ -103,16 +189,25 @@ class Checker:
         forbid, require = rule.get("forbid", ""), rule.get("require", "")
         bad = []
         for c in self.containers(rule):
+            covered = []
             for r in c.ranges:
                 if r.end <= lo or r.start >= hi:
                     continue
                 if not (lo <= r.hpa + (max(r.start, lo) - r.start) < hi):
                     continue   # the span's addresses map a private copy here (isolate): not the frames named
+                covered.append((max(r.start, lo), min(r.end, hi)))
                 got = [f for f in forbid if f in r.perms] + [f"missing {f}" for f in require if f not in r.perms]
                 if got:
                     bad.append(f"container {c.id} ({c.owner_comm or 'root'}): {max(r.start, lo):#x}-{min(r.end, hi):#x} "
                                f"is {r.perms} ({', '.join(got)})")
-        # Absent from the map at all counts as no permission (fine for forbid, not for require).
+            # Absent from the map at all counts as no permission: fine for forbid, not for require.
+            if require:
+                pos = lo
+                for a, b in sorted(covered) + [(hi, hi)]:
+                    if a > pos:
+                        bad.append(f"container {c.id} ({c.owner_comm or 'root'}): {pos:#x}-{a:#x} is not mapped "
+                                   f"(missing {', '.join(require)})")
+                    pos = max(pos, b)
         return bad
 
     def protected_only_in_owner(self, rule) -> list[str]:
@@ -162,13 +257,31 @@ class Checker:
                 for c in self.containers({"containers": rule.get("containers", "all")})
                 for pgd in c.pgds if pgd not in owners and pgd not in held]
 
+    # Which containers a rule looks at (None: it does not choose): when it is none at all, the rule
+    # holds vacuously, and is reported so, not as holding.
+    SELECTS = {"permissions": "non-root", "no-aliases": "non-root", "violations": "all", "address-spaces": "all"}
+
+    def selected(self, rule) -> list | None:
+        default = self.SELECTS.get(rule["kind"])
+        if default is None:
+            return None
+        return self.containers({"containers": rule.get("containers", default) if rule["kind"] != "no-aliases"
+                                else default})
+
     def run(self, rules) -> list[dict]:
         results = []
         for r in rules:
+            name = r.get("name", r["kind"])
+            sel = self.selected(r)
+            if sel is not None and not sel:
+                results.append({"name": name, "kind": r["kind"], "ok": False, "vacuous": True, "problems": [
+                    f"no container is selected (containers = {r.get('containers', self.SELECTS[r['kind']])!r}): "
+                    f"the rule would hold vacuously"]})
+                continue
             fn = getattr(self, r["kind"].replace("-", "_"))
             problems = fn(r)
-            results.append({"name": r.get("name", r["kind"]), "kind": r["kind"], "ok": not problems,
-                            "problems": problems})
+            results.append({"name": name, "kind": r["kind"], "ok": not problems, "vacuous": False,
+                             "problems": problems})
         return results
 
 
@@ -184,7 +297,7 @@ def cmd_check(args) -> int:
         print(json.dumps({"ok": ok, "rules": results}))
     else:
         for r in results:
-            print(f"{'PASS' if r['ok'] else 'FAIL'}  {r['name']}")
+            print(f"{'PASS' if r['ok'] else 'VACUOUS' if r.get('vacuous') else 'FAIL'}  {r['name']}")
             for p in r["problems"][:20]:
                 print(f"      {p}")
             if len(r["problems"]) > 20:

@@ -32,6 +32,8 @@ def register(sub) -> None:
         _target(p)
         if name == "snapshot":
             p.add_argument("-o", "--output", required=True)
+            p.add_argument("--force", action="store_true",
+                           help="replace OUTPUT even when it is not a snapshot (an image, its sidecar, any file)")
         p.set_defaults(func=func)
     p = sub.add_parser("tasks", help="task states, CPUs and wait channels (as /proc says them); --stacks for "
                                      "the kernel stacks")
@@ -43,8 +45,9 @@ def register(sub) -> None:
     _target(p)
     p.add_argument("container", nargs="?", type=int, default=0, help="container id (0 = root)")
     p.add_argument("--pid", type=int, help="the container of this process instead")
-    p.add_argument("--filter", default="", help="comma list of r,w,x,u,-w,-x,protected,isolated,differs")
-    p.add_argument("--range", dest="window", help="START-END guest-physical, hex")
+    p.add_argument("--filter", default="", help="comma list of r,w,x,u,-r,-w,-x,-u,protected,isolated,differs "
+                                                 "and START-END (hex); an unknown word is an error")
+    p.add_argument("--range", dest="window", help="START-END guest-physical, hex, end exclusive (START < END)")
     p.set_defaults(func=cmd_ept)
     p = sub.add_parser("events", help="the module's event rings, decoded and cross-checked")
     _target(p)
@@ -61,6 +64,7 @@ def register(sub) -> None:
     p.add_argument("--vmlinux", help="kernel to name in the sidecar (default: the lab build, when there is one)")
     p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto",
                    help="where the RAM is copied from (auto: the shared RAM file when readable here)")
+    p.add_argument("--force", action="store_true", help="replace an existing image, sidecar or serial log")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_dump)
     p = sub.add_parser("diff", help="compare two snapshot files: ranges added, removed, changed")
@@ -120,6 +124,10 @@ def cmd_containers(args):
 
 
 def cmd_ept(args):
+    # Checked before the target is read: a bad --range or --filter word is an error, not an empty
+    # (or a complete) listing.
+    window = render.parse_range(args.window, "--range") if args.window is not None else None
+    flt = render.parse_filter(args.filter)
     s = _snapshot(args, crosscheck=False)
     cid = args.container
     if args.pid is not None:
@@ -132,8 +140,6 @@ def cmd_ept(args):
     c = s.container(cid)
     if c is None:
         raise SplitdbgError(f"no container {cid}")
-    window = tuple(int(x, 16) for x in args.window.split("-")) if args.window else None
-    flt = {f for f in args.filter.split(",") if f}
     if args.json:
         print(json.dumps({"container": cid, "slat": s.slat, "slat_root": c.slat_root,
                           "ranges": [asdict(r) for r in c.ranges if (not window or (r.end > window[0] and r.start < window[1]))
@@ -153,15 +159,15 @@ def cmd_events(args):
 
 
 def cmd_snapshot(args):
-    from ..mem.image import FORMAT
+    from ..fileio import atomic_write, check_writable, is_snapshot
 
-    if os.path.isfile(args.output):
-        with open(args.output, "rb") as f:
-            if FORMAT.encode() in f.read(4096):     # x.json next to x.raw: the image's own sidecar
-                raise SplitdbgError(f"{args.output} is a memory image's sidecar: write the snapshot elsewhere")
+    # Refused before the target is read: a snapshot replaces only an older snapshot (--force: anything).
+    if not args.force and os.path.exists(args.output) and os.path.exists(args.target) \
+            and os.path.samefile(args.output, args.target):
+        raise SplitdbgError(f"{args.output} is the target being read: write the snapshot elsewhere (--force replaces it)")
+    check_writable(args.output, force=args.force, ours=is_snapshot, thing="snapshot")
     s = _snapshot(args)
-    with open(args.output, "w") as f:
-        f.write(s.to_json())
+    atomic_write(args.output, s.to_json(), force=args.force, ours=is_snapshot)
     print(f"snapshot of {len(s.containers)} containers, {len(s.processes or [])} processes, {len(s.events)} events "
           f"written to {args.output}")
 
@@ -186,8 +192,74 @@ def diff(a: Snapshot, b: Snapshot) -> list[dict]:
     return out
 
 
+def load_snapshot(path: str) -> Snapshot:
+    """A snapshot file as `splitdbg snapshot` writes it; anything else is a one-line SplitdbgError
+    naming the file and what is wrong (not JSON, a list, a memory image's sidecar, a missing key,
+    a field of the wrong type), never a traceback."""
+    from dataclasses import MISSING, fields
+
+    from ..target.snapshot import FORMAT, ContainerRec, RangeRec
+
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode()
+    except UnicodeDecodeError:
+        raise SplitdbgError(f"{path}: not a snapshot (binary: a memory image? `splitdbg snapshot IMAGE -o FILE` "
+                            f"makes one of it)") from None
+    except OSError as exc:
+        raise SplitdbgError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SplitdbgError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SplitdbgError(f"{path}: not a splitdbg snapshot (JSON nested too deeply to read)") from None
+    if not isinstance(d, dict):
+        raise SplitdbgError(f"{path}: a JSON {type(d).__name__}, not a splitdbg snapshot (an object with "
+                            f"format {FORMAT!r})")
+    if d.get("format") != FORMAT:
+        fmt = d.get("format")
+        hint = ": a memory image's sidecar (give the image to `splitdbg snapshot`)" if fmt == "splitdbg-image" else ""
+        raise SplitdbgError(f"{path}: not a splitdbg snapshot (format {str(fmt)[:60]!r}, expected {FORMAT!r}){hint}")
+
+    def required(cls):
+        return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+    def need(obj, cls, where):
+        if not isinstance(obj, dict):
+            raise SplitdbgError(f"{path}: {where} must be an object, not {type(obj).__name__}")
+        missing = [k for k in required(cls) if k not in obj]
+        if missing:
+            raise SplitdbgError(f"{path}: {where} is missing {', '.join(missing)}: not a complete snapshot")
+
+    need(d, Snapshot, "the snapshot")
+    for key in ("containers", "events"):
+        if not isinstance(d[key], list):
+            raise SplitdbgError(f"{path}: {key} must be a list, not {type(d[key]).__name__}")
+    for i, c in enumerate(d["containers"]):
+        need(c, ContainerRec, f"containers[{i}]")
+        if not isinstance(c.get("ranges", []), list):
+            raise SplitdbgError(f"{path}: containers[{i}].ranges must be a list")
+        for k in ("id", "owner_pid"):
+            if not isinstance(c[k], int) or isinstance(c[k], bool):
+                raise SplitdbgError(f"{path}: containers[{i}].{k} must be an integer, not {c[k]!r:.60}")
+        for j, r in enumerate(c.get("ranges", [])):
+            need(r, RangeRec, f"containers[{i}].ranges[{j}]")
+            for k in ("start", "end", "hpa", "page_size"):
+                if not isinstance(r[k], int) or isinstance(r[k], bool):
+                    raise SplitdbgError(f"{path}: containers[{i}].ranges[{j}].{k} must be an integer, not {r[k]!r:.60}")
+            if not isinstance(r["perms"], str):
+                raise SplitdbgError(f"{path}: containers[{i}].ranges[{j}].perms must be a string")
+    if d["processes"] is not None and not isinstance(d["processes"], list):
+        raise SplitdbgError(f"{path}: processes must be a list or null")
+    try:
+        return Snapshot.from_json(text)
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:   # a field no check above names
+        raise SplitdbgError(f"{path}: malformed snapshot: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+
+
 def cmd_diff(args):
-    a, b = (Snapshot.from_json(open(p).read()) for p in (args.a, args.b))
+    a, b = (load_snapshot(p) for p in (args.a, args.b))
     d = diff(a, b)
     if args.json:
         print(json.dumps(d))
@@ -229,7 +301,7 @@ def cmd_dump(args) -> int:
         serial = Guest.find(int(args.target.rpartition(":")[2])).serial_log
     except (SplitdbgError, ValueError):
         pass
-    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial, prefer=args.backend)
+    r = dump(args.target, args.output, vmlinux=vmlinux, serial_log=serial, prefer=args.backend, force=args.force)
     if args.json:
         print(json.dumps(r))
     else:

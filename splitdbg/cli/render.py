@@ -1,6 +1,7 @@
 """Text renderings of a Snapshot, shared by the CLI and the gdb plugin (presentation only)."""
 from __future__ import annotations
 
+from ..errors import SplitdbgError
 from ..target.snapshot import Snapshot, slat_names
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
@@ -85,16 +86,55 @@ def ept(s: Snapshot, cid: int, flt: set[str] | None = None, window: tuple[int, i
     return "\n".join(out)
 
 
+def parse_range(text, what: str = "range") -> tuple[int, int]:
+    """"START-END", hexadecimal (0x optional), START < END: the guest-physical span [START, END)."""
+    if not isinstance(text, str):
+        raise SplitdbgError(f"{what} = {text!r}: must be a string \"START-END\" (hexadecimal)")
+    a, sep, b = text.strip().partition("-")
+    if not sep:
+        raise SplitdbgError(f"{what} {text!r}: must be START-END (hexadecimal, end exclusive), e.g. 0x1000000-0x1400000")
+    try:
+        lo, hi = int(a, 16), int(b, 16)
+    except ValueError:
+        raise SplitdbgError(f"{what} {text!r}: START and END must be hexadecimal numbers") from None
+    if lo < 0 or hi < 0:
+        raise SplitdbgError(f"{what} {text!r}: addresses cannot be negative")
+    if lo >= hi:
+        raise SplitdbgError(f"{what} {text!r}: START must be below END (the range is empty)")
+    return lo, hi
+
+
+# The words of a map filter (`ept --filter`, the TUI's `/` on the map), besides START-END ranges.
+FILTER_WORDS = ("r", "w", "x", "u", "-r", "-w", "-x", "-u", "protected", "isolated", "differs")
+
+
+def _is_range(word: str) -> bool:
+    return "-" in word[1:] and all(c in "0123456789abcdefx-" for c in word.lower())
+
+
+def parse_filter(text: str, what: str = "--filter") -> set[str]:
+    """The words of a map filter (comma- or space-separated), each checked: an unknown word is an
+    error that lists the valid ones, not a filter that silently matches everything."""
+    words = {f for f in text.replace(",", " ").split() if f}
+    for f in sorted(words):
+        if _is_range(f):
+            parse_range(f, f"{what} range")
+        elif f not in FILTER_WORDS:
+            raise SplitdbgError(f"{what} {f!r}: not a filter word; valid: {', '.join(FILTER_WORDS)} "
+                                f"or START-END (hexadecimal)")
+    return words
+
+
 def _match(r, flt: set[str]) -> bool:
     for f in flt:
-        if "-" in f[1:] and all(c in "0123456789abcdefx-" for c in f.lower()):
-            lo, hi = (int(x, 16) for x in f.split("-", 1))     # an address range A-B (hex)
+        if _is_range(f):
+            lo, hi = parse_range(f)                                # an address range A-B (hex)
             if r.end <= lo or r.start >= hi:
                 return False
             continue
         if f in ("r", "w", "x", "u") and f not in r.perms:
             return False
-        if f in ("-r", "-w", "-x") and f[1] in r.perms:
+        if f in ("-r", "-w", "-x", "-u") and f[1] in r.perms:
             return False
         if f == "protected" and "protected" not in r.note:
             return False

@@ -132,10 +132,11 @@ class GdbMI(Debugger):
         if self.running:
             raise GdbError(f"the target did not stop within {timeout:.0f}s of an interrupt")
 
-    def wait_stopped(self, timeout: float) -> bool:
-        """Wait for the target to stop by itself (a breakpoint); True if it did."""
+    def wait_stopped(self, timeout: float, cancelled=None) -> bool:
+        """Wait for the target to stop by itself (a breakpoint); True if it did. `cancelled`: a
+        callable, checked every 50 ms, that ends the wait early (the TUI quitting)."""
         deadline = time.monotonic() + timeout
-        while self.running and time.monotonic() < deadline:
+        while self.running and time.monotonic() < deadline and not (cancelled and cancelled()):
             for r in self._gdb.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False):
                 self._note_async(r)
         return not self.running

@@ -147,6 +147,8 @@ Usage: split ept [ID | --pid PID | --root] [--filter r,w,x,-w,protected,isolated
         parser.add_argument("--range", dest="window")
 
     def run(self, args):
+        window = render.parse_range(args.window, "--range") if args.window is not None else None
+        flt = render.parse_filter(args.filter)           # before the target is read
         s = self.snapshot(crosscheck=False)
         cid = 0 if args.root else args.container
         if args.pid is not None:
@@ -154,13 +156,13 @@ Usage: split ept [ID | --pid PID | --root] [--filter r,w,x,-w,protected,isolated
             if not match:
                 raise SplitdbgError(f"no process {args.pid} (or no kernel symbols)")
             cid = match[0].container
-        window = tuple(int(x, 16) for x in args.window.split("-")) if args.window else None
-        flt = {f for f in args.filter.split(",") if f}
         c = s.container(cid)
         if c is None:
             raise SplitdbgError(f"no container {cid}")
         if args.json:
-            gdb.write(json.dumps({"container": cid, "slat": s.slat, "ranges": [asdict(r) for r in c.ranges]}) + "\n")
+            gdb.write(json.dumps({"container": cid, "slat": s.slat, "ranges": [
+                asdict(r) for r in c.ranges if (not window or (r.end > window[0] and r.start < window[1]))
+                and (not flt or render._match(r, flt))]}) + "\n")
         else:
             gdb.write(render.ept(s, cid, flt, window) + "\n")
 
@@ -280,25 +282,30 @@ Usage: split check POLICY.toml [--json]"""
             gdb.write(json.dumps(results) + "\n")
             return
         for r in results:
-            gdb.write(f"{'PASS' if r['ok'] else 'FAIL'}  {r['name']}\n")
+            gdb.write(f"{'PASS' if r['ok'] else 'VACUOUS' if r.get('vacuous') else 'FAIL'}  {r['name']}\n")
             for p in r["problems"][:10]:
                 gdb.write(f"      {p}\n")
 
 
 class Snap(_Command):
     """Save a snapshot of every container, process and event as JSON (for splitdbg diff).
-Usage: split snapshot FILE"""
+Usage: split snapshot FILE [--force]
+An existing FILE is replaced only when it is an older snapshot (--force: whatever it is).
+The file is written whole or not at all: a full disk leaves the old one as it was."""
 
     name = "snapshot"
     complete = gdb.COMPLETE_FILENAME
 
     def arguments(self, parser):
         parser.add_argument("file")
+        parser.add_argument("--force", action="store_true")
 
     def run(self, args):
+        from ..fileio import atomic_write, check_writable, is_snapshot
+
+        check_writable(args.file, force=args.force, ours=is_snapshot)     # before the target is read
         s = self.snapshot()
-        with open(args.file, "w") as f:
-            f.write(s.to_json())
+        atomic_write(args.file, s.to_json(), force=args.force, ours=is_snapshot)
         gdb.write(f"snapshot written to {args.file}\n")
 
 
@@ -317,9 +324,8 @@ Without CR3, the current vCPU's. Ranges merge when virtually and physically cont
         cur_cr3, mode = _paging_state()
         cr3 = cur_cr3 if args.cr3 is None else args.cr3
         start = end = None
-        if args.window:
-            a, _, b = args.window.partition("-")
-            start, end = int(a, 16), int(b, 16)
+        if args.window is not None:
+            start, end = render.parse_range(args.window, "--range")
         d = xp.dump(session.memory(), cr3, mode, start=start, end=end, on_error="collect")
         if args.json:
             gdb.write(json.dumps({"cr3": cr3, "ranges": [

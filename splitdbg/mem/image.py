@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import MemoryReadError, NotAvailable, SplitdbgError
+from ..fileio import atomic_write
 from .base import q35_ram_ranges
 from .shared_file import SharedRamFile
 
@@ -52,28 +53,46 @@ class ImageMeta:
     @classmethod
     def from_dict(cls, d: dict, where: str = "sidecar") -> "ImageMeta":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ImageError(f"{where}: not a splitdbg image sidecar (format {d.get('format') if isinstance(d, dict) else None!r}, "
+            raise ImageError(f"{where}: not a splitdbg image sidecar (format {_short(d.get('format') if isinstance(d, dict) else None)}, "
                              f"expected {FORMAT!r})")
         if d.get("version") != VERSION:
-            raise ImageError(f"{where}: image format version {d.get('version')!r} is not supported "
+            raise ImageError(f"{where}: image format version {_short(d.get('version'))} is not supported "
                              f"(this splitdbg reads version {VERSION})")
         missing = [k for k in ("source", "created", "ranges") if k not in d]
         if missing:
             raise ImageError(f"{where}: missing {', '.join(missing)}")
+        if not isinstance(d["ranges"], list) or not d["ranges"]:
+            raise ImageError(f"{where}: no ranges")
+        for k, types, want in (("source", (str,), "a string"), ("created", (str,), "a string (ISO-8601)"),
+                               ("vmlinux", (str, type(None)), "a path or null"),
+                               ("kernel_cmdline", (str,), "a string"), ("cpus", (list,), "a list"),
+                               ("serial_log", (str, type(None)), "a path or null"), ("notes", (list,), "a list")):
+            if k in d and not isinstance(d[k], types):
+                raise ImageError(f"{where}: {k} must be {want}, not {_short(d[k])}")
+        if not all(isinstance(n, str) for n in d.get("notes", [])):
+            raise ImageError(f"{where}: notes must be a list of strings")
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         meta = cls(**known)
         meta.check(where)
         return meta
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Whole or not at all (splitdbg/fileio): a full disk leaves the old sidecar as it was.
+        Replaces an existing file: the caller decides whether it may (`splitdbg dump` asks first)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n", force=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ImageMeta":
         try:
             d = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ImageError(f"cannot read sidecar {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise ImageError(f"{path}: not a sidecar (binary, not JSON text)") from None
         except json.JSONDecodeError as exc:
             raise ImageError(f"{path}: not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ImageError(f"{path}: not a splitdbg image sidecar (JSON nested too deeply to read)") from None
         return cls.from_dict(d, str(path))
 
     # -- validation ---------------------------------------------------------------------------
@@ -83,9 +102,9 @@ class ImageMeta:
         if not isinstance(self.ranges, list) or not self.ranges:
             raise ImageError(f"{where}: no ranges")
         for i, r in enumerate(self.ranges):
-            if not isinstance(r, dict) or not all(isinstance(r.get(k), int) and r[k] >= 0 for k in ("gpa", "offset", "size")) \
+            if not isinstance(r, dict) or not all(_int(r.get(k)) and r[k] >= 0 for k in ("gpa", "offset", "size")) \
                     or r["size"] == 0:
-                raise ImageError(f"{where}: range {i} must have non-negative integers gpa, offset and size > 0: {r!r}")
+                raise ImageError(f"{where}: range {i} must have non-negative integers gpa, offset and size > 0: {_short(r)}")
         spans = sorted((r["gpa"], r["gpa"] + r["size"]) for r in self.ranges)
         for (s1, e1), (s2, e2) in zip(spans, spans[1:]):
             if s2 < e1:
@@ -96,9 +115,9 @@ class ImageMeta:
                     raise ImageError(f"{where}: the image is truncated: range {_fmt(r)} needs file bytes "
                                      f"{r['offset']:#x}-{r['offset'] + r['size']:#x}, but the file holds {file_size:#x}")
         for c in self.cpus:
-            if not isinstance(c, dict) or not isinstance(c.get("cpu"), int) or c.get("mode") not in MODES \
-                    or not isinstance(c.get("regs"), dict) or not all(isinstance(v, int) for v in c["regs"].values()):
-                raise ImageError(f"{where}: cpu entry {c!r}: needs cpu (int), mode (one of {', '.join(MODES)}) "
+            if not isinstance(c, dict) or not _int(c.get("cpu")) or c.get("mode") not in MODES \
+                    or not isinstance(c.get("regs"), dict) or not all(_int(v) for v in c["regs"].values()):
+                raise ImageError(f"{where}: cpu entry {_short(c)}: needs cpu (int), mode (one of {', '.join(MODES)}) "
                                  f"and regs (name -> int)")
 
     # -- what the rest of splitdbg asks -------------------------------------------------------
@@ -131,6 +150,19 @@ class ImageMeta:
         except (TypeError, ValueError):
             return None
         return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(v, n: int = 120) -> str:
+    """repr of a value from a sidecar, cut short: a bad field may be huge (or deeply nested)."""
+    try:
+        text = repr(v)
+    except RecursionError:
+        text = f"<deeply nested {type(v).__name__}>"
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _fmt(r: dict) -> str:

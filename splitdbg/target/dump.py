@@ -7,14 +7,15 @@ Python buffers); detaching lets the guest run on, also when the copy fails.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 from ..dbg.gdbmi import GdbMI
 from ..errors import SplitdbgError
+from ..fileio import AtomicFile, check_writable
 from ..mem import find_ram_file
 from ..mem.gdbstub import CHUNK, GdbstubMemory
 from ..mem.image import REGISTERS, ImageFile, ImageMeta, now_iso, q35_meta, sidecar_path
@@ -102,8 +103,16 @@ def from_the_image(image: str, meta: ImageMeta, vmlinux: str | None) -> tuple[li
     return modes, cmdline
 
 
+def dump_outputs(out: str, serial_log: str | None = None) -> list[Path]:
+    """The files a dump to `out` writes: the image, its sidecar, the serial log when there is one."""
+    files = [Path(out), sidecar_path(out)]
+    if serial_log and Path(serial_log).is_file():
+        files.append(Path(out).with_suffix(".serial.log"))
+    return files
+
+
 def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | None = None,
-         prefer: str = "auto") -> dict:
+         prefer: str = "auto", force: bool = False) -> dict:
     """Stop the guest, copy its RAM to `out` and the sidecar next to it, let it run on.
 
     The RAM comes from QEMU's shared RAM file (q35 layout, sparse copy) when this machine can read
@@ -111,12 +120,17 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
     them, packed one after the other in the image (about 10 MB/s: the guest stands still that long).
     `serial_log`: the guest's console log, copied next to the image (x.raw -> x.serial.log) after
     the guest runs again, since the guest's own log goes when the guest goes.
+    Existing files are refused before the guest is touched, unless `force`; each file is written
+    to a temporary file and renamed into place only once all of them are complete (splitdbg/fileio):
+    a dump that fails (a full disk, a guest gone) leaves whatever was there before untouched.
     Returns what was done and how fast: {"image", "sidecar", "bytes", "copied", "seconds", ...}."""
     if prefer not in ("auto", "shared-ram-file", "gdbstub"):
         raise SplitdbgError(f"unknown memory backend {prefer!r}")
     host, _, port = target.rpartition(":")
     if not port.isdigit():
         raise SplitdbgError(f"dump needs a live QEMU target :PORT or HOST:PORT, not {target!r}")
+    for f in dump_outputs(out, serial_log):
+        check_writable(f, force=force, thing="dump")
     t0 = time.monotonic()
     dbg = GdbMI.connect(f"{host or 'localhost'}:{port}")    # attaching stops every vCPU
     t_stop = time.monotonic()
@@ -134,7 +148,8 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
             cpus.append({"cpu": cpu, "mode": "native", "regs": {k: regs[k] for k in REGISTERS if k in regs}})
         meta_kw = dict(source=_qemu_version(dbg), created=now_iso(), vmlinux=vmlinux, cpus=cpus)
         t_copy = time.monotonic()
-        dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        img = AtomicFile(out, force=force)
+        dst = img.fd
         try:
             if found:
                 ram_file, ram_size = found
@@ -149,27 +164,40 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
             else:
                 meta, copied = _copy_through_gdbstub(dbg, dst, meta_kw)
                 how = "RAM read through the gdbstub"
-        finally:
-            os.close(dst)
+        except OSError as exc:                              # ENOSPC, EDQUOT...: one line, nothing replaced
+            raise img.failure(exc) from exc
         copy_s = time.monotonic() - t_copy
     except BaseException:
         dbg.close()                                         # the guest runs on even when the dump fails
-        Path(out).unlink(missing_ok=True)
+        if "img" in locals():
+            img.abort()                                     # only our temporary file: never the user's
         raise
     dbg.close()                                             # detaching lets the guest run on
     stopped_s = time.monotonic() - t_stop
-    modes, meta.kernel_cmdline = from_the_image(out, meta, vmlinux)
-    for c, mode in zip(meta.cpus, modes):
-        c["mode"] = mode
-    meta.notes.append(f"{how} copied while every vCPU was stopped by gdb ({stopped_s:.2f} s stopped)")
-    if meta.cpus and any(c["mode"] != "native" for c in meta.cpus):
-        meta.notes.append("CPU modes inferred from RIP (splitkernel.ko's text: svm-host); QEMU does not report SVM guest mode")
-    if serial_log and Path(serial_log).is_file():
-        keep = Path(out).with_suffix(".serial.log")
-        shutil.copyfile(serial_log, keep)
-        meta.serial_log = str(keep.resolve())
-    side = sidecar_path(out)
-    meta.save(side)
+    pending = [img]
+    try:
+        modes, meta.kernel_cmdline = from_the_image(img.tmp, meta, vmlinux)
+        for c, mode in zip(meta.cpus, modes):
+            c["mode"] = mode
+        meta.notes.append(f"{how} copied while every vCPU was stopped by gdb ({stopped_s:.2f} s stopped)")
+        if meta.cpus and any(c["mode"] != "native" for c in meta.cpus):
+            meta.notes.append("CPU modes inferred from RIP (splitkernel.ko's text: svm-host); QEMU does not report SVM guest mode")
+        if serial_log and Path(serial_log).is_file():
+            keep = Path(out).with_suffix(".serial.log")
+            log = AtomicFile(keep, force=force)
+            pending.append(log)
+            log.write(Path(serial_log).read_bytes())
+            meta.serial_log = str(keep.resolve())
+        side = sidecar_path(out)
+        sc = AtomicFile(side, force=force)
+        pending.append(sc)
+        sc.write((json.dumps(meta.to_dict(), indent=1) + "\n").encode())
+        for f in pending:                                   # the image first: a sidecar never names a missing one
+            f.commit()
+    except BaseException:
+        for f in pending:
+            f.abort()
+        raise
     ram = sum(r["size"] for r in meta.ranges)
     return {"image": out, "sidecar": str(side), "bytes": ram, "copied": copied, "cpus": len(cpus),
             "backend": "gdbstub" if not found else "shared-ram-file", "seconds": time.monotonic() - t0,

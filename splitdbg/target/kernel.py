@@ -11,7 +11,7 @@ from functools import cached_property
 
 from ..arch import x86_paging
 from ..errors import MemoryReadError, SplitdbgError
-from .symbols import ElfSymbols
+from .symbols import ElfSymbols, check_vmlinux
 from .types import DwarfTypes
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000  # __START_KERNEL_map: the kernel image's virtual base
@@ -54,6 +54,7 @@ class Kernel:
 
     def __init__(self, mem, vmlinux: str, mode: x86_paging.PagingMode | None = None):
         self.mem = mem
+        check_vmlinux(vmlinux, what="vmlinux")     # a user program, a .ko, a truncated file: say so, in one line
         self.symbols = ElfSymbols(vmlinux)
         self.types = DwarfTypes(vmlinux, self.symbols.build_id)
         self.types.load(*self.STRUCTS)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
@@ -92,6 +93,54 @@ class ElfSymbols:
             return f"{addr:#x}"
         sym, off = hit
         return f"{sym.name}+{off:#x}" if off else sym.name
+
+
+START_KERNEL_MAP = 0xFFFFFFFF80000000    # where an x86-64 vmlinux's text is linked
+
+
+def check_vmlinux(path: str | Path, what: str = "--vmlinux") -> None:
+    """Raise SymbolError (one line) unless `path` is an x86-64 Linux kernel ELF with a symbol table:
+    not a user program (/bin/ls), not a module (.ko, relocatable), not text, not a truncated file.
+    Reads the ELF and section headers only (milliseconds, even for a 58 MB vmlinux)."""
+    p = Path(path)
+    if not p.exists():
+        raise SymbolError(f"{what} {p}: no such file")
+    if not p.is_file():
+        raise SymbolError(f"{what} {p}: not a file")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                raise SymbolError(f"{what} {p}: not an ELF file (a kernel with symbols is the vmlinux of the build)")
+            f.seek(0)
+            elf = ELFFile(f)
+            h = elf.header
+            if elf.elfclass != 64 or h["e_machine"] != "EM_X86_64":
+                raise SymbolError(f"{what} {p}: an ELF for {h['e_machine']} ({elf.elfclass}-bit), not x86-64")
+            if h["e_type"] == "ET_REL":
+                raise SymbolError(f"{what} {p}: a relocatable object (a module .ko?), not the kernel's vmlinux")
+            if h["e_type"] != "ET_EXEC":
+                raise SymbolError(f"{what} {p}: an ELF {h['e_type']} (a user program or library?), not vmlinux")
+            if h["e_shoff"] + h["e_shnum"] * h["e_shentsize"] > size:
+                raise SymbolError(f"{what} {p}: truncated: its section headers end at {h['e_shoff'] + h['e_shnum'] * h['e_shentsize']:#x}, "
+                                  f"the file at {size:#x}")
+            text = symtab = None
+            for sec in elf.iter_sections():
+                if sec["sh_type"] != "SHT_NOBITS" and sec["sh_offset"] + sec["sh_size"] > size:
+                    raise SymbolError(f"{what} {p}: truncated: section {sec.name} ends at "
+                                      f"{sec['sh_offset'] + sec['sh_size']:#x}, the file at {size:#x}")
+                if sec.name == ".text":
+                    text = sec
+                elif sec.name == ".symtab":
+                    symtab = sec
+    except SymbolError:
+        raise
+    except (OSError, ELFError, ConstructError, ValueError, KeyError, IndexError) as exc:   # pyelftools on junk
+        raise SymbolError(f"{what} {p}: not a readable ELF file: {' '.join(str(exc).split())}") from exc
+    if text is None or text["sh_addr"] < START_KERNEL_MAP:
+        raise SymbolError(f"{what} {p}: not a Linux kernel (its .text is not linked at {START_KERNEL_MAP:#x})")
+    if not isinstance(symtab, SymbolTableSection) or symtab.num_symbols() <= 1:    # entry 0 is the null symbol
+        raise SymbolError(f"{what} {p}: the kernel has no symbol table (stripped?)")
 
 
 def _build_id(elf: ELFFile) -> str | None:

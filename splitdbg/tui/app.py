@@ -7,12 +7,14 @@ update from it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 
 from rich.markup import escape as esc
 from rich.text import Text
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -33,7 +35,8 @@ HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation
   z           stop / continue the guest (gdb attaches / detaches)
   b           run until a CPU enters the root-mode handler (breakpoint on sk_svm_handle_exit)
   enter       open the selected container's map, or an event's detail
-  /           filter (events: pid=N, kind=K or text; map: r w x -w differs isolated protected START-END)
+  /           filter (events: pid=N, kind=K or text; map: r w x u -r -w -x -u differs isolated protected
+              START-END); a word that means nothing is refused, the filter shown stays
   p           pause / resume the event log;  f: follow the newest event
   s           save the screen as SVG;  e: export the events as JSON lines
   ?           this help;  q: quit
@@ -138,6 +141,7 @@ class SplitdbgApp(App):
     TITLE = "splitdbg"
     BINDINGS = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),   # not textual's "press ctrl+q" hint
         Binding("question_mark", "help", "help"),
         Binding("1", "tab('containers')", "containers"),
         Binding("2", "tab('map')", "map"),
@@ -153,6 +157,7 @@ class SplitdbgApp(App):
         Binding("e", "export", "export events"),
     ]
 
+    retry_after = 2.0                     # seconds between tries of a lost target
     paused = reactive(False)
     guest_state = reactive("running")
     selected_container = reactive(0)
@@ -160,6 +165,10 @@ class SplitdbgApp(App):
     def __init__(self, source, interval: float = 0.5, polls: int | None = None) -> None:
         super().__init__()
         self.source, self.interval, self.polls = source, interval, polls
+        # Set when the app ends (q, Ctrl-C, any exit): the poller and guest control stop waiting at
+        # once. A thread worker cannot be interrupted, and asyncio.run waits for it at exit: a poller
+        # that slept on, or looped forever, kept `q` from ever returning.
+        self.stopping = threading.Event()
         self.snap: Snapshot | None = None
         self.rates: deque[float] = deque([0.0] * 60, maxlen=60)
         self._last_exits: tuple[float, int] | None = None
@@ -206,21 +215,32 @@ class SplitdbgApp(App):
     # -- data ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True)
     def poller(self) -> None:
+        worker = get_current_worker()
+
+        def done() -> bool:
+            return self.stopping.is_set() or worker.is_cancelled
+
         n = 0
-        while self.polls is None or n < self.polls:
+        while (self.polls is None or n < self.polls) and not done():
             try:
                 snap = self.source.poll()
+                if done():
+                    return
                 self.post_message(SnapshotArrived(snap))
                 if self.offline:
                     return               # an image never changes: one snapshot is all there is
             except SplitdbgError as exc:
                 self.post_message(TargetLost(str(exc)))
-                time.sleep(2)            # then try again: the target may come back
+                self.stopping.wait(self.retry_after)     # then try again: the target may come back
             except OSError as exc:
                 self.post_message(TargetLost(f"{type(exc).__name__}: {exc}"))
-                time.sleep(2)
+                self.stopping.wait(self.retry_after)
             n += 1
-            time.sleep(self.interval)
+            self.stopping.wait(self.interval)            # returns at once when the app ends
+
+    def exit(self, *args, **kwargs) -> None:
+        self.stopping.set()
+        super().exit(*args, **kwargs)
 
     def on_target_lost(self, msg: TargetLost) -> None:
         self.lost = msg.why
@@ -410,7 +430,7 @@ class SplitdbgApp(App):
             self.call_from_thread(self.notify, "control needs a live target", severity="warning")
             return
         try:
-            state = fn()
+            state = fn(cancelled=self.stopping.is_set) if what == "break_at_handler" else fn()
         except SplitdbgError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -457,14 +477,35 @@ class SplitdbgApp(App):
         box.value = self.map_filter if tab == "map" else self.event_filter
         box.focus()
 
+    EVENT_KINDS = ("exit", "violation", "cr3-switch", "hypercall", "enter-nr", "cr4-blocked", "lifecycle")
+
+    def check_event_filter(self, text: str) -> None:
+        """pid=N must name a number and kind=K a kind of event; other words are text to look for."""
+        for word in text.split():
+            if word.startswith("pid=") and not word[4:].isdigit():
+                raise SplitdbgError(f"filter {word!r}: pid= takes a process id (a number)")
+            if word.startswith("kind=") and word[5:] not in self.EVENT_KINDS:
+                raise SplitdbgError(f"filter {word!r}: kind= takes one of {', '.join(self.EVENT_KINDS)}")
+
     @on(Input.Submitted, "#filter")
     def apply_filter(self, event: Input.Submitted) -> None:
-        if self.query_one("#tabs", TabbedContent).active == "map":
-            self.map_filter = event.value
-            self.render_map() if self.snap else None
-        else:
-            self.event_filter = event.value
-            self.render_events() if self.snap else None
+        # A filter that cannot mean anything is said so, and the one shown stays: an unknown word
+        # used to be ignored, so that the map showed everything under a filter that looked applied.
+        from ..cli.render import parse_filter
+
+        try:
+            if self.query_one("#tabs", TabbedContent).active == "map":
+                parse_filter(event.value, "filter")
+                self.map_filter = event.value
+                self.render_map() if self.snap else None
+            else:
+                self.check_event_filter(event.value)
+                self.event_filter = event.value
+                self.render_events() if self.snap else None
+                if self.snap and event.value.strip() and not self.events_shown:
+                    self.notify(f"no event matches {event.value!r}", severity="warning")
+        except SplitdbgError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
         event.input.display = False
         active = self.query_one("#tabs", TabbedContent).active
         self.query_one({"map": "#ranges-table", "events": "#events-table"}.get(active, "#containers-table")).focus()
@@ -481,15 +522,23 @@ class SplitdbgApp(App):
             t.move_cursor(row=t.row_count - 1)
 
     def action_svg(self) -> None:
-        path = self.save_screenshot()
-        self.notify(f"saved {path}")
+        self._save(f"splitdbg-screen-{time.strftime('%Y-%m-%dT%H_%M_%S')}.svg", self.export_screenshot(), "screen saved")
 
     def action_export(self) -> None:
-        path = f"splitdbg-events-{int(time.time())}.jsonl"
-        with open(path, "w") as f:
-            for e in self.events_shown:
-                f.write(json.dumps(e.__dict__) + "\n")
-        self.notify(f"{len(self.events_shown)} events written to {path}")
+        data = "".join(json.dumps(e.__dict__) + "\n" for e in self.events_shown)
+        self._save(f"splitdbg-events-{int(time.time())}.jsonl", data, f"{len(self.events_shown)} events written")
+
+    def _save(self, path: str, data: str, what: str) -> None:
+        """Whole or not at all, and never over an existing file (splitdbg/fileio): a full disk or a
+        name already taken is a notice, the old file stays."""
+        from ..fileio import atomic_write
+
+        try:
+            atomic_write(path, data)
+        except SplitdbgError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.notify(f"{what} to {path}")
 
     @on(DataTable.RowSelected, "#containers-table")
     def open_container(self, event: DataTable.RowSelected) -> None:
@@ -502,4 +551,5 @@ class SplitdbgApp(App):
         self.push_screen(EventDetail(self.events_shown[int(event.row_key.value)], self.snap.names if self.snap else None))
 
     def on_unmount(self) -> None:
+        self.stopping.set()
         self.source.close()

@@ -69,7 +69,7 @@ class LiveSource:
             self.control = None
         return "running"
 
-    def break_at_handler(self, timeout: float = 20.0) -> str:
+    def break_at_handler(self, timeout: float = 20.0, cancelled=None) -> str:
         """Run the guest until a CPU enters the root-mode handler (a breakpoint on
         sk_svm_handle_exit), and say which exit brought it there."""
         from ..lab import REPO
@@ -90,7 +90,7 @@ class LiveSource:
         if "Breakpoint" not in out:
             raise SplitdbgError(f"cannot set a breakpoint on the handler: {out.strip()}")
         dbg.cont()
-        hit = dbg.wait_stopped(timeout)
+        hit = dbg.wait_stopped(timeout, cancelled=cancelled)     # the TUI quitting ends the wait
         if not hit:
             dbg.interrupt()
         dbg.execute("delete")

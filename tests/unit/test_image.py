@@ -228,3 +228,34 @@ def test_dump_through_the_gdbstub_packs_the_mtree_ranges(tmp_path):
         assert m.read(0, 0x2000) == stub.phys[:0x2000] and m.read(0x3000, 0x1000) == stub.phys[0x3000:0x4000]
         with pytest.raises(MemoryReadError):
             m.read(0x2000, 1)
+
+
+def test_a_sidecar_of_wrong_types_or_deep_nesting_is_a_one_line_error(image, capsys):
+    """No TypeError or RecursionError traceback: each a one-line ImageError, exit code 2 from the CLI."""
+    from splitdbg.cli import main
+
+    side = sidecar_path(image)
+    good = json.loads(side.read_text())
+    deep = "[" * 100000 + "]" * 100000
+    cases = [(json.dumps({**good, "vmlinux": 5}), "vmlinux must be a path or null, not 5"),
+             (json.dumps({**good, "source": ["q"]}), "source must be a string"),
+             (json.dumps({**good, "notes": "one"}), "notes must be a list"),
+             (json.dumps({**good, "notes": [1]}), "notes must be a list of strings"),
+             (json.dumps({**good, "cpus": {"0": 1}}), "cpus must be a list"),
+             (json.dumps({**good, "ranges": [{"gpa": True, "offset": 0, "size": 1}]}), "non-negative integers"),
+             (json.dumps({**good, "ranges": [{"gpa": -1, "offset": 0, "size": 1, "x": [1] * 1000}]}), r"\.\.\.$"),
+             ('{"format": "splitdbg-image", "version": 1, "ranges": ' + deep + "}", "nested too deeply"),
+             (deep, "nested too deeply"),
+             ('{"format": ' + deep + "}", "nested too deeply"),
+             ('{"format": "splitdbg-image", "version": 1, "source": "s", "created": "c", "ranges": [{"gpa": 0, '
+              '"offset": 0, "size": 1}], "kernel_cmdline": ' + "[" * 500 + "]" * 500 + "}", "kernel_cmdline must be")]
+    for text, msg in cases:
+        side.write_text(text)
+        with pytest.raises(ImageError, match=msg):
+            ImageFile(str(image))
+        rc = main(["status", str(image)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and len(err) < 600, err
+    side.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ImageError, match="binary"):
+        ImageFile(str(image))

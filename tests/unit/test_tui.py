@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Static
 
 from splitdbg.target.snapshot import Snapshot
@@ -166,7 +167,7 @@ class FlakySource:
 def test_a_lost_target_is_shown_and_the_app_recovers(monkeypatch):
     import splitdbg.tui.app as tui
 
-    monkeypatch.setattr(tui.time, "sleep", lambda s: None)   # no 2 s back-off in a test
+    monkeypatch.setattr(tui.SplitdbgApp, "retry_after", 0.0)   # no 2 s back-off in a test
 
     async def go():
         a = SplitdbgApp(FlakySource(), interval=0.05, polls=6)
@@ -192,3 +193,127 @@ def test_map_filter_by_address_range():
             root = last_snapshot().container(0)
             assert t.row_count == sum(1 for r in root.ranges if r.start < 0x1200000 and r.end > 0x1000000) > 0
     run(go())
+
+
+def test_export_never_replaces_a_file_and_a_full_disk_is_a_notice(tmp_path, monkeypatch):
+    """`e` (and `s`) write through splitdbg/fileio: a name already taken, or a disk that fills up,
+    is a notice and the old file stays byte for byte; otherwise the file is written whole."""
+    import errno
+    import os
+
+    import splitdbg.fileio as fileio
+    import splitdbg.tui.app as tui
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tui.time, "time", lambda: 1234)
+    taken = tmp_path / "splitdbg-events-1234.jsonl"
+
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("3")
+            a.event_filter = "kind=violation"
+            a.render_events()
+            taken.write_text("someone's notes\n")
+            await pilot.press("e")
+            await pilot.pause(0.1)
+            assert any("exists" in str(n.message) and "--force" in str(n.message) for n in a._notifications)
+            assert taken.read_text() == "someone's notes\n"
+            taken.unlink()
+            await pilot.press("e")
+            await pilot.pause(0.1)
+            lines = taken.read_text().splitlines()
+            assert len(lines) == len(a.events_shown) > 0
+            taken.unlink()
+            with monkeypatch.context() as m:
+                m.setattr(fileio.os, "write", lambda fd, data: (_ for _ in ()).throw(
+                    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+                await pilot.press("s")
+                await pilot.pause(0.1)
+            assert any("No space left on device" in str(n.message) for n in a._notifications)
+            assert os.listdir(tmp_path) == []                 # no partial SVG, no temporary file
+    run(go())
+
+
+def test_a_filter_word_that_means_nothing_is_refused_not_matching_everything():
+    async def go():
+        a = app()
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("2")
+            ranges = a.query_one("#ranges-table", DataTable)
+            everything = ranges.row_count
+            for word in ("differs", "zzz"):
+                await pilot.press("slash")
+                a.query_one("#filter").value = word
+                await pilot.press("enter")
+                await pilot.pause(0.1)
+            assert a.map_filter == "differs"              # the last good filter stays
+            assert ranges.row_count < everything
+            assert any("'zzz': not a filter word" in str(n.message) and "differs" in str(n.message)
+                       for n in a._notifications)
+            await pilot.press("3")
+            await pilot.press("slash")
+            a.query_one("#filter").value = "kind=violatoin"
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert a.event_filter == "" and any("kind= takes one of" in str(n.message) for n in a._notifications)
+            await pilot.press("slash")
+            a.query_one("#filter").value = "zzz"
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert a.events_shown == [] and any("no event matches 'zzz'" in str(n.message) for n in a._notifications)
+    run(go())
+
+
+def quit_time(key: str, source=None, interval: float = 0.5, before: float = 0.5) -> float:
+    """Seconds from pressing `key` to the app having ended, its worker threads included: run_test
+    returns only after asyncio.run-like shutdown of the poller (which, looping on, used to hang)."""
+    import threading
+    import time
+
+    seen = {}
+
+    async def go():
+        a = SplitdbgApp(source or ReplaySource(str(REC)), interval=interval)    # polls for ever, as live
+        async with a.run_test(size=(120, 40)) as pilot:
+            await pilot.pause(before)
+            assert a.snap is not None
+            seen["t0"] = time.monotonic()
+            await pilot.press(key)
+        seen["app"] = time.monotonic()
+        return a
+
+    def main():
+        asyncio.run(go())            # asyncio.run also waits for the default executor's threads
+        seen["t1"] = time.monotonic()
+    t = threading.Thread(target=main, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), f"{key!r} did not end the app within 10 s"
+    took = seen["t1"] - seen["t0"]
+    print(f"{key!r}: the app ended in {seen['app'] - seen['t0']:.3f} s, its threads in {took:.3f} s")
+    return took
+
+
+@pytest.mark.parametrize("key", ["q", "ctrl+c"])
+def test_quitting_a_replay_is_immediate(key):
+    assert quit_time(key) < 2.0              # measured about 0.1 s; the goal is 0.5 s
+
+
+def test_quitting_while_the_target_is_lost_does_not_wait_out_the_back_off():
+    class Gone:
+        target = "gone"
+        calls = 0
+
+        def poll(self):
+            Gone.calls += 1
+            if Gone.calls > 1:
+                from splitdbg.errors import TargetGone
+                raise TargetGone("the gdbstub is gone")
+            return ReplaySource(str(REC)).poll()
+
+        def close(self):
+            pass
+    assert quit_time("q", Gone(), interval=0.05, before=0.5) < 1.5      # the back-off is 2 s
