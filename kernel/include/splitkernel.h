@@ -108,7 +108,18 @@ struct sk_event {               /* 112 bytes */
 	                               type 10:8, error code valid 11) and its error code (bits 63:32) */
 };
 
-struct sk_ring {                /* per CPU; entries follow the header */
+/* The second-level walk of a violation's guest-physical address as the handler found it at the
+ * exit, before its action changed anything: entry[0] is the top level's (PML5E or PML4E), then
+ * one a level down to the entry that ended the walk (a leaf, or one not present); 0 after that.
+ * Kept beside each security-ring entry (the same slot), so a verdict never depends on tables as
+ * they are later. */
+#define SK_WALK_LEVELS 5
+struct sk_walk {
+	__u64 entry[SK_WALK_LEVELS];
+};
+
+struct sk_ring {                /* per CPU; entries follow the header; in the security ring,
+	                               struct sk_walk walk[entries] follows the entries */
 	__u64 head;                 /* events ever written (the next seq is head + 1) */
 	__u64 overflow;             /* events overwritten before... i.e. max(0, head - entries) at write time */
 	__u32 entries;              /* SK_RING_ENTRIES, or half of it above 4 CPUs */

@@ -27,6 +27,7 @@ struct sk_exit_info {
 	u64 slat_root;       /* nCR3 / EPTP in force */
 	u16 cpl;
 	u64 intinfo;         /* EXITINTINFO / IDT-vectoring information (31:0), its error code (63:32) */
+	struct sk_walk walk; /* a violation's second-level walk at the exit (sk_violation) */
 };
 
 /* One per CPU, in the pool. The first four fields are used by sk_vmrun.S: keep them first. */
@@ -147,6 +148,7 @@ int sk_unprotect(u64 pa);
 int sk_modtext_add(u64 pa, u32 perm);
 int sk_modtext_del(u64 pa);
 u64 *sk_entry_ptr(u64 ncr3, u64 gpa, int level);
+void sk_slat_walk(u64 top_pa, u64 gpa, struct sk_walk *w);
 int sk_container_add_pgd(u32 id, u64 pgd);
 void sk_container_del_pgd(u64 pgd);
 u32 sk_container_of_pgd(u64 pgd);

@@ -69,6 +69,9 @@ static void ring_write(struct sk_ring *ring, struct sk_cpu *c, u32 kind, u32 reg
 	e->extra = extra;
 	e->guest_linear = c->ex.gla;
 	e->exitintinfo = c->ex.intinfo;
+	if (ring->ring_kind == SK_RING_SECURITY)
+		((struct sk_walk *)&ring->ev[ring->entries])[(seq - 1) & (ring->entries - 1)] =
+			kind == SK_EV_VIOLATION ? c->ex.walk : (struct sk_walk){};
 	barrier();
 	e->seq = seq;
 	barrier();
@@ -216,6 +219,8 @@ void sk_violation(struct sk_cpu *c, u64 gpa)
 
 	ct->counters.exits_npf++;
 	c->flush = 1;
+	/* The walk as the hardware saw it, before the probe is undone or the policy changes it. */
+	sk_slat_walk(c->ex.slat_root, gpa, &c->ex.walk);
 	if (READ_ONCE(sk.probe_entry) && sk.probe_cpu != c->cpu) {
 		/* Another CPU's probe changed an entry this CPU (lazily in the prober's container, e.g.
 		 * a kernel thread on its vmalloc'd stack) just met. Not a violation: wait until the

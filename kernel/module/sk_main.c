@@ -603,7 +603,8 @@ static int carve_pool(void)
 	sk.sec_ring_entries = num_online_cpus() > 4 ? SK_SEC_RING_ENTRIES / 2 : SK_SEC_RING_ENTRIES;
 	for_each_online_cpu(cpu) {
 		int i, pages = (sizeof(struct sk_ring) + sk.ring_entries * sizeof(struct sk_event)) / PAGE_SIZE + 1;
-		int sec_pages = (sizeof(struct sk_ring) + sk.sec_ring_entries * sizeof(struct sk_event)) / PAGE_SIZE + 1;
+		int sec_pages = (sizeof(struct sk_ring) + sk.sec_ring_entries *
+				 (sizeof(struct sk_event) + sizeof(struct sk_walk))) / PAGE_SIZE + 1;
 
 		if (cpu >= SK_MAX_CPUS)
 			return -E2BIG;

@@ -415,6 +415,29 @@ u32 sk_container_of_pgd(u64 pgd)
 	return id;
 }
 
+/*
+ * The entries on gpa's path through the tables at top_pa, top level first, down to the one that
+ * ends the walk. Every table of ours is in the pool: an address outside it (an entry the probe
+ * made with reserved bits, say) ends the walk rather than being followed.
+ */
+void sk_slat_walk(u64 top_pa, u64 gpa, struct sk_walk *w)
+{
+	u64 *t, pa = top_pa & NP_ADDR, e;
+	int l;
+
+	memset(w, 0, sizeof(*w));
+	for (l = sk.nlevels; l >= 1; l--) {
+		if (pa < sk.pool_pa || pa >= sk.pool_pa + SK_POOL_SIZE)
+			return;
+		t = tbl(pa);
+		e = READ_ONCE(t[(gpa >> (12 + 9 * (l - 1))) & 511]);
+		w->entry[sk.nlevels - l] = e;
+		if (l == 1 || !present(e) || (l <= 3 && (e & SL_PS)))
+			return;
+		pa = e & NP_ADDR;
+	}
+}
+
 /* Address of the nested entry at `level` on gpa's path (splitting large pages above it), or NULL. */
 u64 *sk_entry_ptr(u64 ncr3, u64 gpa, int level)
 {

@@ -164,7 +164,13 @@ def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: i
     if last:
         evs = evs[-last:]
     return "\n".join([events_header(s.slat)] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
-                                                    e.exitinfo1, e.exitinfo2, e.rip, e.check, e.delivery) for e in evs])
+                                                    e.exitinfo1, e.exitinfo2, e.rip, _verdict(e), e.delivery)
+                                         for e in evs])
+
+
+def _verdict(e) -> str:
+    """The model's verdict, marked when it comes from today's tables rather than the walk at exit."""
+    return f"{e.check} (tables now)" if e.check and e.check_basis == "now" else e.check
 
 
 def walk(w: dict) -> str:

@@ -13,6 +13,7 @@ from ..errors import SplitdbgError
 from dataclasses import asdict, dataclass, field
 
 from ..vmx_model import slat_ranges
+from ..vmx_model.crosscheck import basis as check_basis
 from ..vmx_model.crosscheck import crosscheck_event
 from .detail import event_detail
 from .splitkernel import ModuleNotLoaded, SplitKernel
@@ -82,6 +83,8 @@ class EventRec:
     exitintinfo: int = 0         # EXITINTINFO / IDT-vectoring information (error code in bits 63:32)
     delivery: str = ""           # the event whose delivery the exit interrupted, decoded ("" if none)
     ring: int = 0                # the CPU's ring that held it: 0 the busy ring, 1 the security ring
+    slat_walk: list[int] | None = None   # violations: the second-level entries walked at the exit, top first
+    check_basis: str = ""        # violations: "at exit" (verdict from the recorded walk) or "now" (today's tables)
 
 
 # What the manuals call each field, by second-level format: the presentation takes its labels here.
@@ -228,9 +231,12 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         for e in sk.events():
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra,
-                           guest_linear=e.guest_linear, exitintinfo=e.exitintinfo, ring=e.ring)
+                           guest_linear=e.guest_linear, exitintinfo=e.exitintinfo, ring=e.ring,
+                           slat_walk=list(e.slat_walk) or None)
             rec.delivery = sk.delivery(e)
             key = (e.cpu, e.ring, e.seq, e.tsc)
+            if e.kind_name == "violation":
+                rec.check_basis = check_basis(e)
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again
             elif crosscheck and e.kind_name == "violation":

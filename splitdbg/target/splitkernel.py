@@ -37,6 +37,8 @@ EVENT_FIELDS = ("seq", "tsc", "cpu", "container", "pid", "kind", "exit_code", "e
                 "cr3", "slat_root", "cpl", "region", "action", "extra", "guest_linear", "exitintinfo")
 RING_HEADER = struct.Struct("<QQIIII")        # head, overflow, entries, event_size, cpu, ring_kind
 _SEQ_TSC = struct.Struct("<QQ")
+WALK_LEVELS = 5
+WALK = struct.Struct(f"<{WALK_LEVELS}Q")      # struct sk_walk, beside each security-ring entry
 COUNTERS = struct.Struct("<6Q6Q5Q")
 COUNTER_FIELDS = ("exits", "exits_npf", "exits_cr3", "exits_vmmcall", "exits_other", "cr3_switches_in")
 CONTAINER_HEAD = struct.Struct("<IIIIQII")     # id, active, owner_pid, policy, ncr3, npgds, nisolated
@@ -86,6 +88,7 @@ class Event:
     guest_linear: int = 0     # VMX EPT violations: the guest-linear address (exit qualification bit 7)
     exitintinfo: int = 0      # the event being delivered: EXITINTINFO / IDT-vectoring info, error code in 63:32
     ring: int = 0             # which of the CPU's rings held it: RING_ALL (0) or RING_SECURITY (1); not in the struct
+    slat_walk: tuple[int, ...] = ()   # violations: the second-level entries on the walk at the exit, top first
 
     @property
     def kind_name(self) -> str:
@@ -101,6 +104,7 @@ class Event:
 
     def as_dict(self) -> dict:
         d = {f: getattr(self, f) for f in EVENT_FIELDS + ("ring",)}
+        d["slat_walk"] = list(self.slat_walk)
         d.update(kind_name=self.kind_name, action_name=self.action_name, region_name=self.region_name)
         return d
 
@@ -336,8 +340,10 @@ class SplitKernel:
         first = max(since + 1, head - entries + 1, 1)
         if head < first:
             return ring
-        # Read the whole array once and pick the live slots; torn or stale ones are skipped.
-        raw = self.mem.read(pa + RING_HEADER.size, entries * event_size)
+        # Read the whole array once and pick the live slots; torn or stale ones are skipped. The
+        # security ring keeps each violation's second-level walk after the entries, slot for slot.
+        walks = kind == RING_SECURITY
+        raw = self.mem.read(pa + RING_HEADER.size, entries * (event_size + (WALK.size if walks else 0)))
         cache = self.event_cache
         for seq in range(first, head + 1):
             off = ((seq - 1) % entries) * event_size
@@ -346,7 +352,12 @@ class SplitKernel:
                 continue                       # torn or already overwritten
             ev = cache.get((rcpu, kind, seq, tsc))
             if ev is None:
-                ev = cache[(rcpu, kind, seq, tsc)] = Event(*EVENT.unpack_from(raw, off), ring=kind)
+                walk = ()
+                if walks:
+                    walk = WALK.unpack_from(raw, entries * event_size + ((seq - 1) % entries) * WALK.size)
+                    walk = walk if any(walk) else ()
+                ev = cache[(rcpu, kind, seq, tsc)] = Event(*EVENT.unpack_from(raw, off), ring=kind,
+                                                           slat_walk=walk)
             ring.events.append(ev)
         if len(cache) > 8 * MAX_CPUS * entries:
             cache.clear()

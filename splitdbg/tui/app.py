@@ -85,6 +85,13 @@ class EventDetail(ModalScreen):
                  f"{n['exit']} {e.exit_code:#x}   {n['info1']} {e.exitinfo1:#x}   {n['info2']} {e.exitinfo2:#x}"
                  + (f"   guest-linear {e.guest_linear:#x}" if e.guest_linear else ""),
                  f"guest CR3 {e.cr3:#x}   {n['root']} {e.slat_root:#x}"]
+        if e.check_basis:
+            lines.insert(1, "judged on the second-level walk the handler recorded at the exit"
+                         if e.check_basis == "at exit" else
+                         "judged on today's tables (the module recorded no walk): later changes may show")
+        if e.slat_walk:
+            lines.append(f"{n['walk']} at the exit (top level first): "
+                         + " -> ".join(f"{x:#x}" for x in e.slat_walk if x))
         if e.delivery:
             lines.append(f"{n['intinfo']}: the exit interrupted the delivery of {esc(e.delivery)}")
         if d.get("decoded"):

@@ -31,6 +31,39 @@ def ept_access(qualification: int) -> tuple[str, bool]:
     return access, final
 
 
+ADDR = 0x000FFFFFFFFFF000
+
+
+class AtExit:
+    """Guest memory as the hardware saw it at a violation's exit, on the walk that matters: the
+    second-level entries the handler recorded (event.slat_walk, top level first) laid over today's
+    memory at the addresses the walk itself gives. Everything else reads as it is now."""
+
+    def __init__(self, mem, slat_root: int, gpa: int, walk, arch: str, levels: int):
+        self.mem, self.entries = mem, {}
+        table = slat_root & ADDR
+        for i, e in enumerate(walk[:levels]):
+            level = levels - i
+            self.entries[table + ((gpa >> (12 + 9 * (level - 1))) & 511) * 8] = e
+            present = e & 7 if arch == "vmx" else e & 1
+            if level == 1 or not present or (level <= 3 and e & 0x80):
+                break
+            table = e & ADDR
+
+    def read(self, addr: int, size: int) -> bytes:
+        data = bytearray(self.mem.read(addr, size))
+        for a, value in self.entries.items():
+            if addr <= a and a + 8 <= addr + size:
+                data[a - addr:a - addr + 8] = value.to_bytes(8, "little")
+        return bytes(data)
+
+
+def basis(event) -> str:
+    """Where a verdict's second-level tables come from: "at exit" (the walk the handler recorded)
+    or "now" (today's tables: an event of a module before ABI v5, or not a violation)."""
+    return "at exit" if getattr(event, "slat_walk", ()) else "now"
+
+
 def is_slat_violation(event) -> bool:
     return event.exit_code == SVM_EXIT_NPF or event.exit_code == VMX_EXIT_EPT_VIOLATION
 
@@ -39,15 +72,22 @@ def crosscheck_event(mem, event, *, levels: int = 4, host_efer: int | None = Non
                      host_cr4: int | None = None, live_roots: set[int] | None = None, arch: str = "svm",
                      caps=None, guest_regs: dict | None = None, quirks: str | None = None,
                      live_pgds: dict[int, list[int]] | None = None) -> str:
-    """Recompute a second-level violation from the container's current tables (event.slat_root).
-    `live_pgds` (container's slat root -> its address spaces' CR3s) tells whether the guest tables
-    of the event's CR3 still exist, for VMX's two-dimensional check."""
+    """Recompute a second-level violation from the walk the handler recorded at the exit (ABI v5),
+    or else from the container's current tables (event.slat_root). `live_pgds` (container's slat
+    root -> its address spaces' CR3s) tells whether the guest tables of the event's CR3 still
+    exist, for VMX's two-dimensional check."""
     if not is_slat_violation(event):
         return ""
-    if live_roots is not None and event.slat_root not in live_roots:
+    walk = getattr(event, "slat_walk", ())
+    if walk:
+        # Exactly the state the hardware saw: no later change (the handler's own action, a freed
+        # container) can make the verdict differ.
+        mem = AtExit(mem, event.slat_root, event.exitinfo2, walk, arch, levels)
+        live_roots = None
+    elif live_roots is not None and event.slat_root not in live_roots:
         return "not checkable now: its container has been freed"
     if arch == "vmx":
-        return _check_ept(mem, event, caps, guest_regs, quirks or "bochs-2.7", live_pgds)
+        return _check_ept(mem, event, caps, guest_regs, quirks or "bochs-2.7", live_pgds, at_exit=bool(walk))
     access, final = npf_access(event.exitinfo1)
     kw = dict(mem=mem, arch="svm", slat_root=event.slat_root, gpa=event.exitinfo2, access=access, final=final,
               levels=levels, host_efer=host_efer, host_cr4=host_cr4, caps=caps)
@@ -56,7 +96,7 @@ def crosscheck_event(mem, event, *, levels: int = 4, host_efer: int | None = Non
     if got == (event.exitinfo1, event.exitinfo2):
         return "agree"
     action = _action(event)
-    if model.kind == "ok" and action in ACTIONS_THAT_CHANGE_TABLES:
+    if not walk and model.kind == "ok" and action in ACTIONS_THAT_CHANGE_TABLES:
         return f"not checkable now: the handler's action ({action}) has since made the page accessible"
     qemu = slat_translate(**kw, quirks="qemu-tcg-7.2")
     if (qemu.exitinfo1, qemu.exitinfo2) == (event.exitinfo1, event.exitinfo2):
@@ -108,7 +148,7 @@ def _ept_model(mem, event, caps, guest_regs, quirks, live_pgds=None):
         _UNMODELLED | _LINEAR_INFO
 
 
-def _check_ept(mem, event, caps, guest_regs, quirks, live_pgds=None) -> str:
+def _check_ept(mem, event, caps, guest_regs, quirks, live_pgds=None, at_exit: bool = False) -> str:
     model, unknown = _ept_model(mem, event, caps, guest_regs, None, live_pgds)
     recorded = event.exitinfo1 & ~unknown
     if model.qualification is not None:
@@ -116,7 +156,7 @@ def _check_ept(mem, event, caps, guest_regs, quirks, live_pgds=None) -> str:
     if model.kind == "ept_violation" and (model.qualification, model.gpa) == (recorded, event.exitinfo2):
         return "agree"
     action = _action(event)
-    if model.kind in ("ok", "guest_pf") and action in ACTIONS_THAT_CHANGE_TABLES:
+    if not at_exit and model.kind in ("ok", "guest_pf") and action in ACTIONS_THAT_CHANGE_TABLES:
         return f"not checkable now: the handler's action ({action}) has since made the page accessible"
     if quirks:
         emu, _ = _ept_model(mem, event, caps, guest_regs, quirks, live_pgds)

@@ -247,3 +247,32 @@ def test_eight_cpus_leave_room_for_a_dozen_containers():
         assert "Oops" not in g.run("dmesg")[1]
     finally:
         g.down()
+
+
+def test_every_violation_of_the_scenarios_agrees_judged_at_exit(skguest, scenario_run):
+    """After the scenarios, deny, isolate and log events alike agree with the model, judged on the
+    walk recorded at the exit (their containers and pages are long gone): none is "not checkable"."""
+    from splitdbg.target.session import Session
+
+    with Session(f":{skguest.port}") as s:
+        snap = s.snapshot(with_ranges=False)
+    violations = [e for e in snap.events if e.kind == "violation" and e.action in ("deny", "isolate", "allow")]
+    assert {e.action for e in violations} >= {"deny", "isolate", "allow"}
+    assert all(e.check_basis == "at exit" for e in violations)
+    assert [(e.seq, e.action, e.check) for e in violations if e.check != "agree"] == []
+
+
+def test_the_readmes_regression_example_passes(skguest, scenario_run):
+    """README: `pytest --splitdbg-target :PORT examples/regression`, after the scenarios, with a
+    process kept in a container (the README's `split-run -- sleep 600 &`)."""
+    import subprocess
+    import sys
+
+    skguest.run("split-run -- sleep 600 > /dev/null 2>&1 &")
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--splitdbg-target",
+                            f":{skguest.port}", str(lab.REPO / "examples" / "regression")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    finally:
+        skguest.run("pkill -f 'sleep 600'")

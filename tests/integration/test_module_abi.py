@@ -64,3 +64,8 @@ def test_container_ring_counters_layout(dwarf):
     assert dwarf.offsetof("sk_container", "pgds") == o
     assert dwarf.offsetof("sk_container", "counters") == o + 8 * (skabi.MAX_PGDS + 2 * skabi.MAX_ISOLATED)
     assert dwarf.offsetof("sk_container", "protected_pa") == skabi.CONTAINER_SIZE - 8 * skabi.MAX_PROTECTED
+
+
+def test_walk_record_layout(dwarf):
+    """struct sk_walk, kept beside each security-ring entry (the violation's walk at the exit)."""
+    assert dwarf.sizeof("sk_walk") == skabi.WALK.size

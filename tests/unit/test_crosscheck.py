@@ -95,3 +95,42 @@ def test_ept_violation_of_a_dead_address_space_checks_what_still_exists():
     assert crosscheck_event(lab.mem, ev, arch="vmx", guest_regs=REGS, live_pgds=gone) == "agree"
     ev.exitinfo1 ^= 0x8                # a wrong "readable" bit is still caught
     assert crosscheck_event(lab.mem, ev, arch="vmx", guest_regs=REGS, live_pgds=gone).startswith("differs")
+
+
+def _walk(mem, root: int, gpa: int, levels: int = 4) -> tuple[int, ...]:
+    """The entries a handler would record (sk_slat_walk): top level first, down to the leaf."""
+    out, table = [], root & 0x000FFFFFFFFFF000
+    for level in range(levels, 0, -1):
+        e = mem.read_u64(table + ((gpa >> (12 + 9 * (level - 1))) & 511) * 8)
+        out.append(e)
+        if level == 1 or not e & 1 or (level <= 3 and e & 0x80):
+            break
+        table = e & 0x000FFFFFFFFFF000
+    return tuple(out + [0] * (5 - len(out)))
+
+
+@dataclass
+class EvAtExit(Ev):
+    slat_walk: tuple = ()
+
+
+def test_a_verdict_from_the_walk_at_exit_survives_later_changes():
+    """The handler isolates the page (the leaf becomes writable) and later the container is freed:
+    the recorded walk still says what the hardware saw, so the verdict is exact, not 'not checkable'."""
+    from splitdbg.vmx_model.crosscheck import basis
+
+    lab = Lab("svm")
+    a = lab.slat_entry(GPA)
+    lab.mem.write_u64(a, lab.mem.read_u64(a) & ~RW)
+    walk = _walk(lab.mem, lab.root, GPA)
+    lab.mem.write_u64(a, lab.mem.read_u64(a) | RW)          # isolate/log: writable since
+    ev = EvAtExit(0x400, 0x100000007, GPA, lab.root, action_name="isolate", slat_walk=walk)
+    assert basis(ev) == "at exit"
+    assert crosscheck_event(lab.mem, ev) == "agree"
+    assert crosscheck_event(lab.mem, ev, live_roots={123}) == "agree"     # container freed since
+    # A recorded walk that could not have faulted so is a real difference, never "not checkable".
+    ok = EvAtExit(0x400, 0x100000007, GPA, lab.root, action_name="isolate", slat_walk=_walk(lab.mem, lab.root, GPA))
+    assert crosscheck_event(lab.mem, ok).startswith("differs")
+    # Without a recorded walk (a module before ABI v5) it is judged from today's tables.
+    old = Ev(0x400, 0x100000007, GPA, lab.root, action_name="isolate")
+    assert basis(old) == "now" and crosscheck_event(lab.mem, old).startswith("not checkable now")
