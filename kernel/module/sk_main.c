@@ -71,6 +71,7 @@ static DEFINE_RAW_SPINLOCK(sk_tasks_lock);
 /* Live containers and who made them: each holds a reference on the module (no unload under a
  * live container) and counts against its creator's share (no user takes every slot). */
 static struct { bool live; kuid_t uid; } sk_conts[SK_MAX_CONTAINERS];
+static DEFINE_MUTEX(sk_enter_mutex);   /* ENTER is one step: the quota checked and the slot taken */
 
 /* May the caller make one more container? Unprivileged users hold SK_USER_CONTAINERS at most, and
  * SK_RESERVED_CONTAINERS slots stay for CAP_SYS_ADMIN. */
@@ -433,13 +434,16 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			return -EFAULT;
 		if (container_of_tgid(current->tgid) || my_container())
 			return -EBUSY;
+		mutex_lock(&sk_enter_mutex);
 		r = container_quota();
+		id = r ? 0 : (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en.policy, current->tgid, (u64)current->comm);
+		if (!r && id > 0 && id < SK_MAX_CONTAINERS)
+			container_made(id);
+		mutex_unlock(&sk_enter_mutex);
 		if (r)
 			return r;
-		id = (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en.policy, current->tgid, (u64)current->comm);
 		if (id <= 0 || id >= SK_MAX_CONTAINERS)
 			return -ENOSPC;
-		container_made(id);
 		set_tgid(current->tgid, id);
 		if (add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
 			set_tgid(current->tgid, 0);

@@ -184,9 +184,39 @@ static int vmx_supported(const char **why)
 	return 1;
 }
 
-/* The MSR bitmap (sk.msrpm) stays all zero: no MSR access exits. */
+/*
+ * MSRs whose writes reach host state that a VM exit does not reload (SDM 25.6.9, 27.5; the exit
+ * reloads EFER, PAT, the SYSENTER MSRs, FS/GS bases and DEBUGCTL): the local APIC's base, the
+ * feature control and SMM monitor MSRs, microcode updates, and the MTRRs (memory types the host
+ * shares). A write exits and is refused (#GP, an attack event); reads do not exit.
+ */
+static const u32 vmx_host_msrs[] = {
+	MSR_IA32_APICBASE, MSR_IA32_FEAT_CTL, 0x79 /* IA32_BIOS_UPDT_TRIG */, 0x9b /* IA32_SMM_MONITOR_CTL */,
+	MSR_MTRRdefType, MSR_MTRRfix64K_00000, MSR_MTRRfix16K_80000, MSR_MTRRfix16K_A0000,
+	MSR_MTRRfix4K_C0000, MSR_MTRRfix4K_C8000, MSR_MTRRfix4K_D0000, MSR_MTRRfix4K_D8000,
+	MSR_MTRRfix4K_E0000, MSR_MTRRfix4K_E8000, MSR_MTRRfix4K_F0000, MSR_MTRRfix4K_F8000,
+};
+
+static bool vmx_host_msr(u32 msr)
+{
+	int i;
+
+	if (msr >= 0x200 && msr < 0x200 + 2 * 16)     /* variable-range MTRR base/mask pairs */
+		return true;
+	for (i = 0; i < ARRAY_SIZE(vmx_host_msrs); i++)
+		if (vmx_host_msrs[i] == msr)
+			return true;
+	return false;
+}
+
 static int vmx_setup(void)
 {
+	u8 *write_low = (u8 *)sk.msrpm + 2048;    /* the write bitmap for MSRs 0-1FFFh */
+	u32 msr;
+
+	for (msr = 0; msr < 0x2000; msr++)
+		if (vmx_host_msr(msr))
+			write_low[msr / 8] |= 1 << (msr % 8);
 	return 0;
 }
 
@@ -477,7 +507,11 @@ static int do_msr(struct sk_cpu *c, struct sk_gprs *g, int write)
 	u64 v;
 	int err;
 
-	/* Only MSRs outside the bitmap's ranges exit (SDM 25.6.9): pass them through. */
+	if (write && vmx_host_msr(msr)) {
+		sk_attack(c, msr);
+		return -1;                        /* #GP: the write never reaches the CPU */
+	}
+	/* Other MSRs outside the bitmap's ranges exit too (SDM 25.6.9): pass them through. */
 	if (write) {
 		err = native_write_msr_safe(msr, (u32)g->rax, (u32)g->rdx);
 	} else {

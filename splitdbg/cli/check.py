@@ -274,9 +274,13 @@ class Checker:
             name = r.get("name", r["kind"])
             sel = self.selected(r)
             if sel is not None and not sel:
-                results.append({"name": name, "kind": r["kind"], "ok": False, "vacuous": True, "problems": [
+                # Nothing to check. A rule that names its containers expected them to be there: it
+                # fails. A rule over whatever non-root containers exist holds vacuously when there
+                # are none, and says so (VACUOUS, never a plain PASS).
+                named = "containers" in r and r["kind"] != "no-aliases"
+                results.append({"name": name, "kind": r["kind"], "ok": not named, "vacuous": True, "problems": [
                     f"no container is selected (containers = {r.get('containers', self.SELECTS[r['kind']])!r}): "
-                    f"the rule would hold vacuously"]})
+                    f"{'the containers it names are not there' if named else 'nothing to check, it holds vacuously'}"]})
                 continue
             fn = getattr(self, r["kind"].replace("-", "_"))
             problems = fn(r)
@@ -297,7 +301,7 @@ def cmd_check(args) -> int:
         print(json.dumps({"ok": ok, "rules": results}))
     else:
         for r in results:
-            print(f"{'PASS' if r['ok'] else 'VACUOUS' if r.get('vacuous') else 'FAIL'}  {r['name']}")
+            print(f"{'VACUOUS' if r.get('vacuous') else 'PASS' if r['ok'] else 'FAIL'}  {r['name']}")
             for p in r["problems"][:20]:
                 print(f"      {p}")
             if len(r["problems"]) > 20:

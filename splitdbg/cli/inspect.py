@@ -327,8 +327,13 @@ def follow_events(args) -> int:
             if not args.json:
                 print(render.events_header(sk.slat_name), flush=True)
 
+        def lost(cpu: int, ring: int, n: int) -> None:
+            print(f"splitdbg: lost {n} event{'s' if n != 1 else ''} on CPU {cpu} "
+                  f"({'security' if ring else 'busy'} ring): overwritten before they were read", file=sys.stderr,
+                  flush=True)
+
         try:
-            for e, check in follow(sk, args.seconds, args.pid, args.kind, on_ready=ready):
+            for e, check in follow(sk, args.seconds, args.pid, args.kind, on_ready=ready, on_loss=lost):
                 print(json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                     e.exitinfo1, e.exitinfo2, e.rip, check, sk.delivery(e)), flush=True)

@@ -282,7 +282,7 @@ Usage: split check POLICY.toml [--json]"""
             gdb.write(json.dumps(results) + "\n")
             return
         for r in results:
-            gdb.write(f"{'PASS' if r['ok'] else 'VACUOUS' if r.get('vacuous') else 'FAIL'}  {r['name']}\n")
+            gdb.write(f"{'VACUOUS' if r.get('vacuous') else 'PASS' if r['ok'] else 'FAIL'}  {r['name']}\n")
             for p in r["problems"][:10]:
                 gdb.write(f"      {p}\n")
 

@@ -371,10 +371,12 @@ class SplitKernel:
 
 
 def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = None, kind: str | None = None,
-           on_ready=None):
+           on_ready=None, on_loss=None):
     """Yield (event, model verdict) for each event that arrives from now on, for `seconds` (or
     until the caller stops iterating). The rings are polled every 0.1 s from guest memory.
-    `on_ready()` is called once "now" is fixed: every event after that call is yielded."""
+    `on_ready()` is called once "now" is fixed: every event after that call is yielded.
+    `on_loss(cpu, ring, n)` is called when n events of a ring were overwritten (or torn) before
+    this reader saw them: a follower that falls behind says so, never silently."""
     import time
 
     from ..vmx_model.crosscheck import crosscheck_event
@@ -388,8 +390,17 @@ def follow(sk: "SplitKernel", seconds: float | None = None, pid: int | None = No
         conts = sk.containers()
         live = {sk.slat_root(c.ncr3) for c in conts}
         pgds = {sk.slat_root(c.ncr3): list(c.pgds) for c in conts}
-        for e in sk.events(since):
-            since[(e.cpu, e.ring)] = max(since.get((e.cpu, e.ring), 0), e.seq)
+        new = []
+        for key in sk.ring_keys():
+            ring = sk.ring(key[0], since.get(key, 0), key[1])
+            seen = since.get(key, 0)
+            # Everything between what we saw last and the head that is not in the ring any more.
+            lost = (ring.head - seen) - len(ring.events) if ring.head > seen else 0
+            if lost > 0 and on_loss is not None:
+                on_loss(key[0], key[1], lost)
+            since[key] = max(seen, ring.head)
+            new += ring.events
+        for e in sorted(new, key=lambda e: (e.tsc, e.cpu, e.ring, e.seq)):
             if (pid is not None and e.pid != pid) or (kind and e.kind_name != kind):
                 continue
             check = crosscheck_event(sk.mem, e, levels=sk.levels, live_roots=live, arch=sk.arch, caps=sk.caps(),

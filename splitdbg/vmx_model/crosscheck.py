@@ -150,6 +150,11 @@ def _ept_model(mem, event, caps, guest_regs, quirks, live_pgds=None):
 
 def _check_ept(mem, event, caps, guest_regs, quirks, live_pgds=None, at_exit: bool = False) -> str:
     model, unknown = _ept_model(mem, event, caps, guest_regs, None, live_pgds)
+    if at_exit and model.kind != "ept_violation":
+        # The second level is as the exit saw it, but the guest's own tables are today's (a
+        # writer's alias unmapped since): judge the second level alone, linear-address bits unchecked.
+        guest_regs = None
+        model, unknown = _ept_model(mem, event, caps, None, None, live_pgds)
     recorded = event.exitinfo1 & ~unknown
     if model.qualification is not None:
         model.qualification &= ~unknown

@@ -199,3 +199,41 @@ def test_events_name_the_attacks(g):
     assert evs and all(e["kind"] == "attack" and e["ring"] == 1 for e in evs)
     assert {e["container"] != 0 for e in evs} >= {True}
     assert all("pid" in e for e in evs)
+
+
+def test_a_follower_that_falls_behind_says_what_it_lost(g):
+    """`events --follow` stopped while a ring wraps (400 `split-query`, each 18 hypercalls: some
+    7,000 events on two CPUs, rings of 4,096): when it runs again it says how many events of
+    which ring it never saw, instead of going on silently."""
+    import os
+    import queue
+    import signal
+    import threading
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--follow", "--json"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in p.stderr], daemon=True).start()
+
+    def wait_line(word: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if word in line:
+                return line
+        return ""
+
+    try:
+        assert wait_line("following", 60)
+        os.kill(p.pid, signal.SIGSTOP)
+        g.run("for i in $(seq 400); do split-query > /dev/null; done", timeout=240)
+        os.kill(p.pid, signal.SIGCONT)
+        line = wait_line("lost", 60)
+        assert re.search(r"lost \d+ events on CPU \d \(busy ring\)", line), line
+    finally:
+        p.kill()
+        p.wait()

@@ -18,7 +18,9 @@
  *                               writable alias of its frame: handler state, descriptor, module text
  *   hypercall NR A1 A2 A3       a hypercall from kernel mode with any arguments; reports RAX
  *   insn NAME                   a virtualisation instruction from kernel mode (vmsave vmload stgi
- *                               clgi skinit invlpga vmrun, or vmcall under VMX): reports #UD or not
+ *                               clgi skinit invlpga vmrun; vmxoff vmread vmptrst): reports a trap or not
+ *   wrmsr MSR                   WRMSR of the MSR's own value from kernel mode (one the host owns,
+ *                               under VMX: IA32_APIC_BASE, an MTRR): #GP or not
  *   cr4-reserved | efer-reserved  MOV to CR4 / WRMSR to EFER with a reserved bit: reports #GP or not
  */
 #include <linux/module.h>
@@ -227,7 +229,9 @@ static int try_insn(const char *name)
 	else if (!strcmp(name, "clgi")) TRY("clgi; stgi", "i"(0));
 	else if (!strcmp(name, "skinit")) TRY("skinit %%eax", "a"(pa));
 	else if (!strcmp(name, "invlpga")) TRY("invlpga %%rax, %%ecx", "a"(0), "c"(0));
-	else if (!strcmp(name, "vmcall")) TRY("vmcall", "a"(0x5301));
+	else if (!strcmp(name, "vmxoff")) TRY("vmxoff", "i"(0));
+	else if (!strcmp(name, "vmread")) TRY("vmread %%rax, %%rax", "a"(0));
+	else if (!strcmp(name, "vmptrst")) TRY("vmptrst (%%rax)", "a"(&pa));
 	else return -EINVAL;
 #undef TRY
 	return faulted;
@@ -328,6 +332,16 @@ static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, lof
 		if (r < 0)
 			return r;
 		snprintf(result, sizeof(result), "insn %s faulted=%s\n", cmd + 5, r ? "yes" : "no");
+	} else if (!strncmp(cmd, "wrmsr ", 6)) {
+		u32 msr;
+		u64 val;
+		int err;
+
+		/* Its own value back: harmless if it got through, and it must not. */
+		if (sscanf(cmd + 6, "%x", &msr) != 1 || rdmsrl_safe(msr, &val))
+			return -EINVAL;
+		err = wrmsrl_safe(msr, val);
+		snprintf(result, sizeof(result), "wrmsr %#x faulted=%s\n", msr, err ? "yes" : "no");
 	} else if (!strcmp(cmd, "cr4-reserved")) {
 		unsigned long cr4 = native_read_cr4();
 		int faulted = 1;
