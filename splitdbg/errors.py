@@ -18,6 +18,10 @@ class TargetGone(SplitdbgError):
     """The gdbstub, QEMU or the guest went away."""
 
 
+class TargetBusy(SplitdbgError):
+    """Another debugger holds the target's gdbstub (QEMU's serves one client at a time)."""
+
+
 class NotAvailable(SplitdbgError):
     """The backend cannot provide this (registers from a RAM file, for instance)."""
 

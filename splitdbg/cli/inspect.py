@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from ..errors import SplitdbgError
+from ..errors import SplitdbgError, TargetGone
 from ..target.session import Session
 from ..target.snapshot import Snapshot
 from . import render
@@ -21,6 +21,9 @@ def _target(p) -> None:
     p.add_argument("--vmlinux", help="kernel with symbols (default: the lab build, when there is one)")
     p.add_argument("--backend", choices=["auto", "shared-ram-file", "gdbstub"], default="auto")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--scan", action="store_true",
+                   help="through the gdbstub without kernel symbols: scan all RAM for the module's descriptor "
+                        "(minutes: a few MiB/s)")
 
 
 def register(sub) -> None:
@@ -80,18 +83,24 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_walk)
 
 
-def _snapshot(args, need_module: bool = True, **kw) -> Snapshot:
-    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as s:
+def _snapshot(args, need_module: bool = True, state: list | None = None, **kw) -> Snapshot:
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend, scan=getattr(args, "scan", False)) as s:
         snap = s.snapshot(**kw)
+        if state is not None:
+            state.append(s.run_state())     # as QEMU says it, after gdb let go
     if need_module and snap.module is None:
         raise SplitdbgError("the split-kernel module is not loaded: " + "; ".join(snap.notes))
     return snap
 
 
 def cmd_status(args):
-    s = _snapshot(args, need_module=False, with_ranges=False, crosscheck=False)
-    print(json.dumps({"target": s.target, "backend": s.backend, "module": s.module, "cpus": s.cpus,
-                      "containers": len(s.containers), "notes": s.notes}) if args.json else render.status(s))
+    state: list = []
+    s = _snapshot(args, need_module=False, state=state, with_ranges=False, crosscheck=False)
+    why = s.notes[0] if s.module is None and s.notes else ""
+    module_state = "loaded" if s.module else "unknown" if why.startswith("module state unknown") else "not loaded"
+    print(json.dumps({"target": s.target, "backend": s.backend, "guest": state[0], "module_state": module_state,
+                      "module": s.module, "cpus": s.cpus, "containers": len(s.containers), "notes": s.notes})
+          if args.json else render.status(s, state[0]))
 
 
 def cmd_ps(args):
@@ -106,7 +115,7 @@ def cmd_tasks(args) -> int:
     from ..target.splitkernel import ModuleNotLoaded
     from ..target.tasks import task_states
 
-    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend, scan=args.scan) as sess:
         if sess.kernel is None:
             raise SplitdbgError(f"tasks need the kernel's symbols: {sess.kernel_error or 'give --vmlinux'}")
         try:
@@ -280,7 +289,7 @@ def cmd_diff(args):
 def cmd_walk(args):
     from ..target.walk import walk_process
 
-    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend, scan=args.scan) as sess:
         w = walk_process(sess.mem, sess.kernel, args.pid, args.gva, args.access)
     if args.json:
         print(json.dumps(w))
@@ -307,7 +316,8 @@ def cmd_dump(args) -> int:
     else:
         print(f"{r['bytes'] >> 20} MiB of guest RAM and {r['cpus']} vCPUs' registers written to {r['image']} "
               f"(sidecar {r['sidecar']}) in {r['seconds']:.2f} s: copy {r['copy_seconds']:.2f} s "
-              f"from the {r['backend']} ({r['copied'] >> 20} MiB in use, the rest left sparse), {r['mb_per_s']:.0f} MB/s of RAM; the guest was stopped {r['stopped_seconds']:.2f} s and runs on")
+              f"from the {r['backend']} ({r['copied'] >> 20} MiB in use, the rest left sparse), {r['mb_per_s']:.0f} MB/s of RAM; the guest was stopped {r['stopped_seconds']:.2f} s and "
+              + ("runs on" if r["left"] == "running" else f"stays {r['left']}, as it was before the dump"))
     return 0
 
 
@@ -318,7 +328,7 @@ def follow_events(args) -> int:
     if os.path.exists(args.target) and not args.target.startswith(":"):
         raise SplitdbgError(f"{args.target} is a memory image: nothing new will ever arrive; "
                             f"`splitdbg events {args.target}` lists the events in it")
-    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend, scan=args.scan) as sess:
         sk = sess.splitkernel()
 
         def ready() -> None:
@@ -339,6 +349,9 @@ def follow_events(args) -> int:
                     e.exitinfo1, e.exitinfo2, e.rip, check, sk.delivery(e)), flush=True)
         except ModuleNotLoaded as exc:
             print(f"splitdbg: {exc}", file=sys.stderr)
+            return 2
+        except TargetGone as exc:       # QEMU exited, its RAM file went, the guest rebooted
+            print(f"splitdbg: {exc}: no more events", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             pass

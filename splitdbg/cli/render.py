@@ -7,11 +7,15 @@ from ..target.snapshot import Snapshot, slat_names
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 
 
-def status(s: Snapshot) -> str:
+def status(s: Snapshot, run_state: str | None = None) -> str:
     lines = [f"target         : {s.target}", f"memory backend : {s.backend}"]
+    if run_state is not None:
+        lines.append(f"guest          : {run_state} (QEMU's run state)")
     m = s.module
     if m is None:
-        lines.append("split kernel   : not loaded (" + "; ".join(s.notes[:1]) + ")")
+        why = "; ".join(s.notes[:1])
+        state = "unknown" if why.startswith("module state unknown") else "not loaded"
+        lines.append(f"split kernel   : {state} ({why})")
     else:
         lines += [f"split kernel   : ABI {m['version']}, {m['vendor_name']} with {s.names['slat_long']} ({s.slat}, "
                   f"{m['slat_levels']} levels), descriptor at {m['descriptor_pa']:#x}",

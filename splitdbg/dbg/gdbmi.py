@@ -8,7 +8,7 @@ import time
 
 from pygdbmi.gdbcontroller import GdbController
 
-from ..errors import SplitdbgError, TargetGone
+from ..errors import SplitdbgError, TargetBusy, TargetGone
 from .base import DETACHED_MESSAGES, GONE_MESSAGES, Debugger, GdbError  # noqa: F401 (GdbError re-exported)
 
 
@@ -35,28 +35,57 @@ class GdbMI(Debugger):
         self.target = None
         self.gone: str | None = None  # why the stub went away, once it has
         self.running = False  # from gdb's *running / *stopped records
+        self.qemu = None      # the local QEMU process (dbg/qemu.py), when it is one we can see
+        self.state_before: str | None = None   # QEMU's run state before we attached (None: unknown)
+        self.leave_stopped = False             # on close, disconnect (the guest stays stopped)
         self._mi("-gdb-set mi-async on")
         self._mi("-gdb-set pagination off")
         self._mi("-gdb-set confirm off")
         self._mi("-gdb-set width 0")
 
     @classmethod
-    def connect(cls, target: str, vmlinux: str | None = None, timeout: float = 30.0) -> "GdbMI":
-        """gdb attached to a gdbstub at "HOST:PORT" or ":PORT" (the target stops while attached)."""
+    def connect(cls, target: str, vmlinux: str | None = None, timeout: float = 30.0,
+                connect_timeout: float = 2.0) -> "GdbMI":
+        """gdb attached to a gdbstub at "HOST:PORT" or ":PORT" (the target stops while attached).
+
+        The guest's run state is respected: when QEMU is on this machine its QMP socket says
+        whether the guest ran before we attached (`state_before`); a guest that was paused is
+        left paused when we let go (gdb disconnects instead of detaching: QEMU 7.2 resumes the
+        guest on a detach, whatever it was doing before). A stub that another debugger holds is
+        refused at once, without connecting (see splitdbg/dbg/qemu.py for why not even a try)."""
+        from .qemu import QemuProcess
+
+        host, _, port = target.rpartition(":")
+        qemu = QemuProcess.find(host, int(port)) if port.isdigit() else None
+        if qemu is not None:
+            held = qemu.holders()
+            if held:
+                qemu.close()
+                raise TargetBusy(f"another debugger holds the gdbstub on {target} ({', '.join(held)}): QEMU's "
+                                 f"stub serves one at a time; detach it (or end it) and try again")
+        state = qemu.run_state() if qemu is not None else None
         dbg = cls(timeout=timeout)
+        dbg.qemu, dbg.state_before = qemu, state
         try:
             if vmlinux:
                 dbg._mi(f"-file-exec-and-symbols {_mi_quote(vmlinux)}")
-            dbg._mi(f"-gdb-set remotetimeout {int(max(timeout, 2))}")
+            dbg._mi(f"-gdb-set remotetimeout {int(max(connect_timeout, 1))}")
             # gdb retries a refused connection for `tcp connect-timeout` (15 s) by default: a stub
             # that is not there should be reported at once.
             dbg._mi("-gdb-set tcp auto-retry off")
-            host, _, port = target.rpartition(":")
-            dbg._mi(f"-target-select remote {host or 'localhost'}:{port}")
+            try:
+                dbg._mi(f"-target-select remote {host or 'localhost'}:{port}", timeout=connect_timeout + 1)
+            except GdbError as exc:
+                if "did not answer" in str(exc) or "Timeout" in str(exc) or "timed out" in str(exc):
+                    raise GdbError(f"no answer within {connect_timeout:.0f} s: another debugger may hold it "
+                                   f"(QEMU's stub serves one at a time)") from exc
+                raise
+            dbg._mi(f"-gdb-set remotetimeout {int(max(timeout, 2))}")
         except GdbError as exc:
             dbg.close()
             raise TargetGone(f"cannot attach to the gdbstub at {target}: {exc}") from exc
         dbg.target = target
+        dbg.leave_stopped = state is not None and state != "running"
         # A previous client may have left the stub in physical mode: start from a known state.
         dbg._physical = True
         dbg.set_physical(False)
@@ -154,8 +183,12 @@ class GdbMI(Debugger):
                     # must find virtual addressing, as it expects.
                     self.interrupt()
                     self.set_physical(False)
-                    self._mi("-target-detach", timeout=5)
+                    # QEMU continues the guest on a detach packet; a guest that was paused before
+                    # we came stays paused: close the connection without one.
+                    self._mi("-target-disconnect" if self.leave_stopped else "-target-detach", timeout=5)
             except SplitdbgError:
                 pass
             self._gdb.exit()
             self._gdb = None
+        if self.qemu is not None:
+            self.qemu.close()

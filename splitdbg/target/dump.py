@@ -134,6 +134,7 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
     t0 = time.monotonic()
     dbg = GdbMI.connect(f"{host or 'localhost'}:{port}")    # attaching stops every vCPU
     t_stop = time.monotonic()
+    before = getattr(dbg, "state_before", None)   # a guest paused before the dump stays paused after it
     try:
         dbg.interrupt()                                     # (a no-op: already stopped)
         found = find_ram_file(dbg) if prefer != "gdbstub" else None
@@ -172,7 +173,7 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
         if "img" in locals():
             img.abort()                                     # only our temporary file: never the user's
         raise
-    dbg.close()                                             # detaching lets the guest run on
+    dbg.close()                                             # detaching lets the guest run on (unless it was paused)
     stopped_s = time.monotonic() - t_stop
     pending = [img]
     try:
@@ -201,7 +202,8 @@ def dump(target: str, out: str, vmlinux: str | None = None, serial_log: str | No
     ram = sum(r["size"] for r in meta.ranges)
     return {"image": out, "sidecar": str(side), "bytes": ram, "copied": copied, "cpus": len(cpus),
             "backend": "gdbstub" if not found else "shared-ram-file", "seconds": time.monotonic() - t0,
-            "copy_seconds": copy_s, "stopped_seconds": stopped_s,
+            "copy_seconds": copy_s, "stopped_seconds": stopped_s, "state_before": before,
+            "left": "running" if before in ("running", None) else before,
             "mb_per_s": ram / (1 << 20) / copy_s if copy_s else float("inf")}
 
 

@@ -190,12 +190,14 @@ def module_symbols(kernel):
 
 def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: bool = True,
          crosscheck: bool = True, guest_regs: dict | None = None, detail_cache: dict | None = None,
-         event_cache: dict | None = None, descriptor_pa: int | None = None) -> Snapshot:
+         event_cache: dict | None = None, descriptor_pa: int | None = None, locate=None) -> Snapshot:
     """Read everything once. `kernel` (target.kernel.Kernel) adds processes; without it, the
-    module's state alone (found by its magic) still makes a snapshot."""
+    module's state alone (found by its magic) still makes a snapshot. `locate()`, when given,
+    says where the descriptor is instead of `descriptor_pa` (or raises ModuleNotLoaded): a
+    session's bounded lookup, where a whole-RAM scan would take minutes (the gdbstub)."""
     notes = []
     try:
-        sk = SplitKernel(mem, descriptor_pa, event_cache=event_cache)
+        sk = SplitKernel(mem, locate() if locate else descriptor_pa, event_cache=event_cache)
     except ModuleNotLoaded as exc:
         sk = None
         notes.append(str(exc))

@@ -183,6 +183,8 @@ class SplitdbgApp(App):
         self.map_filter = ""
         self.events_shown: list[EventRec] = []
         self.lost: str | None = None
+        self.lost_first: str | None = None
+        self.lost_since: float | None = None
         self.losses: list[str] = []          # every loss of the target seen, for the record
         self.first_full_screen: float | None = None
         self.started = time.monotonic()
@@ -250,8 +252,15 @@ class SplitdbgApp(App):
         super().exit(*args, **kwargs)
 
     def on_target_lost(self, msg: TargetLost) -> None:
-        self.lost = msg.why
-        self.losses.append(msg.why)
+        why = msg.why.removeprefix("target lost: ")
+        if self.lost is None:
+            self.lost_since = time.time()
+            self.lost_first = why              # the cause; later tries say only why they failed
+            self.lost = why
+        elif why != self.lost_first:
+            self.lost = f"{self.lost_first}; retrying: {why}"
+        self.losses.append(why)
+        self.guest_state = "lost"
         self.render_status()
 
     def label_columns(self, slat: str) -> None:
@@ -269,6 +278,10 @@ class SplitdbgApp(App):
     def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
         self.lost = None
         self.snap = s = msg.snap
+        if not self.offline and getattr(self.source, "control", None) is None and hasattr(self.source, "run_state"):
+            # As QEMU says it (query-status), not assumed: a guest paused over QMP shows paused.
+            st = self.source.run_state
+            self.guest_state = {None: "state unknown", "debug": "stopped", "prelaunch": "not started"}.get(st, st)
         if s.slat != self.columns_for:
             self.label_columns(s.slat)
             self._newest = None
@@ -296,6 +309,10 @@ class SplitdbgApp(App):
         if self.lost:
             txt = Text(f"target lost: {self.lost} (retrying)", style="bold red")
             self.last_lost_text = txt.plain
+            if s is not None:
+                # What the screens below show is the last state seen, not the guest's now.
+                txt.append(f"  - not live: the screens show its last state, from "
+                           f"{time.strftime('%H:%M:%S', time.localtime(s.taken))}", "red")
         elif s is None:
             txt = Text("connecting...")
         elif s.module is None:

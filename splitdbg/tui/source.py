@@ -16,7 +16,14 @@ from ..target.snapshot import Snapshot
 
 
 class LiveSource:
-    """Polls a live target. Reconnects when the target comes back (QEMU restarted, module reloaded)."""
+    """Polls a live target. Reconnects when the target comes back (QEMU restarted, module reloaded).
+
+    A poll of a target that went away (QEMU exited, its RAM file deleted or replaced, the guest
+    rebooted) raises TargetGone: the session is closed with its mapping of the old RAM file, and
+    the next poll opens a new session, which finds the new QEMU's RAM file through its gdbstub.
+    `run_state` is QEMU's own (QMP query-status) after each poll; None when it cannot be asked."""
+
+    run_state: str | None = None
 
     def __init__(self, target: str, vmlinux: str | None = None, record: str | None = None):
         self.target, self.vmlinux = target, vmlinux
@@ -40,6 +47,7 @@ class LiveSource:
         except SplitdbgError:
             self.close()
             raise
+        self.run_state = self.session.run_state()
         self._n += 1
         if with_ranges:
             self._ranges_cache = {c.slat_root: c.ranges for c in snap.containers}
@@ -64,9 +72,17 @@ class LiveSource:
         return "stopped by splitdbg (gdb attached)"
 
     def resume(self) -> str:
+        from ..dbg.gdbmi import GdbMI
+
         if self.control is not None:
+            self.control.leave_stopped = False              # splitdbg stopped it: it runs again
             self.control.close()                            # detaching lets the guest run on
             self.control = None
+        elif self.run_state not in (None, "running"):
+            # Paused by someone else (QMP `stop`, a gdb gone): continued on the user's `z`.
+            c = GdbMI.connect(self.target)
+            c.leave_stopped = False
+            c.close()                                       # QEMU continues the guest on a detach
         return "running"
 
     def break_at_handler(self, timeout: float = 20.0, cancelled=None) -> str:

@@ -66,8 +66,10 @@ def views(target: str, pid: int, snapfile) -> dict:
     return v
 
 
-def test_dump_writes_image_and_sidecar_and_the_guest_runs_on(guest, image):
-    assert image["dump"]["status_after"] == "running"        # QMP: the dump let it go
+def test_dump_writes_image_and_sidecar_and_leaves_the_guest_as_it_was(guest, image):
+    # The guest was paused (QMP) for the dump: it stays paused (issue 12; a dump used to resume it).
+    # A running guest runs on: test_dump_of_a_running_guest_stops_it_only_for_the_copy.
+    assert image["dump"]["status_after"] == "paused" and image["dump"]["state_before"] == "paused"
     assert guest.run("echo still-here")[1].strip() == "still-here"
     side = json.loads(sidecar_path(image["path"]).read_text())
     assert side["format"] == "splitdbg-image" and side["version"] == 1 and side["source"] == "qemu-7.2"
