@@ -277,7 +277,7 @@ class Checker:
                 # Nothing to check. A rule that names its containers expected them to be there: it
                 # fails. A rule over whatever non-root containers exist holds vacuously when there
                 # are none, and says so (VACUOUS, never a plain PASS).
-                named = "containers" in r and r["kind"] != "no-aliases"
+                named = isinstance(r.get("containers"), list) and r["kind"] != "no-aliases"
                 results.append({"name": name, "kind": r["kind"], "ok": not named, "vacuous": True, "problems": [
                     f"no container is selected (containers = {r.get('containers', self.SELECTS[r['kind']])!r}): "
                     f"{'the containers it names are not there' if named else 'nothing to check, it holds vacuously'}"]})
