@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import SplitdbgError
-from ..target.snapshot import Snapshot, slat_names
+from ..target.snapshot import UNUSABLE, Snapshot, slat_names
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 
@@ -10,7 +10,9 @@ SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 def status(s: Snapshot) -> str:
     lines = [f"target         : {s.target}", f"memory backend : {s.backend}"]
     m = s.module
-    if m is None:
+    if m is None and s.module_unusable:
+        lines.append("split kernel   : unusable (" + next(p for p in s.problems) + ")")
+    elif m is None:
         lines.append("split kernel   : not loaded (" + "; ".join(s.notes[:1]) + ")")
     else:
         lines += [f"split kernel   : ABI {m['version']}, {m['vendor_name']} with {s.names['slat_long']} ({s.slat}, "
@@ -22,7 +24,8 @@ def status(s: Snapshot) -> str:
     if s.processes is not None:
         nr = sum(1 for p in s.processes if p.container)
         lines.append(f"processes      : {len(s.processes)} ({nr} in non-root mode)")
-    lines += [f"note           : {n}" for n in s.notes]
+    lines += [f"note           : {n}" for n in s.notes if not n.startswith(UNUSABLE)]
+    lines += [f"problem        : {p}" for p in s.problems]
     return "\n".join(lines)
 
 
