@@ -163,7 +163,8 @@ def cmd_ept(args):
         cid = match[0].container
     c = s.container(cid)
     if c is None:
-        raise SplitdbgError(f"no container {cid}")
+        why = next((p for p in s.problems if p.startswith(f"container slot {cid} ")), None)
+        raise SplitdbgError(f"no container {cid}" + (f": {why}" if why else ""))
     if args.json:
         print(json.dumps({"container": cid, "slat": s.slat, "slat_root": c.slat_root,
                           "ranges": [asdict(r) for r in c.ranges if (not window or (r.end > window[0] and r.start < window[1]))

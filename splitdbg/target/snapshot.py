@@ -288,13 +288,17 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again
             elif crosscheck and e.kind_name == "violation":
-                rec.check = crosscheck_event(sk.mem, e, levels=sk.levels, arch=sk.arch, caps=sk.caps(),
-                                             host_efer=(guest_regs or {}).get("efer"),
-                                             guest_regs=sk.guest_regs(e.cpu),
-                                             live_roots={c.slat_root for c in containers},
-                                             live_pgds={c.slat_root: c.pgds for c in containers})
-                rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.levels, verdict=rec.check,
-                                          arch=sk.arch, caps=sk.caps())
+                try:
+                    rec.check = crosscheck_event(sk.mem, e, levels=sk.levels, arch=sk.arch, caps=sk.caps(),
+                                                 host_efer=(guest_regs or {}).get("efer"),
+                                                 guest_regs=sk.guest_regs(e.cpu),
+                                                 live_roots={c.slat_root for c in containers},
+                                                 live_pgds={c.slat_root: c.pgds for c in containers})
+                    rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.levels, verdict=rec.check,
+                                              arch=sk.arch, caps=sk.caps())
+                except SplitdbgError as exc:    # tables or fields it names that cannot be read: say so
+                    rec.check = f"not checked: {exc}"
+                    problems.append(f"violation seq {e.seq} on CPU {e.cpu}: the model cannot judge it: {exc}")
                 if detail_cache is not None:
                     detail_cache[key] = (rec.check, rec.detail)
             events.append(rec)

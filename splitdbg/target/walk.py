@@ -10,9 +10,10 @@ from .splitkernel import SplitKernel
 def walk_process(mem, kernel, pid: int, gva: int, access: str = "read") -> dict:
     if kernel is None:
         raise SplitdbgError("a walk needs the kernel's symbols (vmlinux) to find the process")
-    task = next((t for t in kernel.tasks() if t.pid == pid), None)
+    problems: list[str] = []
+    task = next((t for t in kernel.tasks(problems) if t.pid == pid), None)
     if task is None or not task.pgd:
-        raise SplitdbgError(f"no user process {pid}")
+        raise SplitdbgError(f"no user process {pid}" + (f" ({problems[0]})" if problems else ""))
     sk = SplitKernel(mem)
     if not sk.cpus:
         raise SplitdbgError("no CPU is under the root-mode handler")

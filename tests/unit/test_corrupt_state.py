@@ -320,3 +320,21 @@ def test_an_unusable_module_is_one_line_and_non_zero(tmp_path, capsys):
         assert rc == 2 and err.count("\n") == 1 and "slat_levels 64 (not 4 or 5)" in err, (cmd, err)
     rc, out, err = run(capsys, "status", img)
     assert rc == 2 and "split kernel   : unusable (split-kernel descriptor at 0x10000 is corrupt: slat_levels 64" in out
+
+
+def test_a_violation_the_model_cannot_read_is_not_checked_and_named(monkeypatch):
+    """Found by the fuzzer: a violation whose tables the nested table maps outside RAM ended
+    `snapshot` with "cannot read ... outside guest RAM" (rc 2) instead of listing the rest."""
+    mem = build()
+    f = dict.fromkeys(skm.EVENT_FIELDS, 0)
+    f.update(seq=2, tsc=300, cpu=0, kind=2, exit_code=0x400, exitinfo1=0x7, exitinfo2=0x1000, slat_root=ROOT_NCR3)
+    mem.write(SEC0 + skm.RING_HEADER.size + skm.EVENT.size, skm.EVENT.pack(*(f[k] for k in skm.EVENT_FIELDS)))
+    ring_header(mem, SEC0, head=2, kind=1)
+
+    def unreadable(*a, **kw):
+        raise MemoryReadError(0xDE70749000, 8, "outside guest RAM")
+    monkeypatch.setattr(snap, "crosscheck_event", unreadable)
+    s = snap.take(mem, crosscheck=True)
+    v = [e for e in s.events if e.kind == "violation"]
+    assert len(s.events) == 5 and len(v) == 1 and v[0].check.startswith("not checked: cannot read 0x8 bytes")
+    assert any("violation seq 2 on CPU 0: the model cannot judge it" in p for p in s.problems)
