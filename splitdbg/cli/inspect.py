@@ -123,17 +123,20 @@ def cmd_ps(args):
 
 
 def cmd_tasks(args) -> int:
-    from ..target.splitkernel import ModuleNotLoaded
+    from ..target.splitkernel import ModuleNotLoaded, ModuleUnusable
     from ..target.tasks import task_states
 
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as sess:
         if sess.kernel is None:
             raise SplitdbgError(f"tasks need the kernel's symbols: {sess.kernel_error or 'give --vmlinux'}")
+        problems: list[str] = []
         try:
             sk = sess.splitkernel()
         except ModuleNotLoaded:
             sk = None                  # every task in root mode
-        problems: list[str] = []
+        except ModuleUnusable as exc:
+            sk = None                  # the tasks are still the kernel's: listed, their containers unknown
+            problems.append(f"{exc}: containers not shown")
         states = task_states(sess.kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk,
                              problems=problems)
     print(json.dumps([asdict(t) for t in states]) if args.json else render.tasks(states, stacks=args.stacks))
