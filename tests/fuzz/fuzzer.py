@@ -24,6 +24,7 @@ import io
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -450,7 +451,8 @@ def fuzz(image: str, cases: int, seed: int, timeout: float = 10.0, workdir: str 
             totals["slow_cases"] += r["seconds"] > 3
             totals["with_problems"] += "problem" in r["stderr"] or "corrupt" in r["stderr"]
             if r["first_error"]:
-                key = r["first_error"].split(":")[1].strip()[:60] if ":" in r["first_error"] else r["first_error"][:60]
+                key = r["first_error"].split(":")[1].strip() if ":" in r["first_error"] else r["first_error"]
+                key = re.sub(r"0x[0-9a-f]+|\d+", "N", key)[:60]     # one line per kind of error
                 e = totals["errors"].setdefault(key, [0, i, cmd])     # count, first case, its command
                 e[0] += 1
             for kind in m.kinds:
