@@ -170,14 +170,23 @@ class _TableBudget:
         return getattr(self.mem, name)
 
 
+# A container's nested table is an identity map in large pages, split where a page is isolated,
+# protected or module text (at most a few hundred of those): some 20 ranges in the lab's guests.
+# More than this many is tables aliased by corruption, each alias its own ranges.
+MAX_RANGES = 16384
+
+
 def container_ranges(sk: SplitKernel, ncr3: int, problems: list[str] | None = None,
                      what: str = "") -> list[RangeRec]:
     """The merged ranges of a container's nested table. With `problems`, a table that cannot be
-    walked (outside RAM, cyclic, shared past the pool's size) ends the list with a line there."""
+    walked (outside RAM, cyclic, shared past the pool's size) or more than MAX_RANGES ranges ends
+    the list with a line there."""
     out = []
     mem = _TableBudget(sk.mem, max(sk.d["pool_size"] >> 12, 1))
     try:
         for r in slat_ranges(mem, sk.arch, sk.slat_root(ncr3), caps=sk.caps(), levels=sk.levels):
+            if len(out) == MAX_RANGES:
+                raise WalkBudgetExceeded(f"more than {MAX_RANGES} ranges (tables aliased: corrupt)")
             out.append(RangeRec(r.start, r.end, r.hpa, r.perms, r.page_size))
     except SplitdbgError as exc:
         if problems is None:

@@ -94,11 +94,10 @@ def locate(image: str) -> dict:
     from splitdbg.target.kernel import Kernel
 
     mem = ImageFile(image)
-    assert mem.meta is not None and [(r["gpa"], r["offset"]) for r in mem.meta.ranges] == [(0, 0)], \
-        "the fuzzer expects an image of one range at gpa 0"
+    assert mem.meta is not None, "the fuzzer needs an image with a sidecar"
     sk = skm.SplitKernel(mem)
     d = sk.d
-    loc: dict = {"ram_size": mem.ram_size, "descriptor": sk.pa}
+    loc: dict = {"ram_size": max(e for _, e in mem.ram_ranges()), "descriptor": sk.pa, "layout": mem.meta.layout()}
     offs, o = {}, 0
     for name, fmt in zip(skm.DESCRIPTOR_FIELDS, _fmt_fields(skm.DESCRIPTOR.format)):
         o = _align(o, struct.calcsize(fmt))
@@ -170,6 +169,14 @@ EXTREMES32 = (0, 1, 2, 3, 5, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 255, 4095, 40
               1 << 20, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF)
 
 
+def file_offset(layout, pa: int, n: int) -> int | None:
+    """Where guest-physical [pa, pa + n) is in the image file (None: not inside one range)."""
+    for start, end, off in layout:
+        if start <= pa and pa + n <= end:
+            return off + pa - start
+    return None
+
+
 class Mutator:
     def __init__(self, loc: dict, rng: random.Random, read):
         self.loc, self.r, self.read = loc, rng, read      # read(pa, n) -> pristine bytes
@@ -178,8 +185,9 @@ class Mutator:
         self.kinds: list[str] = []
 
     def put(self, pa: int, data: bytes, what: str) -> None:
-        if 0 <= pa and pa + len(data) <= self.loc["ram_size"]:
-            self.writes.append((pa, data))
+        off = file_offset(self.loc["layout"], pa, len(data))
+        if off is not None:
+            self.writes.append((off, data))
             self.what.append(what)
 
     def u64(self, pa: int) -> int:
@@ -417,13 +425,17 @@ def fuzz(image: str, cases: int, seed: int, timeout: float = 10.0, workdir: str 
     tmp = Path(workdir or tempfile.mkdtemp(prefix="splitdbg-fuzz-"))
     work = tmp / "fuzz.raw"
     subprocess.run(["cp", "--sparse=always", image, str(work)], check=True)
-    side = json.loads(Path(image).with_suffix(".json").read_text())
+    from splitdbg.mem.image import find_sidecar
+
+    side = json.loads(find_sidecar(image).read_text())
     side["serial_log"] = None
     (tmp / "fuzz.json").write_text(json.dumps(side))
     snap_out = str(tmp / "snap.json")
     src = os.open(image, os.O_RDONLY)
     dst = os.open(work, os.O_RDWR)
-    read = lambda pa, n: os.pread(src, n, pa)       # noqa: E731
+    def read(pa: int, n: int) -> bytes:                # pristine guest-physical bytes
+        off = file_offset(loc["layout"], pa, n)
+        return os.pread(src, n, off) if off is not None else bytes(n)
     totals = {"cases": 0, "failures": 0, "hangs": 0, "by_command": {c: 0 for c in commands},
               "rc": {}, "slowest": 0.0, "slow_cases": 0, "with_problems": 0, "mutations": {},
               "errors": {}}
