@@ -31,6 +31,7 @@ ATTR_W, ATTR_U, ATTR_NX, ATTR_G, ATTR_PCD, ATTR_PWT, ATTR_PAT = (1 << i for i in
 # Work budget of a dump: entries decoded plus mappings copied from reused subtrees. A real kernel
 # address space costs about 1.2 million (2,160 table pages) without memoising; far fewer with it.
 MAX_ENTRIES = 8_000_000
+MAX_PROBLEMS = 1000   # a dump lists this many problems, then counts the rest in one more
 
 
 @dataclass(frozen=True)
@@ -322,6 +323,7 @@ class _Dumper:
         self.max_entries = max_entries
         self.memo: dict[tuple[int, int, int], list] = {} if memo is None else memo
         self.problems: list[Problem] = []
+        self.records: list[tuple] = []    # (where, error, va in index space) of each problem listed
         self.tables_read = self.tables_reused = self.visited = 0
         self.partial: list = []
         # Index-space address of the canonical hole: runs must not merge across it.
@@ -331,10 +333,16 @@ class _Dumper:
         self.rsv_large = {lv: np.uint64(mode.reserved_mask(lv, True)) for lv in (2, 3)}
 
     def fail(self, path: tuple[str, ...], error: PageTableError, va: int | None = None) -> None:
-        where = " -> ".join(path) or "CR3"
+        self.fail_at(" -> ".join(path) or "CR3", error, va)
+
+    def fail_at(self, where: str, error: PageTableError, va: int | None) -> None:
         if not self.collect:
             raise type(error)(f"{where}: {error}")
-        self.problems.append(Problem(where, error, None if va is None else self.mode.canonical(va)))
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(where, error, None if va is None else self.mode.canonical(va)))
+            self.records.append((where, error, va))
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append(Problem(where, CorruptTable(f"more than {MAX_PROBLEMS} problems: the rest are not listed")))
 
     def spend(self, n: int, path: tuple, runs: list) -> None:
         self.visited += n
@@ -356,9 +364,14 @@ class _Dumper:
         whole = lo <= base and base + span <= hi
         key = (pa, level, inherited)
         if self.memoize and whole and key in self.memo:
-            cached_base, cached = self.memo[key]
+            cached_base, cached, problems = self.memo[key]
             self.tables_reused += 1
-            self.spend(len(cached), path, [])
+            self.spend(len(cached) + len(problems), path, [])
+            prefix = " -> ".join(path)
+            for suffix, error, off in problems:      # a second path to a corrupt table reports it too
+                if len(self.problems) > MAX_PROBLEMS:
+                    break
+                self.fail_at(prefix + suffix, error, None if off is None else base + off)
             d = base - cached_base
             return [(s + d, e + d, p, z, a) for s, e, p, z, a in cached]
         if pa in ancestors:
@@ -370,7 +383,7 @@ class _Dumper:
             self.fail(path, CorruptTable(f"{LEVEL_NAMES[level]} table at {pa:#x} is outside guest RAM"), base)
             return []
         self.tables_read += 1
-        problems_before = len(self.problems)
+        problems_before = len(self.records)
         runs: list = []
         self.spend(512, path, runs)
         mode = self.mode
@@ -452,9 +465,14 @@ class _Dumper:
                 # Runs of one child are merged already: only its first may join the last run here.
                 _append(runs, child[0], self.hole)
                 runs.extend(child[1:])
-        # A subtree that produced problems is not memoised, so a second path to it reports them too.
-        if self.memoize and whole and len(self.problems) == problems_before:
-            self.memo[key] = (base, runs)  # shared, never mutated after this: callers copy
+        # A subtree that produced problems is memoised too, with them (else tables pointed at one
+        # corrupt table 512 times a level would decode it 512**levels times); a second path to it
+        # reports them again, under its own path, up to MAX_PROBLEMS in all.
+        if self.memoize and whole:
+            n = len(" -> ".join(path))
+            problems = [(w[n:] if path else w, e, None if v is None else v - base)
+                        for w, e, v in self.records[problems_before:]]
+            self.memo[key] = (base, runs, problems)   # shared, never mutated after this: callers copy
         return runs
 
 

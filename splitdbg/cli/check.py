@@ -11,6 +11,7 @@ from .render import parse_range
 from ..target.session import Session
 from ..target.sharing import sharing_graph, writable_paths
 from ..target.splitkernel import REGIONS as SK_REGIONS
+from ..target.splitkernel import span_problem
 from ..target.snapshot import Snapshot
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
@@ -19,6 +20,11 @@ KINDS = ("permissions", "protected-only-in-owner", "no-aliases", "violations", "
 
 class PolicyError(SplitdbgError):
     pass
+
+
+class Uncheckable(SplitdbgError):
+    """What a rule needs cannot be read as it should be (corrupt guest memory): the rule fails,
+    saying why, and the others are still checked."""
 
 
 def register(sub) -> None:
@@ -146,6 +152,9 @@ class Checker:
             if lo is None:
                 raise PolicyError(f"unknown region {rule['region']!r} (or the module is not loaded): "
                                   f"known: {', '.join(self.regions)}")
+            why = span_problem(rule["region"], lo, hi, getattr(self.s, "mem", None))
+            if why:      # a corrupt descriptor: the span would make the work as large as the value
+                raise Uncheckable(f"the descriptor's {why}")
             return lo, hi
         if "range" in rule:
             return parse_range(rule["range"])
@@ -283,7 +292,12 @@ class Checker:
                     f"{'the containers it names are not there' if named else 'nothing to check, it holds vacuously'}"]})
                 continue
             fn = getattr(self, r["kind"].replace("-", "_"))
-            problems = fn(r)
+            try:
+                problems = fn(r)
+            except PolicyError:
+                raise
+            except SplitdbgError as exc:     # corrupt memory under this rule: it fails, the rest is checked
+                problems = [f"cannot be checked: {exc}"]
             results.append({"name": name, "kind": r["kind"], "ok": not problems, "vacuous": False,
                              "problems": problems})
         return results
@@ -293,10 +307,15 @@ def cmd_check(args) -> int:
     rules = load_policy(args.policy)
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend) as s:
         snap = s.snapshot(crosscheck=False)
+        if snap.module_unusable:
+            raise SplitdbgError(snap.problems[0] if snap.problems else snap.notes[0])
         if snap.module is None:
             raise SplitdbgError("the split-kernel module is not loaded: " + "; ".join(snap.notes))
         results = Checker(s, snap).run(rules)
     ok = all(r["ok"] for r in results)
+    from .inspect import say_problems
+
+    say_problems(snap.problems)
     if args.json:
         print(json.dumps({"ok": ok, "rules": results}))
     else:

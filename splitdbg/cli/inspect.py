@@ -88,19 +88,35 @@ def _snapshot(args, need_module: bool = True, state: list | None = None, **kw) -
         snap = s.snapshot(**kw)
         if state is not None:
             state.append(s.run_state())     # as QEMU says it, after gdb let go
+    if need_module and snap.module_unusable:
+        raise SplitdbgError(snap.problems[0] if snap.problems else snap.notes[0])
     if need_module and snap.module is None:
         raise SplitdbgError("the split-kernel module is not loaded: " + "; ".join(snap.notes))
     return snap
+
+
+def say_problems(problems: list[str], limit: int = 20) -> None:
+    """What could not be read (corrupt memory), one line each on stderr: the output above is the
+    rest, read as far as it could be."""
+    for p in problems[:limit]:
+        print(f"splitdbg: problem: {p}", file=sys.stderr)
+    if len(problems) > limit:
+        print(f"splitdbg: ... and {len(problems) - limit} more problems", file=sys.stderr)
 
 
 def cmd_status(args):
     state: list = []
     s = _snapshot(args, need_module=False, state=state, with_ranges=False, crosscheck=False)
     why = s.notes[0] if s.module is None and s.notes else ""
-    module_state = "loaded" if s.module else "unknown" if why.startswith("module state unknown") else "not loaded"
+    module_state = "loaded" if s.module else "unusable" if s.module_unusable else \
+        "unknown" if why.startswith("module state unknown") else "not loaded"
     print(json.dumps({"target": s.target, "backend": s.backend, "guest": state[0], "module_state": module_state,
-                      "module": s.module, "cpus": s.cpus, "containers": len(s.containers), "notes": s.notes})
+                      "module": s.module, "cpus": s.cpus, "containers": len(s.containers), "notes": s.notes,
+                      "problems": s.problems})
           if args.json else render.status(s, state[0]))
+    if args.json:
+        say_problems(s.problems)
+    return 2 if s.module_unusable else 0
 
 
 def cmd_ps(args):
@@ -109,27 +125,39 @@ def cmd_ps(args):
         print(json.dumps([dict(asdict(p), mode=p.mode) for p in s.processes or []]))
     else:
         print(render.ps(s))
+    say_problems(s.problems)
+    unusable = [n for n in s.notes if n.startswith("kernel symbols unusable")]
+    if s.processes is None and unusable:
+        # Symbols given but the kernel could not be read: no list at all, which is not an empty one.
+        raise SplitdbgError(f"no processes: {unusable[0]}")
 
 
 def cmd_tasks(args) -> int:
-    from ..target.splitkernel import ModuleNotLoaded
+    from ..target.splitkernel import ModuleNotLoaded, ModuleUnusable
     from ..target.tasks import task_states
 
     with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend, scan=args.scan) as sess:
         if sess.kernel is None:
             raise SplitdbgError(f"tasks need the kernel's symbols: {sess.kernel_error or 'give --vmlinux'}")
+        problems: list[str] = []
         try:
             sk = sess.splitkernel()
         except ModuleNotLoaded:
             sk = None                  # every task in root mode
-        states = task_states(sess.kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk)
+        except ModuleUnusable as exc:
+            sk = None                  # the tasks are still the kernel's: listed, their containers unknown
+            problems.append(f"{exc}: containers not shown")
+        states = task_states(sess.kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk,
+                             problems=problems)
     print(json.dumps([asdict(t) for t in states]) if args.json else render.tasks(states, stacks=args.stacks))
+    say_problems(problems)
     return 0
 
 
 def cmd_containers(args):
     s = _snapshot(args, with_ranges=False, crosscheck=False)
     print(json.dumps([asdict(c) for c in s.containers]) if args.json else render.containers(s))
+    say_problems(s.problems)
 
 
 def cmd_ept(args):
@@ -148,13 +176,15 @@ def cmd_ept(args):
         cid = match[0].container
     c = s.container(cid)
     if c is None:
-        raise SplitdbgError(f"no container {cid}")
+        why = next((p for p in s.problems if p.startswith(f"container slot {cid} ")), None)
+        raise SplitdbgError(f"no container {cid}" + (f": {why}" if why else ""))
     if args.json:
         print(json.dumps({"container": cid, "slat": s.slat, "slat_root": c.slat_root,
                           "ranges": [asdict(r) for r in c.ranges if (not window or (r.end > window[0] and r.start < window[1]))
                                      and (not flt or render._match(r, flt))]}))
     else:
         print(render.ept(s, cid, flt, window))
+    say_problems(s.problems)
 
 
 def cmd_events(args):
@@ -165,6 +195,7 @@ def cmd_events(args):
     if args.last:
         evs = evs[-args.last:]
     print(json.dumps([asdict(e) for e in evs]) if args.json else render.events(s, args.pid, args.kind, args.last))
+    say_problems(s.problems)
 
 
 def cmd_snapshot(args):
@@ -178,7 +209,8 @@ def cmd_snapshot(args):
     s = _snapshot(args)
     atomic_write(args.output, s.to_json(), force=args.force, ours=is_snapshot)
     print(f"snapshot of {len(s.containers)} containers, {len(s.processes or [])} processes, {len(s.events)} events "
-          f"written to {args.output}")
+          f"written to {args.output}" + (f" ({len(s.problems)} problems in it)" if s.problems else ""))
+    say_problems(s.problems)
 
 
 def diff(a: Snapshot, b: Snapshot) -> list[dict]:

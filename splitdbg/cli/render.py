@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import SplitdbgError
-from ..target.snapshot import Snapshot, slat_names
+from ..target.snapshot import UNUSABLE, Snapshot, slat_names
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 
@@ -12,7 +12,9 @@ def status(s: Snapshot, run_state: str | None = None) -> str:
     if run_state is not None:
         lines.append(f"guest          : {run_state} (QEMU's run state)")
     m = s.module
-    if m is None:
+    if m is None and s.module_unusable:
+        lines.append("split kernel   : unusable (" + next(p for p in s.problems) + ")")
+    elif m is None:
         why = "; ".join(s.notes[:1])
         state = "unknown" if why.startswith("module state unknown") else "not loaded"
         lines.append(f"split kernel   : {state} ({why})")
@@ -26,7 +28,8 @@ def status(s: Snapshot, run_state: str | None = None) -> str:
     if s.processes is not None:
         nr = sum(1 for p in s.processes if p.container)
         lines.append(f"processes      : {len(s.processes)} ({nr} in non-root mode)")
-    lines += [f"note           : {n}" for n in s.notes]
+    lines += [f"note           : {n}" for n in s.notes if not n.startswith(UNUSABLE)]
+    lines += [f"problem        : {p}" for p in s.problems]
     return "\n".join(lines)
 
 

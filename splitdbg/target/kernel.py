@@ -132,31 +132,57 @@ class Kernel:
         return self.translate(va)
 
     # -- lists ---------------------------------------------------------------------------------
-    def list_entries(self, head: int, struct: str, member: str, limit: int = MAX_TASKS):
-        """Addresses of the structs on a list_head list (like list_for_each_entry)."""
+    def list_entries(self, head: int, struct: str, member: str, limit: int = MAX_TASKS,
+                     problems: list[str] | None = None):
+        """Addresses of the structs on a list_head list (like list_for_each_entry). A list that
+        loops without coming back to its head, runs past `limit` nodes or leads to an unreadable
+        node raises KernelError; with `problems`, the walk instead stops there with a line in it
+        (the nodes before are still yielded)."""
         off = self.types.offsetof(struct, member)
         seen = {head}
-        node = self.u64(head)
-        while node != head:
-            if node in seen or len(seen) > limit:
-                raise KernelError(f"list at {head:#x} ({struct}.{member}) loops or is corrupt at {node:#x}")
-            seen.add(node)
-            yield node - off
-            node = self.u64(node)
+        what = f"list at {head:#x} ({struct}.{member})"
+        n = 0
+        try:
+            node = self.u64(head)
+            while node != head:
+                if node in seen:
+                    raise KernelError(f"{what} loops: node {node:#x} comes again after {n} nodes "
+                                      f"without the head: corrupt")
+                if len(seen) > limit:
+                    raise KernelError(f"{what} is longer than {limit} nodes: corrupt")
+                seen.add(node)
+                nxt = self.u64(node)            # readable before it is yielded: a wild pointer ends here
+                yield node - off
+                n += 1
+                node = nxt
+        except (KernelError, MemoryReadError) as exc:
+            if problems is None:
+                raise KernelError(str(exc) if isinstance(exc, KernelError) else f"{what}: node unreadable: {exc}") \
+                    from exc
+            problems.append((str(exc) if isinstance(exc, KernelError) else f"{what}: node unreadable: {exc}")
+                            + f": the walk stops after {n} nodes")
 
     # -- processes and modules -----------------------------------------------------------------
-    def tasks(self) -> list[Task]:
-        """Every process (thread-group leader) on init_task.tasks, init_task included."""
+    def tasks(self, problems: list[str] | None = None) -> list[Task]:
+        """Every process (thread-group leader) on init_task.tasks, init_task included. With
+        `problems`, a corrupt list ends the walk (and a task whose fields cannot be read is left
+        out) with a line there, instead of raising KernelError."""
         t = self.types
         o_pid, o_tgid, o_comm, o_mm = (t.offsetof("task_struct", m) for m in ("pid", "tgid", "comm", "mm"))
         o_pgd = t.offsetof("mm_struct", "pgd")
         init = self.symbols.address("init_task")
         out = []
-        for addr in [init, *self.list_entries(init + t.offsetof("task_struct", "tasks"), "task_struct", "tasks")]:
-            mm = self.u64(addr + o_mm)
-            pgd = self.translate(self.u64(mm + o_pgd)) if mm else 0
-            out.append(Task(addr, self.u32(addr + o_pid), self.u32(addr + o_tgid),
-                            self.cstr(addr + o_comm, 16), mm, pgd))
+        for addr in [init, *self.list_entries(init + t.offsetof("task_struct", "tasks"), "task_struct", "tasks",
+                                              problems=problems)]:
+            try:
+                mm = self.u64(addr + o_mm)
+                pgd = self.translate(self.u64(mm + o_pgd)) if mm else 0
+                out.append(Task(addr, self.u32(addr + o_pid), self.u32(addr + o_tgid),
+                                self.cstr(addr + o_comm, 16), mm, pgd))
+            except MemoryReadError as exc:
+                if problems is None:
+                    raise
+                problems.append(f"task_struct at {addr:#x}: {exc}: left out")
         return out
 
     def cpu_pgds(self) -> dict[int, set[int]]:
@@ -185,18 +211,27 @@ class Kernel:
             out[cpu] = {self.translate(self.u64(mm + o_pgd)) for mm in mms - {0, LOADED_MM_SWITCHING}}
         return out
 
-    def modules(self) -> list[LoadedModule]:
+    def modules(self, problems: list[str] | None = None) -> list[LoadedModule]:
+        """The loaded modules (the `modules` list). With `problems`, as tasks()."""
         t = self.types
         head = self.symbols.address("modules")
         out = []
-        for addr in self.list_entries(head, "module", "list", limit=4096):
-            base = addr + t.offsetof("module", "core_layout")
-            out.append(LoadedModule(addr, self.cstr(addr + t.offsetof("module", "name"), 56),
-                                    self.u64(base + t.offsetof("module_layout", "base")),
-                                    self.u32(base + t.offsetof("module_layout", "size")),
-                                    self.u32(base + t.offsetof("module_layout", "text_size")),
-                                    self.u32(base + t.offsetof("module_layout", "ro_size"))))
+        for addr in self.list_entries(head, "module", "list", limit=4096, problems=problems):
+            try:
+                out.append(self._module(addr, addr + t.offsetof("module", "core_layout")))
+            except MemoryReadError as exc:
+                if problems is None:
+                    raise
+                problems.append(f"struct module at {addr:#x}: {exc}: left out")
         return out
+
+    def _module(self, addr: int, base: int) -> LoadedModule:
+        t = self.types
+        return LoadedModule(addr, self.cstr(addr + t.offsetof("module", "name"), 56),
+                            self.u64(base + t.offsetof("module_layout", "base")),
+                            self.u32(base + t.offsetof("module_layout", "size")),
+                            self.u32(base + t.offsetof("module_layout", "text_size")),
+                            self.u32(base + t.offsetof("module_layout", "ro_size")))
 
     def module_sections(self, mod: LoadedModule) -> dict[str, int]:
         """Section name -> load address of a module (module->sect_attrs, as /sys/module/X/sections)."""

@@ -6,41 +6,82 @@ Edges carry `writable`: the guest page tables' permission (gva -> gpa) and the c
 nested table's (gpa -> frame)."""
 from __future__ import annotations
 
+import bisect
+
 import networkx as nx
+import numpy as np
 
 from ..arch import x86_paging as xp
 from ..errors import SplitdbgError
 
 
-def mappings(mem, containers, lo: int, hi: int, mode: xp.PagingMode, dumps: dict | None = None):
+# Bounds on corrupt tables: a real address space decodes some 50,000 entries (memoised) and the
+# kernel text and rodata of every container's address spaces make some 100,000 mappings.
+MAX_DUMP_ENTRIES = 500_000
+MAX_MAPPINGS = 500_000
+MAX_GRAPH_MAPPINGS = 200_000      # networkx: some 2 KB a mapping
+
+
+class TooManyMappings(SplitdbgError):
+    pass
+
+
+def mappings(mem, containers, lo: int, hi: int, mode: xp.PagingMode, dumps: dict | None = None,
+             problems: list[str] | None = None, limit: int = MAX_MAPPINGS):
     """(container, pgd, gva, gpa, frame, gva_writable, nested_writable) for every page of the given
     containers' address spaces that reaches a frame in [lo, hi). `dumps` (pgd -> ranges) lets
-    several calls share one read of each address space."""
+    several calls share one read of each address space. Page tables that cannot be read whole add
+    a line to `problems`; more than `limit` mappings (tables aliased past any real address space)
+    raise TooManyMappings."""
     dumps = {} if dumps is None else dumps
     memo: dict = {}       # the kernel half is the same tables in every address space: decode once
+    count = 0
     for c in containers:
+        nested = sorted((nr.start, nr.end, nr.hpa, "w" in nr.perms) for nr in c.ranges)
+        nstarts = [n[0] for n in nested]
         for pgd in c.pgds:
             if pgd not in dumps:
                 try:
-                    dumps[pgd] = xp.dump(mem, pgd, mode, on_error="collect", memo=memo).ranges
-                except SplitdbgError:
+                    d = xp.dump(mem, pgd, mode, on_error="collect", memo=memo, max_entries=MAX_DUMP_ENTRIES)
+                    dumps[pgd] = d.ranges
+                    if d.problems and problems is not None:
+                        problems.append(f"page tables of address space {pgd:#x} (container {c.id}): "
+                                        f"{len(d.problems)} problem{'s' if len(d.problems) > 1 else ''}, first "
+                                        f"{d.problems[0]}: the rest of it is read")
+                except SplitdbgError as exc:
                     dumps[pgd] = []
-            for gr in dumps[pgd]:
+                    if problems is not None:
+                        problems.append(f"page tables of address space {pgd:#x} (container {c.id}): {exc}")
+            ranges = dumps[pgd]
+            if ("phys", pgd) not in dumps:      # where each range lands, to pick those over [lo, hi) at once
+                dumps[("phys", pgd)] = (np.fromiter((r.phys for r in ranges), np.uint64, len(ranges)),
+                                        np.fromiter((r.phys + r.size for r in ranges), np.uint64, len(ranges)))
+            phys, ends = dumps[("phys", pgd)]
+            for i in np.flatnonzero((phys < np.uint64(hi)) & (ends > np.uint64(lo))).tolist():
+                gr = ranges[i]
                 a, b = max(gr.phys, lo), min(gr.phys + gr.size, hi)
-                if a >= b:
-                    continue
-                for nr in c.ranges:
-                    s0, e0 = max(a, nr.start), min(b, nr.end)
-                    nested_w = "w" in nr.perms
+                # the nested ranges over [a, b), found by bisection (not every range of the container)
+                k = max(bisect.bisect_right(nstarts, a) - 1, 0)
+                while k < len(nested) and nested[k][0] < b:
+                    ns, ne, hpa, nested_w = nested[k]
+                    k += 1
+                    s0, e0 = max(a, ns), min(b, ne)
+                    if s0 >= e0:
+                        continue
                     for page in range(s0 & ~0xFFF, e0, 0x1000):
-                        frame = nr.hpa + (page - nr.start)
+                        frame = hpa + (page - ns)
                         if lo <= frame < hi:     # not, e.g., an isolated private copy
+                            count += 1
+                            if count > limit:
+                                raise TooManyMappings(
+                                    f"more than {limit} mappings reach {lo:#x}-{hi:#x}: page tables "
+                                    f"aliased past any real address space (corrupt)")
                             yield c.id, pgd, gr.start + (page - gr.phys), page, frame, gr.writable, nested_w
 
 
 def sharing_graph(mem, containers, lo: int, hi: int, mode: xp.PagingMode, dumps: dict | None = None) -> nx.DiGraph:
     """Mappings that reach frames in [lo, hi), over the address spaces of the given containers."""
-    return graph_of(mappings(mem, containers, lo, hi, mode, dumps))
+    return graph_of(mappings(mem, containers, lo, hi, mode, dumps, limit=MAX_GRAPH_MAPPINGS))
 
 
 def graph_of(maps) -> nx.DiGraph:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import time
 
-from ..errors import SplitdbgError
+from ..errors import SplitdbgError, WalkBudgetExceeded
 from dataclasses import asdict, dataclass, field
 
 from ..vmx_model import slat_ranges
 from ..vmx_model.crosscheck import basis as check_basis
 from ..vmx_model.crosscheck import crosscheck_event
 from .detail import event_detail
-from .splitkernel import ModuleNotLoaded, SplitKernel
+from .splitkernel import ModuleNotLoaded, ModuleUnusable, SplitKernel
 
 FORMAT = "splitdbg-snapshot/1"
+UNUSABLE = "the split-kernel module's state is unusable"    # how a snapshot's note says so
 
 
 @dataclass
@@ -115,10 +116,19 @@ class Snapshot:
     events: list[EventRec]
     notes: list[str] = field(default_factory=list)
     sharing: list[dict] = field(default_factory=list)   # kernel text/rodata frames: who maps them, how
+    # What could not be read as it should be (a corrupt ring header, a looping task list, a nested
+    # table that points at itself): each a line naming the thing and the bad value; the rest of the
+    # snapshot is still there. Empty for a healthy guest.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> dict[str, str]:
         return slat_names(self.slat)
+
+    @property
+    def module_unusable(self) -> bool:
+        """The module's descriptor was found but its fields cannot be right (see notes)."""
+        return self.module is None and any(n.startswith(UNUSABLE) for n in self.notes)
 
     def container(self, cid: int) -> ContainerRec | None:
         return next((c for c in self.containers if c.id == cid), None)
@@ -140,9 +150,50 @@ class Snapshot:
         return cls(**{**d, "containers": conts, "processes": procs, "events": [EventRec(**e) for e in d["events"]]})
 
 
-def container_ranges(sk: SplitKernel, ncr3: int) -> list[RangeRec]:
-    return [RangeRec(r.start, r.end, r.hpa, r.perms, r.page_size)
-            for r in slat_ranges(sk.mem, sk.arch, sk.slat_root(ncr3), caps=sk.caps(), levels=sk.levels)]
+class _TableBudget:
+    """Guest memory for one second-level table walk, which may read at most `pages` table pages.
+    The nested tables live in the module's pool, so a walk that reads more pages than the pool
+    holds goes round tables shared or looped by corruption: stop it (its work is then bounded by
+    the pool's size, not by 512**levels)."""
+
+    def __init__(self, mem, pages: int):
+        self.mem, self.left, self.pages = mem, pages, pages
+
+    def read_u64_array(self, addr: int, count: int):
+        self.left -= 1
+        if self.left < 0:
+            raise WalkBudgetExceeded(f"the walk read more than {self.pages} table pages (the module's pool holds "
+                                     f"{self.pages}): tables shared or looped")
+        return self.mem.read_u64_array(addr, count)
+
+    def __getattr__(self, name):
+        return getattr(self.mem, name)
+
+
+# A container's nested table is an identity map in large pages, split where a page is isolated,
+# protected or module text (at most a few hundred of those): some 20 ranges in the lab's guests.
+# More than this many is tables aliased by corruption, each alias its own ranges.
+MAX_RANGES = 16384
+
+
+def container_ranges(sk: SplitKernel, ncr3: int, problems: list[str] | None = None,
+                     what: str = "") -> list[RangeRec]:
+    """The merged ranges of a container's nested table. With `problems`, a table that cannot be
+    walked (outside RAM, cyclic, shared past the pool's size) or more than MAX_RANGES ranges ends
+    the list with a line there."""
+    out = []
+    mem = _TableBudget(sk.mem, max(sk.d["pool_size"] >> 12, 1))
+    try:
+        for r in slat_ranges(mem, sk.arch, sk.slat_root(ncr3), caps=sk.caps(), levels=sk.levels):
+            if len(out) == MAX_RANGES:
+                raise WalkBudgetExceeded(f"more than {MAX_RANGES} ranges (tables aliased: corrupt)")
+            out.append(RangeRec(r.start, r.end, r.hpa, r.perms, r.page_size))
+    except SplitdbgError as exc:
+        if problems is None:
+            raise
+        problems.append(f"{what or f'nested table {ncr3:#x}'}: {exc}: "
+                        f"{'ranges after ' + hex(out[-1].end) if out else 'no ranges'} not shown")
+    return out
 
 
 def mark_differences(root: list[RangeRec], other: list[RangeRec]) -> None:
@@ -195,26 +246,32 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
     module's state alone (found by its magic) still makes a snapshot. `locate()`, when given,
     says where the descriptor is instead of `descriptor_pa` (or raises ModuleNotLoaded): a
     session's bounded lookup, where a whole-RAM scan would take minutes (the gdbstub)."""
-    notes = []
+    notes, problems = [], []
     try:
         sk = SplitKernel(mem, locate() if locate else descriptor_pa, event_cache=event_cache)
     except ModuleNotLoaded as exc:
         sk = None
         notes.append(str(exc))
+    except ModuleUnusable as exc:
+        sk = None
+        notes.append(f"{UNUSABLE}: {exc}")
+        problems.append(str(exc))
     containers, events, module, cpus = [], [], None, []
     if sk is not None:
+        problems += sk.problems
         module = {k: v for k, v in sk.d.items() if not k.startswith(("rings_pa", "sec_rings_pa", "vmcb_pa"))}
         module["vendor_name"] = sk.vendor
         module["descriptor_pa"] = sk.pa
         module["ring_overflow"] = sk.overflow()
         cpus = sk.cpus
         root_ranges = None
-        for c in sk.containers():
+        conts = sk.containers(problems)
+        prot = set(p for cc in conts for p in cc.protected)
+        for c in conts:
             rec = ContainerRec(c.id, c.owner_pid, c.owner_comm, c.released, c.policy, sk.slat_root(c.ncr3), list(c.pgds),
                                list(c.protected), [list(x) for x in c.isolated], asdict(c.counters))
             if with_ranges:
-                rec.ranges = container_ranges(sk, c.ncr3)
-                prot = set(p for cc in sk.containers() for p in cc.protected)
+                rec.ranges = container_ranges(sk, c.ncr3, problems, f"container {c.id}'s nested table {c.ncr3:#x}")
                 iso = {g: cp for g, cp in c.isolated}
                 for r in rec.ranges:
                     if r.start in iso:
@@ -230,7 +287,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                             r.note = "protected (other)"
             containers.append(rec)
         modsyms = module_symbols(kernel) if crosscheck else None
-        for e in sk.events():
+        for e in sk.events(problems=problems):
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                            e.exit_code, e.exitinfo1, e.exitinfo2, e.rip, e.cr3, e.slat_root, e.extra,
                            guest_linear=e.guest_linear, exitintinfo=e.exitintinfo, ring=e.ring,
@@ -242,20 +299,24 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
             if crosscheck and e.kind_name == "violation" and detail_cache is not None and key in detail_cache:
                 rec.check, rec.detail = detail_cache[key]   # a poller sees the same events again and again
             elif crosscheck and e.kind_name == "violation":
-                rec.check = crosscheck_event(sk.mem, e, levels=sk.levels, arch=sk.arch, caps=sk.caps(),
-                                             host_efer=(guest_regs or {}).get("efer"),
-                                             guest_regs=sk.guest_regs(e.cpu),
-                                             live_roots={c.slat_root for c in containers},
-                                             live_pgds={c.slat_root: c.pgds for c in containers})
-                rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.levels, verdict=rec.check,
-                                          arch=sk.arch, caps=sk.caps())
+                try:
+                    rec.check = crosscheck_event(sk.mem, e, levels=sk.levels, arch=sk.arch, caps=sk.caps(),
+                                                 host_efer=(guest_regs or {}).get("efer"),
+                                                 guest_regs=sk.guest_regs(e.cpu),
+                                                 live_roots={c.slat_root for c in containers},
+                                                 live_pgds={c.slat_root: c.pgds for c in containers})
+                    rec.detail = event_detail(sk.mem, e, kernel, modsyms, levels=sk.levels, verdict=rec.check,
+                                              arch=sk.arch, caps=sk.caps())
+                except SplitdbgError as exc:    # tables or fields it names that cannot be read: say so
+                    rec.check = f"not checked: {exc}"
+                    problems.append(f"violation seq {e.seq} on CPU {e.cpu}: the model cannot judge it: {exc}")
                 if detail_cache is not None:
                     detail_cache[key] = (rec.check, rec.detail)
             events.append(rec)
     processes = None
     if kernel is not None:
         processes = []
-        for t in kernel.tasks():
+        for t in kernel.tasks(problems):
             cid = sk.container_of_cr3(t.pgd) if (sk is not None and t.pgd) else 0
             processes.append(ProcessRec(t.pid, t.tgid, t.comm, t.pgd, cid))
     else:
@@ -265,10 +326,17 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         from .sharing import frame_rows_of, mappings
 
         dumps: dict = {}      # each address space read once for both regions
-        for name, lo, hi in (("text", module["kernel_text_pa"], module["kernel_text_end_pa"]),
-                             ("rodata", module["rodata_pa"], module["rodata_end_pa"])):
-            maps = mappings(mem, [c for c in containers if c.id and c.pgds], lo, hi, kernel.mode, dumps)
-            sharing += [dict(r, region=name) for r in frame_rows_of(maps, limit=500)]
+        for name in ("text", "rodata"):
+            span = sk.region(name)
+            if span is None:
+                continue              # a corrupt span: sk.problems says so
+            lo, hi = span
+            maps = mappings(mem, [c for c in containers if c.id and c.pgds], lo, hi, kernel.mode, dumps,
+                            problems if name == "text" else None)      # each address space's problems once
+            try:
+                sharing += [dict(r, region=name) for r in frame_rows_of(maps, limit=500)]
+            except SplitdbgError as exc:
+                problems.append(f"sharing of kernel {name}: {exc}: not shown")
     slat = sk.slat_name if sk is not None else "NPT"
     return Snapshot(FORMAT, time.time(), target, backend, module, slat, cpus, containers, processes, events, notes,
-                    sharing)
+                    sharing, problems)

@@ -63,8 +63,32 @@ class ModuleNotLoaded(SplitdbgError):
     """No split-kernel descriptor in guest memory."""
 
 
-class AbiMismatch(SplitdbgError):
+class ModuleUnusable(SplitdbgError):
+    """A descriptor that names the module but whose fields cannot be right (corrupt memory, a torn
+    read): nothing of the module's state can be read through it."""
+
+
+class AbiMismatch(ModuleUnusable):
     pass
+
+
+# Bounds of what a sane descriptor, ring or container can hold (splitkernel.h).
+MAX_CONTAINERS = 32
+MAX_RING_ENTRIES = 65536
+MAX_SPAN = 1 << 30            # kernel text / rodata: 1 GiB at most
+MAX_HEAD = 1 << 48            # events ever written to one ring: centuries at any real rate
+SEC_RING_RATIO = 4            # SK_RING_ENTRIES / SK_SEC_RING_ENTRIES
+
+
+def span_problem(name: str, lo: int, hi: int, mem=None) -> str | None:
+    """Why [lo, hi) is no span of guest RAM (of `mem`, when given) of a sane size (None when it is)."""
+    if not lo < hi:
+        return f"{name} {lo:#x}-{hi:#x} is empty or reversed"
+    if hi - lo > MAX_SPAN:
+        return f"{name} {lo:#x}-{hi:#x} spans {(hi - lo) >> 20} MiB (more than {MAX_SPAN >> 20} MiB)"
+    if mem is not None and not mem.contains(lo, hi - lo):
+        return f"{name} {lo:#x}-{hi:#x} is not inside guest RAM"
+    return None
 
 
 @dataclass(frozen=True)
@@ -226,7 +250,56 @@ class SplitKernel:
             raise AbiMismatch(f"module ABI version {d['version']} (descriptor {d['size']} bytes, event "
                               f"{d['event_size']}, container {d['container_size']}) differs from splitdbg's "
                               f"version {SK_ABI_VERSION} ({DESCRIPTOR.size}, {EVENT.size}, {CONTAINER_SIZE})")
+        self.problems = self._check_descriptor(d)
         self.d = d
+
+    def _check_descriptor(self, d: dict) -> list[str]:
+        """Raise ModuleUnusable for a field nothing can be read without; return the problems that
+        leave the rest readable (a CPU's ring, a region, the physical-address width)."""
+        where = f"split-kernel descriptor at {self.pa:#x}"
+
+        def bad(what: str):
+            return ModuleUnusable(f"{where} is corrupt: {what}")
+
+        if d["vendor"] not in VENDORS:
+            raise bad(f"vendor {d['vendor']} (not 1 SVM or 2 VMX)")
+        if d["slat_levels"] not in (4, 5):
+            raise bad(f"slat_levels {d['slat_levels']} (not 4 or 5)")
+        if not 0 < d["ncpus"] <= MAX_CPUS:
+            raise bad(f"ncpus {d['ncpus']} (1 to {MAX_CPUS})")
+        if not 0 < d["max_containers"] <= MAX_CONTAINERS:
+            raise bad(f"max_containers {d['max_containers']} (1 to {MAX_CONTAINERS})")
+        n = d["ring_entries"]
+        if not (0 < n <= MAX_RING_ENTRIES and n & (n - 1) == 0) or n < SEC_RING_RATIO:
+            raise bad(f"ring_entries {n} (a power of two, {SEC_RING_RATIO} to {MAX_RING_ENTRIES})")
+        pool, size = d["pool_pa"], d["pool_size"]
+        if not 0 < size <= MAX_SPAN or pool & 0xFFF or not self.mem.contains(pool, size):
+            raise bad(f"pool {pool:#x} + {size:#x} is not a page-aligned span of guest RAM of at most "
+                      f"{MAX_SPAN >> 20} MiB")
+        cpa, csize = d["containers_pa"], CONTAINER_SIZE * d["max_containers"]
+        if not (pool <= cpa and cpa + csize <= pool + size):
+            raise bad(f"containers {cpa:#x}-{cpa + csize:#x} are not inside the pool {pool:#x}-{pool + size:#x}")
+        problems = []
+        extra = d["cpu_mask"] & ~((1 << d["ncpus"]) - 1)
+        if extra:
+            problems.append(f"{where}: cpu_mask {d['cpu_mask']:#x} names CPUs beyond ncpus {d['ncpus']}: "
+                            f"ignored ({extra:#x})")
+            d["cpu_mask"] &= (1 << d["ncpus"]) - 1
+        if d["maxphyaddr"] and not 32 <= d["maxphyaddr"] <= 52:
+            problems.append(f"{where}: maxphyaddr {d['maxphyaddr']} (not 32 to 52): the architectural default is used")
+            d["maxphyaddr"] = 0
+        for name, lo, hi in (("kernel text", d["kernel_text_pa"], d["kernel_text_end_pa"]),
+                             ("kernel rodata", d["rodata_pa"], d["rodata_end_pa"])):
+            why = span_problem(name, lo, hi, self.mem)
+            if why:
+                problems.append(f"{where}: {why}: not checked")
+        return problems
+
+    def region(self, name: str) -> tuple[int, int] | None:
+        """(start, end) guest-physical of "text" or "rodata" when the descriptor's span is sane."""
+        lo, hi = (self.d["kernel_text_pa"], self.d["kernel_text_end_pa"]) if name == "text" else \
+            (self.d["rodata_pa"], self.d["rodata_end_pa"])
+        return None if span_problem(name, lo, hi, self.mem) else (lo, hi)
 
     # -- descriptor ---------------------------------------------------------------------------
     @property
@@ -284,7 +357,9 @@ class SplitKernel:
         return self.d[f"vmcb_pa{cpu}"]
 
     # -- containers ---------------------------------------------------------------------------
-    def containers(self) -> list[Container]:
+    def containers(self, problems: list[str] | None = None) -> list[Container]:
+        """The live containers. One whose fields cannot be right (an id that is not its slot, a
+        count past its array) is left out, with a line in `problems` saying why."""
         out = []
         size = self.d["container_size"]
         raw = self.mem.read(self.d["containers_pa"], size * self.d["max_containers"])
@@ -294,6 +369,17 @@ class SplitKernel:
             if not active:
                 continue
             o = CONTAINER_HEAD.size
+            nprot = CONTAINER_TAIL.unpack_from(c, o + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16)[0]
+            why = [w for w, ok in ((f"active {active} (not 1 or 2)", active in (1, 2)),
+                                   (f"id {cid} in slot {i}", cid == i),
+                                   (f"npgds {npgds} > {MAX_PGDS}", npgds <= MAX_PGDS),
+                                   (f"nisolated {niso} > {MAX_ISOLATED}", niso <= MAX_ISOLATED),
+                                   (f"nprotected {nprot} > {MAX_PROTECTED}", nprot <= MAX_PROTECTED)) if not ok]
+            if why:
+                if problems is not None:
+                    problems.append(f"container slot {i} at {self.d['containers_pa'] + i * size:#x} is corrupt "
+                                    f"({', '.join(why)}): left out")
+                continue
             pgds = struct.unpack_from(f"<{MAX_PGDS}Q", c, o)[:npgds]
             gpas = struct.unpack_from(f"<{MAX_ISOLATED}Q", c, o + 8 * MAX_PGDS)[:niso]
             copies = struct.unpack_from(f"<{MAX_ISOLATED}Q", c, o + 8 * (MAX_PGDS + MAX_ISOLATED))[:niso]
@@ -318,9 +404,6 @@ class SplitKernel:
     # -- rings --------------------------------------------------------------------------------
     # Each CPU has two rings: the busy one and the security one (violations, blocked CR4 writes,
     # attacks), which no flood of ordinary exits overwrites. A ring is named by (cpu, kind).
-    def ring_keys(self) -> list[tuple[int, int]]:
-        return [(cpu, kind) for cpu in self.cpus for kind in (RING_ALL, RING_SECURITY)]
-
     def _ring_pa(self, cpu: int, kind: int = RING_ALL) -> int:
         return self.d[f"sec_rings_pa{cpu}" if kind == RING_SECURITY else f"rings_pa{cpu}"]
 
@@ -328,12 +411,52 @@ class SplitKernel:
         """(head, overflow, entries, event_size, cpu, ring_kind) of one of a CPU's rings."""
         return RING_HEADER.unpack(self.mem.read(self._ring_pa(cpu, kind), RING_HEADER.size))
 
+    def ring_problem(self, cpu: int, kind: int = RING_ALL) -> str | None:
+        """Why one of a CPU's rings cannot be read (None when its header is sane): its address, and
+        each header field against the descriptor and the ABI."""
+        name = f"CPU {cpu}'s {'security' if kind == RING_SECURITY else 'busy'} ring"
+        pa = self._ring_pa(cpu, kind)
+        pool, pool_end = self.d["pool_pa"], self.d["pool_pa"] + self.d["pool_size"]
+        if not pool <= pa < pool_end or pa & 7:
+            return f"{name}: address {pa:#x} is not inside the module's pool {pool:#x}-{pool_end:#x}"
+        try:
+            head, overflow, entries, event_size, rcpu, rkind = self.ring_header(cpu, kind)
+        except MemoryReadError as exc:
+            return f"{name} at {pa:#x}: {exc}"
+        want = self.d["ring_entries"] // (SEC_RING_RATIO if kind == RING_SECURITY else 1)
+        slot = event_size + (WALK.size if kind == RING_SECURITY else 0)
+        why = [w for w, ok in ((f"entries {entries} (the descriptor says {want})", entries == want),
+                               (f"event_size {event_size} (not {EVENT.size})", event_size == EVENT.size),
+                               (f"cpu {rcpu}", rcpu == cpu), (f"ring_kind {rkind} (not {kind})", rkind == kind),
+                               (f"head {head:#x} (more than {MAX_HEAD:#x} events)", head < MAX_HEAD),
+                               (f"overflow {overflow:#x} > head {head:#x}", overflow <= head)) if not ok]
+        if not why and pa + RING_HEADER.size + entries * slot > pool_end:
+            why.append(f"its {entries} entries end past the pool at {pool_end:#x}")
+        return f"{name} at {pa:#x} is corrupt: {', '.join(why)}" if why else None
+
+    def ring_keys(self, problems: list[str] | None = None) -> list[tuple[int, int]]:
+        """(cpu, kind) of every readable ring; with `problems`, why each other ring is left out."""
+        keys = []
+        for cpu in self.cpus:
+            for kind in (RING_ALL, RING_SECURITY):
+                why = self.ring_problem(cpu, kind)
+                if why is None:
+                    keys.append((cpu, kind))
+                elif problems is not None:
+                    problems.append(f"{why}: its events are not shown")
+        return keys
+
     def overflow(self) -> int:
-        """Events overwritten in every ring (each ring counts its own)."""
+        """Events overwritten in every readable ring (each ring counts its own)."""
         return sum(self.ring_header(cpu, kind)[1] for cpu, kind in self.ring_keys())
 
-    def ring(self, cpu: int, since: int = 0, kind: int = RING_ALL) -> Ring:
-        """Events of one of a CPU's rings with seq > since (those still in the ring), oldest first."""
+    def ring(self, cpu: int, since: int = 0, kind: int = RING_ALL, problems: list[str] | None = None) -> Ring:
+        """Events of one of a CPU's rings with seq > since (those still in the ring), oldest first.
+        A ring whose header is corrupt raises ModuleUnusable; an entry naming another CPU is left
+        out (with a line in `problems`)."""
+        why = self.ring_problem(cpu, kind)
+        if why:
+            raise ModuleUnusable(why)
         pa = self._ring_pa(cpu, kind)
         head, overflow, entries, event_size, rcpu, _ = RING_HEADER.unpack(self.mem.read(pa, RING_HEADER.size))
         ring = Ring(rcpu, head, overflow, entries, kind=kind)
@@ -345,6 +468,7 @@ class SplitKernel:
         walks = kind == RING_SECURITY
         raw = self.mem.read(pa + RING_HEADER.size, entries * (event_size + (WALK.size if walks else 0)))
         cache = self.event_cache
+        strays = 0
         for seq in range(first, head + 1):
             off = ((seq - 1) % entries) * event_size
             slot_seq, tsc = _SEQ_TSC.unpack_from(raw, off)
@@ -356,17 +480,26 @@ class SplitKernel:
                 if walks:
                     walk = WALK.unpack_from(raw, entries * event_size + ((seq - 1) % entries) * WALK.size)
                     walk = walk if any(walk) else ()
-                ev = cache[(rcpu, kind, seq, tsc)] = Event(*EVENT.unpack_from(raw, off), ring=kind,
-                                                           slat_walk=walk)
+                ev = Event(*EVENT.unpack_from(raw, off), ring=kind, slat_walk=walk)
+                if ev.cpu != rcpu:
+                    strays += 1                # corrupt: it would be judged with another CPU's registers
+                    continue
+                cache[(rcpu, kind, seq, tsc)] = ev
             ring.events.append(ev)
+        if strays and problems is not None:
+            problems.append(f"CPU {cpu}'s {'security' if walks else 'busy'} ring at {pa:#x}: {strays} "
+                            f"entr{'y' if strays == 1 else 'ies'} naming another CPU left out (corrupt)")
         if len(cache) > 8 * MAX_CPUS * entries:
             cache.clear()
         return ring
 
-    def events(self, since: dict[tuple[int, int], int] | None = None) -> list[Event]:
-        """Events of every ring (newer than since[(cpu, ring)]), merged in TSC order."""
+    def events(self, since: dict[tuple[int, int], int] | None = None,
+               problems: list[str] | None = None) -> list[Event]:
+        """Events of every readable ring (newer than since[(cpu, ring)]), merged in TSC order; with
+        `problems`, why a ring or an entry was left out."""
         since = since or {}
-        evs = [e for cpu, kind in self.ring_keys() for e in self.ring(cpu, since.get((cpu, kind), 0), kind).events]
+        evs = [e for cpu, kind in self.ring_keys(problems)
+               for e in self.ring(cpu, since.get((cpu, kind), 0), kind, problems).events]
         return sorted(evs, key=lambda e: (e.tsc, e.cpu, e.ring, e.seq))
 
 

@@ -61,7 +61,7 @@ class TaskState:
 class TaskReader:
     """Reads the scheduling state and kernel stacks of tasks (one Kernel, its vmlinux)."""
 
-    def __init__(self, kernel: Kernel):
+    def __init__(self, kernel: Kernel, problems: list[str] | None = None):
         self.k = kernel
         t = kernel.types
         t.load("thread_struct", "thread_info")
@@ -80,7 +80,7 @@ class TaskReader:
         self.text = (sym.address("_stext"), sym.address("_etext"))
         self.not_wchan = [(sym.address("__sched_text_start"), sym.address("__sched_text_end")),
                           (sym.address("__lock_text_start"), sym.address("__lock_text_end"))]
-        self.modules = [(m.base, m.base + (m.text_size or m.size), m.name) for m in kernel.modules()]
+        self.modules = [(m.base, m.base + (m.text_size or m.size), m.name) for m in kernel.modules(problems)]
         self.module_symbols = module_symbols(kernel)     # names inside the lab's own modules
 
     def is_text(self, addr: int) -> bool:
@@ -124,7 +124,7 @@ class TaskReader:
         if not base:
             return []        # an exited task whose stack is gone
         if not base <= sp < base + THREAD_SIZE:
-            raise MemoryReadError(f"saved stack pointer {sp:#x} is outside the stack at {base:#x}")
+            raise MemoryReadError(sp, 8, f"saved stack pointer {sp:#x} is outside the stack at {base:#x}")
         sp &= ~7
         raw = k.read(sp, base + THREAD_SIZE - sp)
         out = []
@@ -135,13 +135,22 @@ class TaskReader:
         return out
 
 
-def task_states(kernel: Kernel, stacks: bool = False, pids: set[int] | None = None, sk=None) -> list[TaskState]:
-    """Every process's TaskState (or those in `pids`); with `sk` (a SplitKernel), its container."""
-    r = TaskReader(kernel)
+def task_states(kernel: Kernel, stacks: bool = False, pids: set[int] | None = None, sk=None,
+                problems: list[str] | None = None) -> list[TaskState]:
+    """Every process's TaskState (or those in `pids`); with `sk` (a SplitKernel), its container.
+    With `problems`, a corrupt task or module list, or a task whose state cannot be read, is a line
+    there and the rest is still listed."""
+    r = TaskReader(kernel, problems)
     out = []
-    for t in kernel.tasks():
+    for t in kernel.tasks(problems):
         if pids is None or t.pid in pids:
-            ts = r.state(t, stacks)
+            try:
+                ts = r.state(t, stacks)
+            except MemoryReadError as exc:
+                if problems is None:
+                    raise
+                problems.append(f"task {t.pid} ({t.comm}) at {t.addr:#x}: {exc}: left out")
+                continue
             ts.container = sk.container_of_cr3(t.pgd) if sk is not None and t.pgd else 0
             out.append(ts)
     return out
