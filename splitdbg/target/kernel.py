@@ -61,6 +61,32 @@ class Kernel:
         self._mode = mode
         self._tlb: dict[int, int] = {}
 
+    def banner_mismatch(self) -> str | None:
+        """Why this vmlinux is not the guest's kernel (None when it is): its `linux_banner` ("Linux
+        version 6.1.192 ... #1 SMP ...") against the one in guest memory at the same address."""
+        from elftools.elf.elffile import ELFFile
+
+        if "linux_banner" not in self.symbols:
+            return None
+        addr = self.symbols.address("linux_banner")
+        with open(self.symbols.path, "rb") as f:
+            elf = ELFFile(f)
+            sec = next((s for s in elf.iter_sections()
+                        if s["sh_addr"] <= addr < s["sh_addr"] + s["sh_size"] and s["sh_type"] != "SHT_NOBITS"), None)
+            if sec is None:
+                return None
+            f.seek(sec["sh_offset"] + addr - sec["sh_addr"])
+            ours = f.read(160).split(b"\0", 1)[0]
+        try:
+            theirs = self.mem.read(self.image_pa(addr), 160).split(b"\0", 1)[0]
+        except SplitdbgError:
+            theirs = b""
+        if theirs == ours:
+            return None
+        said = theirs.decode(errors="replace").strip() if theirs.startswith(b"Linux version") else \
+            "no Linux banner at that address"
+        return f"{self.symbols.path} is {ours.decode(errors='replace').strip()!r}; the guest has {said!r}"
+
     # -- addresses -----------------------------------------------------------------------------
     def image_pa(self, va: int) -> int:
         """Physical address of a kernel-image symbol (KASLR is off, phys_base is read once)."""

@@ -108,8 +108,16 @@ class Session:
         if vmlinux and Path(vmlinux).exists():
             try:
                 self.kernel = Kernel(self.mem, vmlinux)
+                mismatch = self.kernel.banner_mismatch()     # the right symbols or none
+                if mismatch and explicit:
+                    self.close()
+                    raise SplitdbgError(f"--vmlinux does not match the guest: {mismatch}")
+                if mismatch:
+                    raise SplitdbgError(f"not this guest's kernel: {mismatch}")
                 self.kernel.kernel_cr3 and self.kernel.mode   # fails here if this memory is not that kernel's
             except SplitdbgError as exc:
+                if explicit and str(exc).startswith("--vmlinux does not match"):
+                    raise
                 self.kernel, self.kernel_error = None, str(exc)
         if self.kernel is not None and self.image is None and hasattr(self.mem, "watch"):
             # On the read path too: `events --follow` reads rings, not snapshots.

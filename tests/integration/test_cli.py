@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from splitdbg import lab
+
 from .conftest import boot
 
 POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.toml"
@@ -252,3 +254,29 @@ def test_gdb_events_follow(guest):
         dbg.close()
     evs = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
     assert any(e["kind_name"] == "violation" and e["action_name"] == "isolate" for e in evs), out
+
+
+def test_a_vmlinux_that_is_not_the_guests_kernel_is_refused(guest, tmp_path):
+    """The right symbols or none: a vmlinux whose linux_banner differs from the one in guest memory
+    (another build of the same kernel) is an error that says both versions."""
+    import shutil
+
+    from splitdbg.target.symbols import ElfSymbols
+
+    ours = lab.artifacts()["vmlinux"]
+    other = tmp_path / "vmlinux"
+    shutil.copyfile(ours, other)
+    sym = ElfSymbols(ours)
+    addr = sym.address("linux_banner")
+    from elftools.elf.elffile import ELFFile
+    with open(ours, "rb") as f:
+        sec = next(s for s in ELFFile(f).iter_sections() if s["sh_addr"] <= addr < s["sh_addr"] + s["sh_size"])
+        off = sec["sh_offset"] + addr - sec["sh_addr"]
+    with open(other, "r+b") as f:
+        f.seek(off + len("Linux version "))
+        f.write(b"9")                                   # "Linux version 9.1.192 ...": another kernel
+    p = splitdbg("status", f":{guest.port}", "--vmlinux", str(other), check_rc=2)
+    assert "does not match the guest" in p.stderr and "Linux version 9.1" in p.stderr \
+        and "Linux version 6.1" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    splitdbg("status", f":{guest.port}", "--vmlinux", ours)     # the right one is used
