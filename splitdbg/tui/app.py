@@ -325,13 +325,13 @@ class SplitdbgApp(App):
             txt = Text.assemble((f"OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan"),
                                 (f"  {s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
                                 f"{len(s.containers) - 1} containers  exits {m['total_exits']} (total)  ",
-                                (f"ring overflow {m.get('ring_overflow', 0)}", "red" if m.get("ring_overflow") else ""))
+                                (f"overwritten {m.get('ring_overflow', 0)}", ""))
         else:
             m = s.module
             txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
                                 (f"{len(s.containers) - 1} containers  ", ""),
                                 f"exits {m['total_exits']}  ({self.rates[-1]:.0f}/s)  ",
-                                (f"ring overflow {m.get('ring_overflow', 0)}  ", "red" if m.get("ring_overflow") else ""),
+                                (f"overwritten {m.get('ring_overflow', 0)}  ", ""),
                                 ("PAUSED" if self.paused else "live", "bold yellow" if self.paused else "green"),
                                 (f"  guest {self.guest_state}", "bold magenta" if self.guest_state != "running" else ""))
         self.query_one("#status", Static).update(txt)
