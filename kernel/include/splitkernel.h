@@ -248,7 +248,8 @@ struct sk_protect {
 #define SK_HC_WHOAMI          0x530e   /* returns the container this CPU runs (from its CR3, the handler's view) */
 #define SK_HC_MODTEXT_ADD     0x530f   /* rbx = page pa, rcx = SK_PERM_*: a module's text/rodata page, kept
                                           read-only in every non-root container (any container may add) */
-#define SK_HC_MODTEXT_DEL     0x5310   /* rbx = page pa: the module is going; the page is ordinary again */
+#define SK_HC_MODTEXT_DEL     0x5310   /* rbx = page pa: the module is going; the page is ordinary again
+                                          (root container only) */
 #define SK_HC_BEGIN_UNLOAD    0x5311   /* root container only, no live container: DEVIRT allowed everywhere */
 
 #endif

@@ -314,7 +314,13 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		*res = (u64)(s64)sk_modtext_add(a1, (u32)a2);
 		break;
 	case SK_HC_MODTEXT_DEL:
-		*res = (u64)(s64)sk_modtext_del(a1);
+		/* Root only: from a container it would make module text writable in every container.
+		 * A module unloaded from inside a container keeps its pages read-only in containers
+		 * (fail closed; the root container maps them as ever). */
+		if (!nonroot)
+			*res = (u64)(s64)sk_modtext_del(a1);
+		else
+			refused = 1;
 		break;
 	case SK_HC_NEW_CONTAINER:
 		if (!nonroot)

@@ -20,7 +20,7 @@ from splitdbg.target.splitkernel import SplitKernel
 from .conftest import boot
 
 HC = {"PING": 0x5301, "DEVIRT": 0x5302, "NEW_CONTAINER": 0x5303, "ADD_PGD": 0x5304, "FREE_CONTAINER": 0x5306,
-      "QUERY": 0x5307, "PROBE_SET": 0x530C}
+      "QUERY": 0x5307, "PROBE_SET": 0x530C, "MODTEXT_DEL": 0x5310}
 TEXT = 0xFFFFFFFF81000000          # kernel text (_text): the QUERY of old wrote its counters there
 
 
@@ -156,7 +156,7 @@ def test_query_writes_nothing_on_the_callers_behalf(g):
 
 
 @pytest.mark.parametrize("name,args", [("DEVIRT", ""), ("NEW_CONTAINER", "0 1"), ("FREE_CONTAINER", "0"),
-                                       ("ADD_PGD", "0 1000"), ("PROBE_SET", "1000 1 0")])
+                                       ("ADD_PGD", "0 1000"), ("PROBE_SET", "1000 1 0"), ("MODTEXT_DEL", "1000")])
 def test_hypercalls_outside_the_callers_rights_are_refused(g, name, args):
     seq = ring_heads(g)
     cpus = sk(g).cpus
