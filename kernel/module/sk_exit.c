@@ -91,7 +91,7 @@ void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
  */
 void sk_attack(struct sk_cpu *c, u64 what)
 {
-	u64 n = ++sk_counters_of(c)->attacks;
+	u64 n = __atomic_add_fetch(&sk_counters_of(c)->attacks, 1, __ATOMIC_RELAXED);
 
 	if (n <= 64 || !(n & (n - 1)))
 		sk_record(c, SK_EV_ATTACK, 0, SK_ACT_DENY, what);

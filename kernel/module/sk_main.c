@@ -140,10 +140,12 @@ static u32 container_of_tgid(pid_t tgid)
 	return id;
 }
 
-static void set_tgid(pid_t tgid, u32 id)
+/* Returns -ENOSPC when the table is full: the caller must not let that process run unrecorded
+ * (its container would be released under it when the recorded ones exit). */
+static int set_tgid(pid_t tgid, u32 id)
 {
 	unsigned long flags;
-	int i, free = -1;
+	int i, free = -1, r = 0;
 
 	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
 	for (i = 0; i < SK_MAX_TASKS; i++) {
@@ -158,8 +160,11 @@ static void set_tgid(pid_t tgid, u32 id)
 	if (free >= 0 && id) {
 		sk_tasks[free].tgid = tgid;
 		sk_tasks[free].container = id;
+	} else if (free == -1 && id) {
+		r = -ENOSPC;
 	}
 	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
+	return r;
 }
 
 /* Returns non-zero when the container is full (SK_MAX_PGDS): the caller must not let that
@@ -205,7 +210,11 @@ static int wake_up_new_task_pre(struct kprobe *kp, struct pt_regs *regs)
 	id = my_container() ?: container_of_tgid(current->tgid);
 	if (!id)
 		return 0;
-	set_tgid(p->tgid, id);
+	if (set_tgid(p->tgid, id)) {
+		pr_warn_ratelimited("splitkernel: %d contained processes at most: killing %d\n", SK_MAX_TASKS, p->pid);
+		send_sig(SIGKILL, p, 1);    /* never runs unrecorded */
+		return 0;
+	}
 	/* fork: the child's new address space joins the container, or the child never runs user code */
 	if (p->mm && p->mm != current->mm && add_pgd(id, p->mm->pgd))
 		send_sig(SIGKILL, p, 1);
@@ -444,8 +453,7 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			return r;
 		if (id <= 0 || id >= SK_MAX_CONTAINERS)
 			return -ENOSPC;
-		set_tgid(current->tgid, id);
-		if (add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
+		if (set_tgid(current->tgid, id) || add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
 			set_tgid(current->tgid, 0);
 			container_release(id);
 			return -ENOSPC;

@@ -468,8 +468,8 @@ int sk_protect(u32 owner, u64 pa, int visible_root)
 	u32 id;
 
 	pa &= NP_ADDR;
-	if (sk_region_of(pa, owner) != SK_REGION_NONE || pa >= (512ULL << 30))
-		return -1;   /* only ordinary RAM, not already special */
+	if (sk_region_of(pa, owner) != SK_REGION_NONE || pa >= (512ULL << 30) || !pfn_valid(PHYS_PFN(pa)))
+		return -1;   /* only ordinary RAM (the handler zeroes it on UNPROTECT), not already special */
 	sk_lock();
 	if (ct->nprotected >= SK_MAX_PROTECTED) {
 		sk_unlock();
@@ -550,15 +550,17 @@ u32 sk_region_of(u64 gpa, u32 container)
 }
 
 /* Apply a mapping of page pa to the template and to every live non-root container. */
-static void map_everywhere_locked(u64 pa, u32 perm)
+static int map_everywhere_locked(u64 pa, u32 perm)
 {
+	int r = 0;
 	u32 id;
 
 	for (id = 1; id < SK_MAX_CONTAINERS; id++)
 		if (sk.containers[id].active)
-			map_4k_locked(sk.containers[id].ncr3, pa, pa, perm);
-	map_4k_locked(sk.tmpl_ncr3, pa, pa, perm);
+			r |= map_4k_locked(sk.containers[id].ncr3, pa, pa, perm);
+	r |= map_4k_locked(sk.tmpl_ncr3, pa, pa, perm);
 	sk.gen++;
+	return r;
 }
 
 /*
@@ -568,22 +570,27 @@ static void map_everywhere_locked(u64 pa, u32 perm)
  */
 int sk_modtext_add(u64 pa, u32 perm)
 {
-	u32 i;
 	int r = -1;
 
 	pa &= NP_ADDR;
 	perm &= SK_PERM_R | SK_PERM_X;
-	if (!(perm & SK_PERM_R) || pa >= (512ULL << 30))
+	/* Only ordinary RAM: not the pool, the handler's pages, kernel text/rodata, another
+	 * container's protected page (mapping those readable everywhere would show them), nor MMIO. */
+	if (!(perm & SK_PERM_R) || pa >= (512ULL << 30) || !pfn_valid(PHYS_PFN(pa)))
 		return -1;
 	sk_lock();
-	for (i = 0; i < sk.nmodtext; i++)
-		if ((sk.modtext[i] & PAGE_MASK) == pa)
-			goto out;    /* already protected: not twice */
+	if (sk_region_of(pa, 0) != SK_REGION_NONE)
+		goto out;    /* already protected (as module text, or otherwise): not twice */
 	if (sk.nmodtext >= SK_MAX_MODTEXT)
 		goto out;
 	sk.modtext[sk.nmodtext] = pa | perm;
 	WRITE_ONCE(sk.nmodtext, sk.nmodtext + 1);
-	map_everywhere_locked(pa, perm);
+	if (map_everywhere_locked(pa, perm)) {
+		/* Out of pool pages for the split tables: not protected, so say so (the load fails). */
+		WRITE_ONCE(sk.nmodtext, sk.nmodtext - 1);
+		map_everywhere_locked(pa, SK_PERM_RWX);
+		goto out;
+	}
 	r = 0;
 out:
 	sk_unlock();

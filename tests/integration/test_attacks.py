@@ -237,3 +237,14 @@ def test_a_follower_that_falls_behind_says_what_it_lost(g):
     finally:
         p.kill()
         p.wait()
+
+
+def test_modtext_add_cannot_map_the_pool_or_a_hole(g):
+    """MODTEXT_ADD (any container may protect a module's page) must not make the pool, the
+    handler's pages or a hole in RAM "module text", readable everywhere (found by review)."""
+    k = sk(g)
+    pool, desc = k.d["pool_pa"], k.pa
+    for pa in (pool, pool + 0x3FF000, desc, 100 << 30):
+        rc, out = in_container(g, f"echo hypercall 530f {pa:x} 1 > /proc/sktest; cat /proc/sktest")
+        assert "rax=0xffffffffffffffff" in out, (hex(pa), out)
+    assert alive(g)
