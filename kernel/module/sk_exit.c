@@ -323,7 +323,7 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 			refused = 1;
 		break;
 	case SK_HC_NEW_CONTAINER:
-		if (!nonroot)
+		if (!nonroot && !READ_ONCE(sk.unloading))
 			*res = (u64)(s64)sk_container_new((u32)a1, (u32)a2,
 							  is_kernel_addr(a3) ? (const char *)a3 : NULL);
 		else

@@ -93,6 +93,29 @@ static int container_quota(void)
 	return live >= SK_MAX_CONTAINERS - 1 - SK_RESERVED_CONTAINERS ? -ENOSPC : 0;
 }
 
+/*
+ * The policies ENTER accepts: deny, isolate or log for kernel text, rodata and module text (the
+ * other regions are never negotiable). isolate and log only with CAP_SYS_ADMIN: log lets the
+ * container write the shared frames every process runs, isolate lets it run kernel code of its
+ * own making in its container.
+ */
+static int policy_check(u32 policy)
+{
+	u32 region, relaxed = 0;
+
+	for (region = 0; region < 8; region++) {
+		u32 pol = SK_POLICY_OF(policy, region);
+
+		if (pol == SK_POL_DENY)
+			continue;
+		if (pol > SK_POL_LOG || (region != SK_REGION_TEXT && region != SK_REGION_RODATA &&
+					 region != SK_REGION_MODULE_TEXT))
+			return -EINVAL;
+		relaxed = 1;
+	}
+	return relaxed && !capable(CAP_SYS_ADMIN) ? -EPERM : 0;
+}
+
 static void container_made(u32 id)
 {
 	__module_get(THIS_MODULE);
@@ -112,7 +135,9 @@ static void container_release(u32 id)
 	sk_conts[id].live = false;
 	raw_spin_unlock_irq(&sk_tasks_lock);
 	sk_hypercall(SK_HC_RELEASE, id, 0, 0);
-	if (was)
+	/* Not once the unload has begun: rmmod took the count to none already (a forged count let
+	 * it in while this container lived, and sk_exit waited for it). */
+	if (was && module_is_live(THIS_MODULE))
 		module_put(THIS_MODULE);
 }
 
@@ -262,15 +287,19 @@ static struct kprobe kp_pgd_free = { .symbol_name = "pgd_free", .pre_handler = p
 
 /*
  * The thread group's last thread exits (whichever it is: the leader may have gone first with
- * SYS_exit, or been replaced by a non-leader's execve). signal->live still counts current here.
+ * SYS_exit, or been replaced by a non-leader's execve). do_exit calls exit_itimers only for the
+ * thread whose decrement took signal->live to 0: exactly one thread of the group, however many
+ * exit at the same instant (a probe on do_exit's entry, reading live there, saw 2 in both of two
+ * threads exiting together, and the container leaked). exec calls it too: PF_EXITING tells.
  */
-static int do_exit_pre(struct kprobe *kp, struct pt_regs *regs)
+static int group_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	unsigned long flags;
 	u32 id;
 	int i, others = 0;
 
-	if (atomic_read(&current->signal->live) != 1 || !(id = container_of_tgid(current->tgid)))
+	if (!(current->flags & PF_EXITING) || atomic_read(&current->signal->live) ||
+	    !(id = container_of_tgid(current->tgid)))
 		return 0;
 	set_tgid(current->tgid, 0);
 	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
@@ -283,7 +312,7 @@ static int do_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 	return 0;
 }
 
-static struct kprobe kp_exit = { .symbol_name = "do_exit", .pre_handler = do_exit_pre };
+static struct kprobe kp_exit = { .symbol_name = "exit_itimers", .pre_handler = group_exit_pre };
 
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
 
@@ -443,6 +472,9 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 			return -EFAULT;
 		if (container_of_tgid(current->tgid) || my_container())
 			return -EBUSY;
+		r = policy_check(en.policy);
+		if (r)
+			return r;
 		mutex_lock(&sk_enter_mutex);
 		r = container_quota();
 		id = r ? 0 : (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en.policy, current->tgid, (u64)current->comm);
@@ -512,15 +544,18 @@ static int sk_proc_show(struct seq_file *m, void *v)
 		       SK_PERM_R | SK_PERM_X : SK_PERM_R), 1);						\
 	     a += PAGE_SIZE)
 
-/* Before launch: a module already loaded (and this one) is protected from the first container on. */
-static void add_module_text(struct module *mod)
+/* Before launch: this module's own text and rodata, read-only from the first container on. */
+static int add_module_text(struct module *mod)
 {
 	unsigned long a;
 	u32 perm;
 
-	for_each_module_ro_page(mod, a, perm)
-		if (sk.nmodtext < SK_MAX_MODTEXT)
-			sk.modtext[sk.nmodtext++] = PFN_PHYS(vmalloc_to_pfn((void *)a)) | perm;
+	for_each_module_ro_page(mod, a, perm) {
+		if (sk.nmodtext >= SK_MAX_MODTEXT)
+			return -E2BIG;     /* never truncated: a page left out would be writable */
+		sk.modtext[sk.nmodtext++] = PFN_PHYS(vmalloc_to_pfn((void *)a)) | perm;
+	}
+	return 0;
 }
 
 /*
@@ -565,12 +600,37 @@ static int sk_module_notify(struct notifier_block *nb, unsigned long action, voi
 /* Last on COMING (after jump labels and static calls have patched the module's text). */
 static struct notifier_block sk_module_nb = { .notifier_call = sk_module_notify, .priority = INT_MIN };
 
+/*
+ * After the notifier is registered: every module loaded before it (COMING or LIVE), so none falls
+ * between a scan and the registration. A module met both here and by the notifier is added once
+ * (MODTEXT_ADD of a page already module text with the same permissions succeeds). No container
+ * exists yet, so no kernel patching of a coming module's text runs inside one.
+ */
+static int protect_loaded_modules(void)
+{
+	unsigned long modules = sk_lookup_name("modules");
+	struct module *mod;
+	int r = 0;
+
+	rcu_read_lock();   /* the module list is RCU-protected; module_mutex is not exported */
+	list_for_each_entry_rcu(mod, &THIS_MODULE->list, list) {
+		if ((unsigned long)&mod->list == modules || mod == THIS_MODULE)
+			continue;
+		if (mod->state == MODULE_STATE_COMING || mod->state == MODULE_STATE_LIVE)
+			r = r ?: protect_module(mod, true);
+	}
+	rcu_read_unlock();
+	if (r)
+		pr_err("splitkernel: the loaded modules' text does not fit the table (%d pages at most)\n",
+		       SK_MAX_MODTEXT);
+	return r;
+}
+
 static int collect_regions(void)
 {
 	unsigned long text = sk_lookup_name("_text"), etext = sk_lookup_name("_etext");
 	unsigned long ro = sk_lookup_name("__start_rodata"), ero = sk_lookup_name("__end_rodata");
 	unsigned long modules = sk_lookup_name("modules"), top = sk_lookup_name("init_top_pgt");
-	struct module *mod;
 
 	if (!text || !etext || !ro || !ero || !modules || !top)
 		return -ENOENT;
@@ -579,15 +639,9 @@ static int collect_regions(void)
 	sk.text_end_pa = __pa_symbol(etext);
 	sk.rodata_pa = __pa_symbol(ro);
 	sk.rodata_end_pa = __pa_symbol(ero);
-	/* Text of every module loaded now, this one included (list head is `modules`). */
-	rcu_read_lock();   /* the module list is RCU-protected; module_mutex is not exported */
-	add_module_text(THIS_MODULE);
-	list_for_each_entry_rcu(mod, &THIS_MODULE->list, list) {
-		if ((unsigned long)&mod->list == modules)
-			continue;
-		add_module_text(mod);
-	}
-	rcu_read_unlock();
+	/* This module's own text; the others once the module notifier runs (protect_loaded_modules). */
+	if (add_module_text(THIS_MODULE))
+		return -E2BIG;
 	sk.desc_page_pa = PFN_PHYS(vmalloc_to_pfn(&sk_desc));
 	sk.state_page_pa = PFN_PHYS(vmalloc_to_pfn(&sk));
 	return 0;
@@ -762,6 +816,9 @@ static int __init sk_init(void)
 	r = register_module_notifier(&sk_module_nb);
 	if (r)
 		goto err_hooks;
+	r = protect_loaded_modules();
+	if (r)
+		goto err_notifier;
 	r = register_kprobe(&kp_fork);
 	if (r)
 		goto err_notifier;
@@ -820,6 +877,15 @@ err_state:
  */
 static void __exit sk_exit(void)
 {
+	/* The handler agrees first, while every hook still runs. It refuses while a container is
+	 * live, which a reference count forged with a kernel write primitive would hide from rmmod:
+	 * then wait, with fork, exec and exit still tracked, until the container's processes end
+	 * (freeing the module under CPUs in guest mode would crash; returning them to root would
+	 * let them out). ENTER fails from here on. */
+	while (sk_hypercall(SK_HC_BEGIN_UNLOAD, 0, 0, 0)) {
+		pr_warn_once("splitkernel: unload with a live container (forged module reference count?): waiting for it to end\n");
+		schedule_timeout_idle(HZ / 5);
+	}
 	descriptor_withdraw();
 	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
@@ -829,8 +895,6 @@ static void __exit sk_exit(void)
 	unregister_kprobe(&kp_exec);
 	unregister_kprobe(&kp_fork);
 	unregister_module_notifier(&sk_module_nb);
-	if (sk_hypercall(SK_HC_BEGIN_UNLOAD, 0, 0, 0))
-		pr_err("splitkernel: the handler refused the unload (a container is live); leaving anyway\n");
 	sk_be->devirtualize_all();
 	sk_pool_free();
 	memset(sk_tasks, 0, sizeof(sk_tasks));

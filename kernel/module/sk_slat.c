@@ -563,6 +563,16 @@ static int map_everywhere_locked(u64 pa, u32 perm)
 	return r;
 }
 
+static u32 modtext_perm_locked(u64 pa)
+{
+	u32 i;
+
+	for (i = 0; i < sk.nmodtext; i++)
+		if ((sk.modtext[i] & PAGE_MASK) == pa)
+			return sk.modtext[i] & (SK_PERM_R | SK_PERM_X);
+	return 0;
+}
+
 /*
  * A module loaded after splitkernel (from root or from inside a container): its text (RX) and
  * rodata (R) become read-only in every non-root container, as the kernel's own are. Returns -1
@@ -579,8 +589,14 @@ int sk_modtext_add(u64 pa, u32 perm)
 	if (!(perm & SK_PERM_R) || pa >= (512ULL << 30) || !pfn_valid(PHYS_PFN(pa)))
 		return -1;
 	sk_lock();
+	if (sk_region_of(pa, 0) == SK_REGION_MODULE_TEXT) {
+		/* Met twice at load (the notifier and protect_loaded_modules): once is enough, with
+		 * the same permissions only. */
+		r = modtext_perm_locked(pa) == perm ? 0 : -1;
+		goto out;
+	}
 	if (sk_region_of(pa, 0) != SK_REGION_NONE)
-		goto out;    /* already protected (as module text, or otherwise): not twice */
+		goto out;    /* already protected otherwise: not readable everywhere */
 	if (sk.nmodtext >= SK_MAX_MODTEXT)
 		goto out;
 	sk.modtext[sk.nmodtext] = pa | perm;

@@ -9,6 +9,12 @@
  *   flood N          N user-mode hypercalls (each #UD, each an attack): SIGILL every time
  *   quota N          (as root, outside any container) N children become uid 1000 and each asks for
  *                    a container: at most SK_USER_CONTAINERS may succeed, the rest get EDQUOT
+ *   unpriv-policy    (as root, outside) a child as uid 1000 asks for log or isolate on text, rodata
+ *                    and module text (EPERM each), a policy on a region that has none or an
+ *                    unknown action (EINVAL), then deny everywhere (granted)
+ *   exit-race N      (as root, outside) N contained processes whose two threads leave with
+ *                    SYS_exit at the same instant; prints the container ids used, for the caller
+ *                    to check that every one was released
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -179,6 +186,119 @@ static int quota(int n)
 	return 1;
 }
 
+static int enter_as(uid_t uid, __u32 policy)
+{
+	struct sk_enter en = { .policy = policy };
+	pid_t kid = fork();
+	int st, fd;
+
+	if (kid == 0) {
+		if (setgid(uid) || setuid(uid))
+			_exit(100);
+		fd = open("/dev/splitkernel", O_RDWR);
+		if (fd < 0)
+			_exit(101);
+		_exit(ioctl(fd, SK_IOC_ENTER, &en) ? errno : 0);
+	}
+	waitpid(kid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 102;
+}
+
+static int unpriv_policy(void)
+{
+	static const struct { const char *what; __u32 policy; int want; } cases[] = {
+		{ "text=log", SK_POLICY(SK_REGION_TEXT, SK_POL_LOG), EPERM },
+		{ "text=isolate", SK_POLICY(SK_REGION_TEXT, SK_POL_ISOLATE), EPERM },
+		{ "rodata=log", SK_POLICY(SK_REGION_RODATA, SK_POL_LOG), EPERM },
+		{ "rodata=isolate", SK_POLICY(SK_REGION_RODATA, SK_POL_ISOLATE), EPERM },
+		{ "module=log", SK_POLICY(SK_REGION_MODULE_TEXT, SK_POL_LOG), EPERM },
+		{ "module=isolate", SK_POLICY(SK_REGION_MODULE_TEXT, SK_POL_ISOLATE), EPERM },
+		{ "sk-state=log", SK_POLICY(SK_REGION_SK_STATE, SK_POL_LOG), EINVAL },
+		{ "protected=isolate", SK_POLICY(SK_REGION_PROTECTED, SK_POL_ISOLATE), EINVAL },
+		{ "text=7", SK_POLICY(SK_REGION_TEXT, 7), EINVAL },
+		{ "region 7=log", SK_POLICY(7, SK_POL_LOG), EINVAL },
+		{ "deny", SK_POLICY_DEFAULT, 0 },
+	};
+	unsigned int i, bad = 0;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int got = enter_as(1000, cases[i].policy);
+
+		if (got != cases[i].want) {
+			printf("fail unpriv-policy: uid 1000 asking %s got %s, expected %s\n", cases[i].what,
+			       got ? strerror(got) : "a container", cases[i].want ? strerror(cases[i].want) : "a container");
+			bad++;
+		}
+	}
+	if (!bad)
+		printf("ok unpriv-policy: uid 1000 was refused log and isolate on text, rodata and module text, and "
+		       "every policy the handler does not have; granted deny\n");
+	return bad ? 1 : 0;
+}
+
+static pthread_barrier_t exit_barrier;
+
+static void *exit_race_thread(void *arg)
+{
+	(void)arg;
+	pthread_barrier_wait(&exit_barrier);
+	syscall(SYS_exit, 0);
+	return NULL;
+}
+
+/* One contained process: print its container id on fd, then both threads leave together. */
+static void exit_race_one(int fd)
+{
+	struct sk_enter en = { .policy = SK_POLICY_DEFAULT };
+	int dev = open("/dev/splitkernel", O_RDWR);
+	pthread_t t;
+	char line[32];
+
+	prctl(PR_SET_NAME, "sk-exit-race");    /* the container's owner_comm: the test finds leaks by it */
+	if (dev < 0 || ioctl(dev, SK_IOC_ENTER, &en))
+		_exit(3);
+	close(dev);
+	snprintf(line, sizeof(line), "%u\n", en.container);
+	if (write(fd, line, strlen(line)) < 0)
+		_exit(4);
+	pthread_barrier_init(&exit_barrier, NULL, 2);
+	if (pthread_create(&t, NULL, exit_race_thread, NULL))
+		_exit(5);
+	pthread_barrier_wait(&exit_barrier);
+	syscall(SYS_exit, 0);
+}
+
+static int exit_race(int n)
+{
+	int i, st, bad = 0, pipes[2];
+
+	if (pipe(pipes))
+		return 2;
+	for (i = 0; i < n; i++) {
+		pid_t kid = fork();
+
+		if (kid == 0) {
+			close(pipes[0]);
+			exit_race_one(pipes[1]);
+		}
+		waitpid(kid, &st, 0);
+		bad += !WIFEXITED(st) || WEXITSTATUS(st);
+	}
+	close(pipes[1]);
+	printf("containers:");
+	for (;;) {
+		char buf[256];
+		ssize_t k = read(pipes[0], buf, sizeof(buf));
+
+		if (k <= 0)
+			break;
+		for (i = 0; i < k; i++)
+			putchar(buf[i] == '\n' ? ' ' : buf[i]);
+	}
+	printf("\n%s exit-race: %d processes, %d failed to enter\n", bad ? "fail" : "ok", n, bad);
+	return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *s = argc > 1 ? argv[1] : "";
@@ -188,6 +308,8 @@ int main(int argc, char **argv)
 	if (!strcmp(s, "nonleader-exec")) return nonleader_exec();
 	if (!strcmp(s, "flood")) return flood(argc > 2 ? atol(argv[2]) : 10000);
 	if (!strcmp(s, "quota")) return quota(argc > 2 ? atoi(argv[2]) : 8);
-	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]\n");
+	if (!strcmp(s, "unpriv-policy")) return unpriv_policy();
+	if (!strcmp(s, "exit-race")) return exit_race(argc > 2 ? atoi(argv[2]) : 50);
+	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|exit-race [N]\n");
 	return 2;
 }

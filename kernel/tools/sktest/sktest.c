@@ -22,6 +22,8 @@
  *   wrmsr MSR                   WRMSR of the MSR's own value from kernel mode (one the host owns,
  *                               under VMX: IA32_APIC_BASE, an MTRR): #GP or not
  *   cr4-reserved | efer-reserved  MOV to CR4 / WRMSR to EFER with a reserved bit: reports #GP or not
+ *   forge-refcount MOD          set module MOD's reference count to "none" (its struct module is
+ *                               ordinary module data): rmmod then runs although MOD is in use
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
@@ -320,6 +322,20 @@ static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, lof
 		if (write_alias(a, &before, &after))
 			return -ENOMEM;
 		snprintf(result, sizeof(result), "write-sym %s before=%#x after=%#x\n", sym, before, after);
+	} else if (!strncmp(cmd, "forge-refcount ", 15)) {
+		unsigned long head = sk_lookup_name("modules");
+		struct module *m, *hit = NULL;
+
+		rcu_read_lock();
+		list_for_each_entry_rcu(m, &THIS_MODULE->list, list)
+			if ((unsigned long)&m->list != head && !strcmp(m->name, cmd + 15))
+				hit = m;
+		if (hit)
+			atomic_set(&hit->refcnt, 1);    /* MODULE_REF_BASE: no reference */
+		rcu_read_unlock();
+		if (!hit)
+			return -ENOENT;
+		snprintf(result, sizeof(result), "forge-refcount %s done\n", cmd + 15);
 	} else if (!strncmp(cmd, "hypercall ", 10)) {
 		u64 nr, a1 = 0, a2 = 0, a3 = 0;
 
