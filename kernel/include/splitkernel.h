@@ -19,7 +19,7 @@
 #endif
 
 #define SK_MAGIC        0x4e524b54494c5053ULL   /* "SPLITKRN" in memory */
-#define SK_ABI_VERSION  5
+#define SK_ABI_VERSION  6
 
 #define SK_MAX_CPUS        8
 #define SK_MAX_CONTAINERS  32       /* container 0 is the root container */
@@ -194,6 +194,14 @@ struct sk_descriptor {
 	__u64 load_nonce;           /* random, set at each load: tells this load from a dead one's copy */
 	__u64 module_core_va;       /* the module's own load address (struct module core base), to be
 	                               confirmed against the kernel's module list */
+	__u64 state_page_pa;        /* the handler's variables (struct sk_state): read-only in containers */
+	__u64 host_cr3;             /* the page tables the handler runs on (the kernel's init_top_pgt) */
+	struct sk_cpu_now {         /* per CPU, written as each exit's handling ends: what it runs next */
+		__u64 cr3;              /* the guest CR3 (after an intercepted MOV to CR3, the new one) */
+		__u64 ncr3;             /* the nested table (nCR3 / EPT PML4) of that container */
+		__u32 container;
+		__u32 reserved;
+	} cpu_now[SK_MAX_CPUS];
 };
 
 /* ioctls on /dev/splitkernel */

@@ -138,10 +138,16 @@ void sk_exit_begin(struct sk_cpu *c)
  */
 void sk_exit_end(struct sk_cpu *c)
 {
+	struct sk_cpu_now *now = &sk_desc.cpu_now[c->cpu];
+
 	if (c->flush_gen != READ_ONCE(sk.gen)) {
 		c->flush_gen = READ_ONCE(sk.gen);
 		c->flush = 1;
 	}
+	/* A pair the debugger can check (a contained CR3 in the root container is an escape). */
+	now->cr3 = c->ex.cr3;
+	now->ncr3 = sk.containers[c->container].ncr3;
+	now->container = c->container;
 }
 
 static u32 container_of_protected(u64 pa)

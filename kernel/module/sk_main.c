@@ -753,6 +753,7 @@ static int __init sk_init(void)
 	BUILD_BUG_ON(sizeof(struct sk_state) > PAGE_SIZE);
 	BUILD_BUG_ON(sizeof(struct sk_descriptor) > PAGE_SIZE);
 	BUILD_BUG_ON(sizeof(struct sk_event) != 112);
+	BUILD_BUG_ON(sizeof(struct sk_cpu_now) != 24);
 	BUILD_BUG_ON(SK_RING_ENTRIES & (SK_RING_ENTRIES - 1));
 	BUILD_BUG_ON(SK_SEC_RING_ENTRIES & (SK_SEC_RING_ENTRIES - 1));
 
@@ -806,6 +807,8 @@ static int __init sk_init(void)
 	sk_desc.kernel_text_end_pa = sk.text_end_pa;
 	sk_desc.rodata_pa = sk.rodata_pa;
 	sk_desc.rodata_end_pa = sk.rodata_end_pa;
+	sk_desc.state_page_pa = sk.state_page_pa;
+	sk_desc.host_cr3 = sk.host_cr3;
 	sk_desc.load_count++;
 
 	r = sk_be->virtualize_all();

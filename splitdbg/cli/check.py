@@ -13,9 +13,11 @@ from ..target.sharing import sharing_graph, writable_paths
 from ..target.splitkernel import REGIONS as SK_REGIONS
 from ..target.splitkernel import span_problem
 from ..target.snapshot import Snapshot
+from ..target import trust
 
 START_KERNEL_MAP = 0xFFFFFFFF80000000
-KINDS = ("permissions", "protected-only-in-owner", "no-aliases", "violations", "address-spaces")
+KINDS = ("permissions", "protected-only-in-owner", "no-aliases", "violations", "address-spaces",
+         "contained-tasks", "cpu-containers", "handler-pages", "module-text")
 
 
 class PolicyError(SplitdbgError):
@@ -43,8 +45,14 @@ KEYS = {"permissions": {"containers", "forbid", "require", *SPAN_KEYS},
         "protected-only-in-owner": set(),
         "no-aliases": set(SPAN_KEYS),
         "violations": {"containers", "max"},
-        "address-spaces": {"containers"}}
+        "address-spaces": {"containers"},
+        "contained-tasks": set(),
+        "cpu-containers": set(),
+        "handler-pages": {"containers", "pages"},
+        "module-text": {"containers", "modules"}}
 REGIONS = ("kernel-text", "kernel-rodata")
+HANDLER_GROUPS = trust.GROUPS
+HANDLER_DEFAULT = ("descriptor", "state", "code")     # host-tables: a known gap (docs/security.md)
 VIOLATION_REGIONS = tuple(SK_REGIONS.values())       # the counters a container keeps, by region
 PERMS = "rwxu"
 
@@ -103,6 +111,15 @@ def check_rule(rule, where: str) -> None:
                 raise PolicyError(f"{where}: {k} = {v!r}: must be a string of permissions among {' '.join(PERMS)}")
         if not rule.get("forbid") and not rule.get("require"):
             raise PolicyError(f"{where}: a permissions rule needs forbid or require (else it holds vacuously)")
+    for k, known in (("pages", HANDLER_GROUPS), ("modules", None)):
+        if k in rule:
+            v = rule[k]
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
+                raise PolicyError(f"{where}: {k} = {v!r}: must be a non-empty list of names"
+                                  + (f" among {', '.join(known)}" if known else ""))
+            bad = [x for x in v if known and x not in known]
+            if bad:
+                raise PolicyError(f"{where}: {k} = {v!r}: {', '.join(bad)} unknown (known: {', '.join(known)})")
     if kind == "violations":
         limits = rule.get("max")
         if not isinstance(limits, dict) or not limits:
@@ -266,9 +283,80 @@ class Checker:
                 for c in self.containers({"containers": rule.get("containers", "all")})
                 for pgd in c.pgds if pgd not in owners and pgd not in held]
 
+    def _writable(self, rule, pages) -> list[str]:
+        """Each page (trust.PageUse) that some chosen container maps to itself writably."""
+        import bisect
+
+        bad = []
+        for c in self.containers({"containers": rule.get("containers", "non-root")}):
+            starts = [r.start for r in c.ranges]
+            for p in pages:
+                i = bisect.bisect_right(starts, p.pa) - 1
+                if i < 0:
+                    continue
+                r = c.ranges[i]
+                if r.start <= p.pa < r.end and r.hpa + (p.pa - r.start) == p.pa and "w" in r.perms:
+                    bad.append(f"container {c.id} ({c.owner_comm or 'root'}): {p.what} at {p.pa:#x} is {r.perms}")
+        return bad
+
+    def handler_pages(self, rule) -> list[str]:
+        """No page the handler relies on outside its pool is writable in a chosen container."""
+        problems: list[str] = []
+        pages, notes = trust.handler_pages(self.s.splitkernel(), self.s.kernel, rule.get("pages", HANDLER_DEFAULT),
+                                           problems)
+        missing = set(rule.get("pages", HANDLER_DEFAULT)) - {p.group for p in pages}
+        if missing:
+            raise Uncheckable("; ".join(notes + problems) or f"no {', '.join(sorted(missing))} pages found")
+        return self._writable(rule, pages) + [f"not checked: {p}" for p in problems]
+
+    def module_text(self, rule) -> list[str]:
+        """No loaded module's text or rodata is writable in a chosen container."""
+        if self.s.kernel is None:
+            raise PolicyError("the module-text rule needs kernel symbols (--vmlinux), to list the modules")
+        problems: list[str] = []
+        names = rule.get("modules")
+        pages = trust.module_pages(self.s.kernel, problems, names=set(names) if names else None)
+        found = {p.what.split()[0] for p in pages}
+        lost = [n for n in names or () if n not in found]
+        return (self._writable(rule, pages) + [f"module {n} is not loaded" for n in lost]
+                + [f"not checked: {p}" for p in problems])
+
+    def cpu_containers(self, rule) -> list[str]:
+        """Every CPU whose CR3 is an address space a container lists runs in that container (as
+        the handler left it at its last exit): a contained CR3 in another container, or in root
+        where the kernel is writable, is a way out."""
+        if not self.snap.cpu_state:
+            raise Uncheckable("the module records no CPU state (ABI before 6)")
+        return [f"CPU {c.cpu} runs {'root (container 0)' if not c.container else f'container {c.container}'} with CR3 "
+                f"{c.cr3:#x}, an address space of container {c.cr3_listed_in}"
+                for c in self.snap.cpu_state if c.cr3_listed_in and c.container != c.cr3_listed_in]
+
+    def contained_tasks(self, rule) -> list[str]:
+        """Every process whose nearest contained ancestor (through real_parent) is in container N
+        runs in container N: a fork that escaped shows here. Kernel threads and zombies (no
+        address space) are left out."""
+        if self.snap.processes is None:
+            raise PolicyError("the contained-tasks rule needs kernel symbols (--vmlinux), to list the processes")
+        by_tgid = {p.tgid: p for p in self.snap.processes}
+        bad = []
+        for p in self.snap.processes:
+            if not p.pgd:
+                continue
+            seen, up = {p.tgid}, by_tgid.get(p.ppid)
+            while up is not None and up.tgid not in seen and not (up.container and up.pgd):
+                seen.add(up.tgid)
+                up = by_tgid.get(up.ppid)
+            if up is None or up.tgid in seen or up.container == p.container:
+                continue
+            bad.append(f"process {p.tgid} ({p.comm}) runs in {f'container {p.container}' if p.container else 'root'}, "
+                       f"but its ancestor {up.tgid} ({up.comm}) is in container {up.container}")
+        return bad
+
     # Which containers a rule looks at (None: it does not choose): when it is none at all, the rule
     # holds vacuously, and is reported so, not as holding.
-    SELECTS = {"permissions": "non-root", "no-aliases": "non-root", "violations": "all", "address-spaces": "all"}
+    SELECTS = {"permissions": "non-root", "no-aliases": "non-root", "violations": "all", "address-spaces": "all",
+               "handler-pages": "non-root", "module-text": "non-root", "contained-tasks": "non-root",
+               "cpu-containers": "non-root"}
 
     def selected(self, rule) -> list | None:
         default = self.SELECTS.get(rule["kind"])

@@ -31,6 +31,7 @@ class Task:
     comm: str
     mm: int          # struct mm_struct * (0 for kernel threads)
     pgd: int         # physical address of the top-level page table (0 for kernel threads)
+    ppid: int = 0    # tgid of real_parent (the process that forked it, not the reaper it has now)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ class Kernel:
         t = self.types
         o_pid, o_tgid, o_comm, o_mm = (t.offsetof("task_struct", m) for m in ("pid", "tgid", "comm", "mm"))
         o_pgd = t.offsetof("mm_struct", "pgd")
+        o_parent = t.offsetof("task_struct", "real_parent")
         init = self.symbols.address("init_task")
         out = []
         for addr in [init, *self.list_entries(init + t.offsetof("task_struct", "tasks"), "task_struct", "tasks",
@@ -203,8 +205,9 @@ class Kernel:
             try:
                 mm = self.u64(addr + o_mm)
                 pgd = self.translate(self.u64(mm + o_pgd)) if mm else 0
+                parent = self.u64(addr + o_parent)
                 out.append(Task(addr, self.u32(addr + o_pid), self.u32(addr + o_tgid),
-                                self.cstr(addr + o_comm, 16), mm, pgd))
+                                self.cstr(addr + o_comm, 16), mm, pgd, self.u32(parent + o_tgid) if parent else 0))
             except MemoryReadError as exc:
                 if problems is None:
                     raise

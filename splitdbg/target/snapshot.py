@@ -55,6 +55,7 @@ class ProcessRec:
     comm: str
     pgd: int
     container: int
+    ppid: int = 0        # the parent's tgid (real_parent: the one that forked it)
 
     @property
     def mode(self) -> str:
@@ -103,6 +104,15 @@ def slat_names(slat: str) -> dict[str, str]:
 
 
 @dataclass
+class CpuRec:
+    """A CPU as its last exit's handling left it (the handler wrote the pair together)."""
+    cpu: int
+    cr3: int              # the guest CR3 it runs
+    container: int        # the container the handler runs it in
+    cr3_listed_in: int    # the container whose address-space list holds that CR3's pgd (0: none)
+
+
+@dataclass
 class Snapshot:
     format: str
     taken: float
@@ -120,6 +130,7 @@ class Snapshot:
     # table that points at itself): each a line naming the thing and the bad value; the rest of the
     # snapshot is still there. Empty for a healthy guest.
     problems: list[str] = field(default_factory=list)
+    cpu_state: list[CpuRec] = field(default_factory=list)
 
     @property
     def names(self) -> dict[str, str]:
@@ -147,7 +158,8 @@ class Snapshot:
         conts = [ContainerRec(**{**c, "ranges": [RangeRec(**r) for r in c["ranges"]]}) for c in d["containers"]]
         procs = None if d["processes"] is None else [ProcessRec(**{k: v for k, v in p.items() if k != "mode"})
                                                      for p in d["processes"]]
-        return cls(**{**d, "containers": conts, "processes": procs, "events": [EventRec(**e) for e in d["events"]]})
+        return cls(**{**d, "containers": conts, "processes": procs, "events": [EventRec(**e) for e in d["events"]],
+                      "cpu_state": [CpuRec(**c) for c in d.get("cpu_state", [])]})
 
 
 class _TableBudget:
@@ -256,7 +268,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         sk = None
         notes.append(f"{UNUSABLE}: {exc}")
         problems.append(str(exc))
-    containers, events, module, cpus = [], [], None, []
+    containers, events, module, cpus, cpu_state = [], [], None, [], []
     if sk is not None:
         problems += sk.problems
         module = {k: v for k, v in sk.d.items() if not k.startswith(("rings_pa", "sec_rings_pa", "vmcb_pa"))}
@@ -286,6 +298,10 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                         if not r.note and r.differs_from_root and r.end - r.start == 0x1000 and r.start in prot:
                             r.note = "protected (other)"
             containers.append(rec)
+        listed = {pgd: c.id for c in conts for pgd in c.pgds}
+        for cpu in cpus:
+            now = sk.cpu_now(cpu)
+            cpu_state.append(CpuRec(cpu, now.cr3, now.container, listed.get(now.cr3 & 0x000FFFFFFFFFF000, 0)))
         modsyms = module_symbols(kernel) if crosscheck else None
         for e in sk.events(problems=problems):
             rec = EventRec(e.seq, e.tsc, e.cpu, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
@@ -318,7 +334,7 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
         processes = []
         for t in kernel.tasks(problems):
             cid = sk.container_of_cr3(t.pgd) if (sk is not None and t.pgd) else 0
-            processes.append(ProcessRec(t.pid, t.tgid, t.comm, t.pgd, cid))
+            processes.append(ProcessRec(t.pid, t.tgid, t.comm, t.pgd, cid, t.ppid))
     else:
         notes.append("no kernel symbols (vmlinux): processes are not listed")
     sharing = []
@@ -339,4 +355,4 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                 problems.append(f"sharing of kernel {name}: {exc}: not shown")
     slat = sk.slat_name if sk is not None else "NPT"
     return Snapshot(FORMAT, time.time(), target, backend, module, slat, cpus, containers, processes, events, notes,
-                    sharing, problems)
+                    sharing, problems, cpu_state)

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import MemoryReadError, SplitdbgError
 
 SK_MAGIC = 0x4E524B54494C5053
-SK_ABI_VERSION = 5
+SK_ABI_VERSION = 6
 MAX_CPUS = 8
 NR_REGIONS = 6
 
@@ -46,14 +46,16 @@ MAX_PGDS, MAX_ISOLATED, MAX_PROTECTED = 64, 64, 16
 CONTAINER_TAIL = struct.Struct(f"<II{MAX_PROTECTED}Q")   # nprotected, protected_flags, protected_pa[]
 CONTAINER_SIZE = CONTAINER_HEAD.size + 8 * (MAX_PGDS + 2 * MAX_ISOLATED) + COUNTERS.size + 16 + CONTAINER_TAIL.size
 GUEST_REGS = ("cr0", "cr3", "cr4", "efer")
-DESCRIPTOR = struct.Struct(f"<QIIQIIIIQIIII8Q8QQQQQQQQQQQII{4 * MAX_CPUS}Q8QQQ")
+CPU_NOW = ("cr3", "ncr3", "container", "reserved")     # struct sk_cpu_now, per CPU
+DESCRIPTOR = struct.Struct(f"<QIIQIIIIQIIII8Q8QQQQQQQQQQQII{4 * MAX_CPUS}Q8QQQQQ" + "QQII" * MAX_CPUS)
 DESCRIPTOR_FIELDS = ("magic", "version", "size", "self_pa", "vendor", "ncpus", "cpu_mask", "max_containers",
                      "containers_pa", "container_size", "event_size", "ring_entries", "slat_levels") + \
     tuple(f"rings_pa{i}" for i in range(MAX_CPUS)) + tuple(f"vmcb_pa{i}" for i in range(MAX_CPUS)) + \
     ("pool_pa", "pool_size", "kernel_text_pa", "kernel_text_end_pa", "rodata_pa", "rodata_end_pa", "total_exits",
      "hypercalls", "load_count", "slat_caps", "maxphyaddr", "reserved") + \
     tuple(f"guest{i}_{r}" for i in range(MAX_CPUS) for r in GUEST_REGS) + \
-    tuple(f"sec_rings_pa{i}" for i in range(MAX_CPUS)) + ("load_nonce", "module_core_va")
+    tuple(f"sec_rings_pa{i}" for i in range(MAX_CPUS)) + ("load_nonce", "module_core_va", "state_page_pa", "host_cr3") + \
+    tuple(f"now{i}_{r}" for i in range(MAX_CPUS) for r in CPU_NOW)
 
 
 _CPU_MASK_OFFSET = struct.calcsize("<QIIQII")   # magic, version, size, self_pa, vendor, ncpus
@@ -171,6 +173,14 @@ class Container:
     @property
     def is_root(self) -> bool:
         return self.id == 0
+
+
+@dataclass(frozen=True)
+class CpuNow:
+    cpu: int
+    cr3: int          # guest CR3 it runs
+    ncr3: int         # nested table of the container it runs
+    container: int
 
 
 @dataclass
@@ -344,6 +354,11 @@ class SplitKernel:
                         ept_5level=bool(cap >> 7 & 1), ept_ad=bool(cap >> 21 & 1),
                         ept_advanced_exit_info=bool(cap >> 22 & 1))
         return Caps(maxphyaddr=maxphy or 48)
+
+    def cpu_now(self, cpu: int) -> CpuNow:
+        """What `cpu` runs next, as its last exit's handling left it: the guest CR3 and the
+        container (with its nested table) the handler chose for it."""
+        return CpuNow(cpu, self.d[f"now{cpu}_cr3"], self.d[f"now{cpu}_ncr3"], self.d[f"now{cpu}_container"])
 
     def guest_regs(self, cpu: int) -> dict[str, int]:
         """CR0, CR3, CR4, EFER of the guest on `cpu` at its last VM exit (written by the handler)."""

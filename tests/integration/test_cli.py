@@ -123,7 +123,7 @@ def test_ept_of_root_and_of_a_container(guest):
 def test_policy_holds_then_fails_when_a_scenario_breaks_it(guest, tmp_path):
     nr = background(guest, "split-run -- sleep 300")
     ok = splitdbg("check", f":{guest.port}", str(POLICY))
-    assert "4 of 4 rules hold" in ok.stdout
+    assert "8 of 8 rules hold" in ok.stdout
     # Under `log`, the kernel writer gets a writable text page in its container, and a kept
     # writable alias makes the no-aliases rule fail too.
     bad = background(guest, "split-run -p text=log -- sh -c 'echo write-text > /proc/sktest; echo map-text > /proc/sktest;"
@@ -133,8 +133,16 @@ def test_policy_holds_then_fails_when_a_scenario_breaks_it(guest, tmp_path):
     assert "FAIL  no guest-virtual alias writes a kernel-text frame" in fail.stdout
     assert "PASS  kernel rodata is never writable" in fail.stdout
     res = json.loads(splitdbg("check", f":{guest.port}", str(POLICY), "--json", check_rc=1).stdout)
-    assert not res["ok"] and sum(r["ok"] for r in res["rules"]) == 2
+    assert not res["ok"] and sum(r["ok"] for r in res["rules"]) == 6
     stop(guest, bad, nr)
+    # Under module=log, a write to sktest's text (a module loaded after splitkernel) is let
+    # through in that container: its page is writable there, and module-text says which.
+    bad = background(guest, "split-run -p module=log -- sh -c 'echo write-sym sktest_victim > /proc/sktest; sleep 300; true'")
+    fail = splitdbg("check", f":{guest.port}", str(POLICY), check_rc=1)
+    assert "FAIL  every loaded module's text and rodata is read-only" in fail.stdout, fail.stdout
+    assert re.search(r"container \d+ \(\S+\): sktest text 0x[0-9a-f]+ at 0x[0-9a-f]+ is rw", fail.stdout), fail.stdout
+    assert "PASS  the handler's descriptor, state and code" in fail.stdout
+    stop(guest, bad)
     guest.run("echo unmap-text > /proc/sktest; split-run -p text=log -- sh -c 'echo write-text > /proc/sktest'")
     # A bad policy file is a clear error, not a traceback.
     (tmp_path / "bad.toml").write_text("[[rule]]\nkind = 'nonsense'\n")

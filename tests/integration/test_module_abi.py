@@ -49,6 +49,12 @@ def test_descriptor_layout(dwarf):
             want = dwarf.offsetof("sk_descriptor", "guest") + 32 * int(m[1]) + 8 * skabi.GUEST_REGS.index(m[2])
             assert want == off, name
             continue
+        m = re.fullmatch(r"now(\d+)_(\w+)", name)
+        if m:     # struct sk_cpu_now cpu_now[SK_MAX_CPUS]: cr3, ncr3, container, reserved
+            size = dwarf.sizeof("sk_cpu_now")
+            want = dwarf.offsetof("sk_descriptor", "cpu_now") + size * int(m[1]) + dwarf.offsetof("sk_cpu_now", m[2])
+            assert want == off, name
+            continue
         base = re.sub(r"\d+$", "", name) if name.startswith(("rings_pa", "sec_rings_pa", "vmcb_pa")) else name
         index = int(name[len(base):] or 0)
         assert dwarf.offsetof("sk_descriptor", base) + 8 * index == off, name

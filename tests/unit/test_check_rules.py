@@ -49,3 +49,71 @@ def test_without_kernel_symbols_the_rule_says_what_it_needs():
     snap = snapshot([container(0, [])], None)
     with pytest.raises(PolicyError, match="kernel symbols"):
         Checker(SimpleNamespace(kernel=None), snap).address_spaces(RULE)
+
+
+# -- the states behind the attacks of docs/security.md, made by hand ----------------------------
+
+from splitdbg.target.snapshot import CpuRec, RangeRec  # noqa: E402
+from splitdbg.target import trust  # noqa: E402
+
+
+def test_a_fork_that_left_its_container_fails_contained_tasks():
+    # 20 (split-run, contained) forked 21, which runs in root: the leader-exit escape of old.
+    procs = [ProcessRec(1, 1, "init", 0x1000, 0, 0), ProcessRec(20, 20, "split-run", 0xA000, 1, 1),
+             ProcessRec(21, 21, "sh", 0xB000, 0, 20), ProcessRec(22, 22, "sh", 0xC000, 1, 21),
+             ProcessRec(30, 30, "kworker", 0, 0, 20)]
+    snap = snapshot([container(0, []), container(1, [0xA000, 0xC000])], procs)
+    got = Checker(SimpleNamespace(kernel=None), snap).contained_tasks({"kind": "contained-tasks"})
+    # 22's nearest contained ancestor is 20 (21 is not contained): it is in 1, fine; 30 has no mm.
+    assert got == ["process 21 (sh) runs in root, but its ancestor 20 (split-run) is in container 1"]
+
+
+def test_contained_tasks_holds_when_every_descendant_is_contained_and_survives_a_parent_loop():
+    procs = [ProcessRec(20, 20, "a", 0xA000, 1, 21), ProcessRec(21, 21, "b", 0xB000, 0, 20),
+             ProcessRec(5, 5, "c", 0xD000, 0, 5)]
+    snap = snapshot([container(0, []), container(1, [0xA000])], procs)
+    got = Checker(SimpleNamespace(kernel=None), snap).contained_tasks({"kind": "contained-tasks"})
+    assert got == ["process 21 (b) runs in root, but its ancestor 20 (a) is in container 1"]
+
+
+def test_a_cpu_in_root_with_a_contained_cr3_fails_cpu_containers():
+    snap = snapshot([container(0, []), container(1, [0xA000])], [])
+    snap.cpu_state = [CpuRec(0, 0xA005, 0, 1), CpuRec(1, 0x5000, 0, 0), CpuRec(2, 0xA000, 1, 1)]
+    got = Checker(SimpleNamespace(kernel=None), snap).cpu_containers({"kind": "cpu-containers"})
+    assert got == ["CPU 0 runs root (container 0) with CR3 0xa005, an address space of container 1"]
+
+
+def test_cpu_containers_of_a_module_that_records_no_cpu_state_cannot_be_checked():
+    from splitdbg.cli.check import Uncheckable
+
+    snap = snapshot([container(0, []), container(1, [0xA000])], [])
+    with pytest.raises(Uncheckable, match="ABI before 6"):
+        Checker(SimpleNamespace(kernel=None), snap).cpu_containers({"kind": "cpu-containers"})
+
+
+def ranged(cid: int, ranges) -> ContainerRec:
+    c = container(cid, [0xA000] if cid else [])
+    c.ranges = [RangeRec(s, e, h, p, 0x1000) for s, e, h, p in ranges]
+    return c
+
+
+def test_writable_handler_or_module_pages_are_named_and_copies_are_not():
+    snap = snapshot([ranged(0, [(0, 0x100000, 0, "rwxu")]),
+                     ranged(1, [(0, 0x5000, 0, "rwxu"), (0x5000, 0x6000, 0x9000, "rwxu"),   # 0x5000: isolated copy
+                                (0x6000, 0x8000, 0x6000, "r-xu"), (0x8000, 0x100000, 0x8000, "rwxu")])], [])
+    pages = [trust.PageUse(0x3000, "state", "the handler's variables"), trust.PageUse(0x5000, "module-text", "m text"),
+             trust.PageUse(0x6000, "code", "handler text"), trust.PageUse(0x9000, "module-rodata", "m rodata")]
+    got = Checker(SimpleNamespace(kernel=None), snap)._writable({}, pages)
+    assert got == ["container 1 (split-run): the handler's variables at 0x3000 is rwxu",
+                   "container 1 (split-run): m rodata at 0x9000 is rwxu"]
+
+
+def test_module_pages_follow_the_core_layout():
+    mods = [SimpleNamespace(name="sktest", base=0xFFFFFFFFC0000000, size=0x5000, text_size=0x2000, ro_size=0x3000),
+            SimpleNamespace(name="bad", base=0xFFFFFFFFC0100000, size=0x1000, text_size=0x4000, ro_size=0x2000)]
+    kernel = SimpleNamespace(modules=lambda problems=None: mods, translate=lambda va: 0x100000 + (va & 0xFFFFF))
+    problems: list[str] = []
+    pages = trust.module_pages(kernel, problems)
+    assert [(p.pa, p.group) for p in pages] == [(0x100000, "module-text"), (0x101000, "module-text"),
+                                               (0x102000, "module-rodata")]
+    assert problems and "module bad" in problems[0]

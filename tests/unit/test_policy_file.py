@@ -18,6 +18,11 @@ TEXT = 'name = "t"\nkind = "permissions"\nregion = "kernel-text"\nforbid = "w"\n
 
 
 @pytest.mark.parametrize("body, words", [
+    ('[[rule]]\nkind = "handler-pages"\npages = ["code", "heap"]\n', ["pages = ['code', 'heap']", "heap unknown",
+                                                                     "host-tables"]),
+    ('[[rule]]\nkind = "handler-pages"\npages = []\n', ["pages = []", "non-empty list"]),
+    ('[[rule]]\nkind = "module-text"\nmodules = "sktest"\n', ["modules = 'sktest'", "list of names"]),
+    ('[[rule]]\nkind = "cpu-containers"\ncontainers = "all"\n', ["unknown key containers", "cpu-containers"]),
     ('[[rule]]\nname = "v"\nkind = "violations"\nmax = "lots"\n', ["rule 1 (v)", "max = 'lots'", "table"]),
     ('[[rule]]\nkind = "violations"\nmax = { text = -1 }\n', ["max.text = -1", "integer >= 0"]),
     ('[[rule]]\nkind = "violations"\nmax = { text = true }\n', ["max.text = True"]),
@@ -57,7 +62,10 @@ def test_a_bad_policy_is_a_one_line_error_naming_the_key(body, words, tmp_path, 
 
 def test_the_default_policy_and_the_documented_examples_load():
     assert [r["kind"] for r in load_policy(str(DEFAULT))] == ["permissions", "permissions",
-                                                             "protected-only-in-owner", "no-aliases"]
+                                                             "protected-only-in-owner", "no-aliases", "module-text",
+                                                             "handler-pages", "cpu-containers", "contained-tasks"]
+    strict = load_policy(str(DEFAULT.with_name("strict.toml")))
+    assert any(r.get("pages", [])[-1:] == ["host-tables"] for r in strict)
     doc = (Path(__file__).parents[2] / "docs" / "policies.md").read_text()
     example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
     assert len(load_policy_text(example)) == 5

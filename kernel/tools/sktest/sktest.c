@@ -254,6 +254,13 @@ static int write_alias(unsigned long addr, u8 *before, u8 *after)
 	return 0;
 }
 
+/* Module text that never runs: a write let through (policy log) may change it harmlessly. */
+noinline void sktest_victim(void)
+{
+	asm volatile("" ::: "memory");
+}
+EXPORT_SYMBOL_GPL(sktest_victim);
+
 static ssize_t sk_write(struct file *f, const char __user *ubuf, size_t len, loff_t *off)
 {
 	char cmd[64] = {};
