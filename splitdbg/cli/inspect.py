@@ -98,10 +98,8 @@ def _snapshot(args, need_module: bool = True, state: list | None = None, **kw) -
 def say_problems(problems: list[str], limit: int = 20) -> None:
     """What could not be read (corrupt memory), one line each on stderr: the output above is the
     rest, read as far as it could be."""
-    for p in problems[:limit]:
-        print(f"splitdbg: problem: {p}", file=sys.stderr)
-    if len(problems) > limit:
-        print(f"splitdbg: ... and {len(problems) - limit} more problems", file=sys.stderr)
+    for line in render.problem_lines(problems, limit):
+        print(line, file=sys.stderr)
 
 
 def cmd_status(args):
@@ -355,6 +353,7 @@ def cmd_dump(args) -> int:
 
 def follow_events(args) -> int:
     """Print new events as they arrive (the guest keeps running; Ctrl-C stops)."""
+    from ..target.following import loss_text
     from ..target.splitkernel import ModuleNotLoaded, follow
 
     if os.path.exists(args.target) and not args.target.startswith(":"):
@@ -370,8 +369,7 @@ def follow_events(args) -> int:
                 print(render.events_header(sk.slat_name), flush=True)
 
         def lost(cpu: int, ring: int, n: int) -> None:
-            print(f"splitdbg: lost {n} event{'s' if n != 1 else ''} on CPU {cpu} "
-                  f"({'security' if ring else 'busy'} ring): overwritten before they were read", file=sys.stderr,
+            print(f"splitdbg: {loss_text(cpu, ring, n)}: overwritten before they were read", file=sys.stderr,
                   flush=True)
 
         try:

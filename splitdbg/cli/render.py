@@ -33,6 +33,14 @@ def status(s: Snapshot, run_state: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def problem_lines(problems: list[str], limit: int = 20) -> list[str]:
+    """What could not be read (corrupt memory), one line each, as the CLI and the gdb plugin say it."""
+    out = [f"splitdbg: problem: {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        out.append(f"splitdbg: ... and {len(problems) - limit} more problems")
+    return out
+
+
 def ps(s: Snapshot) -> str:
     if s.processes is None:
         return "no kernel symbols: give --vmlinux to list processes\n" + containers(s)

@@ -29,7 +29,9 @@ split events                 the event rings, decoded and cross-checked
 split vmcb CPU               a CPU's VMCB, decoded
 split check POLICY.toml      check a policy;  split snapshot FILE: save everything as JSON
 split pagetable [CR3]        a guest address space's merged ranges
-Every command takes --json. `set split-backend auto|shared-ram-file|gdbstub` picks the memory backend."""
+Every command takes --json. `set split-backend auto|shared-ram-file|gdbstub` picks the memory backend.
+Guest memory that cannot be right (a corrupt ring header, a looping task list) is a
+`splitdbg: problem: ...` line on stderr before the output, which shows the rest."""
 
     def __init__(self):
         super().__init__("split", gdb.COMMAND_DATA, gdb.COMPLETE_COMMAND, prefix=True)
@@ -62,9 +64,23 @@ class _Command(gdb.Command):
         except SplitdbgError as exc:
             raise gdb.GdbError(str(exc))
 
-    def snapshot(self, **kw) -> snap.Snapshot:
+    def take(self, **kw) -> snap.Snapshot:
         mem = session.memory()
         return snap.take(mem, target="gdb", backend=mem.describe(), kernel=session.kernel(), **kw)
+
+    def snapshot(self, say: bool = True, **kw) -> snap.Snapshot:
+        """A snapshot, its problems said first (as the CLI says them: one line each, on stderr,
+        so that --json output stays JSON); `say=False` where the output itself lists them."""
+        s = self.take(**kw)
+        if say:
+            say_problems(s.problems)
+        return s
+
+
+def say_problems(problems: list[str]) -> None:
+    """What could not be read (corrupt guest memory), one `splitdbg: problem: ...` line each."""
+    for line in render.problem_lines(problems):
+        gdb.write(line + "\n", gdb.STDERR)
 
 
 def _paging_state():
@@ -79,12 +95,13 @@ Usage: split status [--json]"""
     name = "status"
 
     def run(self, args):
-        s = self.snapshot(with_ranges=False, crosscheck=False)
+        # The text lists the problems itself (render.status), as `splitdbg status` does; --json says them.
+        s = self.snapshot(say=args.json, with_ranges=False, crosscheck=False)
         cr3, mode = _paging_state()
         if args.json:
             gdb.write(json.dumps({"backend": session.memory().name, "backend_detail": s.backend, "cr3": cr3,
                                   "paging_levels": mode.levels, "nxe": mode.nxe, "module": s.module,
-                                  "cpus": s.cpus, "containers": len(s.containers)}) + "\n")
+                                  "cpus": s.cpus, "containers": len(s.containers), "problems": s.problems}) + "\n")
             return
         gdb.write(render.status(s) + "\n")
         gdb.write(f"this vCPU      : {mode.levels}-level paging, EFER.NXE={int(mode.nxe)}, CR3={cr3:#x}\n")
@@ -118,16 +135,22 @@ Usage: split tasks [--stacks] [--pid N]... [--json]"""
     def run(self, args):
         from ..target.tasks import task_states
 
-        from ..target.splitkernel import ModuleNotLoaded, SplitKernel
+        from ..target.splitkernel import ModuleNotLoaded, ModuleUnusable, SplitKernel
 
         kernel = session.kernel()
         if kernel is None:
             raise SplitdbgError("split tasks needs the kernel's symbols (vmlinux)")
+        problems: list[str] = []
         try:
             sk = SplitKernel(session.memory())
         except ModuleNotLoaded:
             sk = None
-        states = task_states(kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk)
+        except ModuleUnusable as exc:      # as `splitdbg tasks`: the tasks listed, their containers unknown
+            sk = None
+            problems.append(f"{exc}: containers not shown")
+        states = task_states(kernel, stacks=args.stacks, pids=set(args.pid) if args.pid else None, sk=sk,
+                             problems=problems)
+        say_problems(problems)
         gdb.write((json.dumps([asdict(t) for t in states]) if args.json else
                    render.tasks(states, stacks=args.stacks)) + "\n")
 
@@ -182,13 +205,18 @@ Usage: split events [--pid N] [--kind K] [--last N] [--follow [--for SECONDS]] [
         parser.add_argument("--for", dest="seconds", type=float)
 
     def follow(self, args):
+        from ..target.following import loss_text
         from ..target.splitkernel import SplitKernel, follow
 
         sk = SplitKernel(session.memory())
         if not args.json:
             gdb.write(render.events_header(sk.slat_name) + "\n")
+
+        def lost(cpu: int, ring: int, n: int) -> None:     # as `splitdbg events --follow` says it
+            gdb.write(f"splitdbg: {loss_text(cpu, ring, n)}: overwritten before they were read\n", gdb.STDERR)
+
         try:
-            for e, check in follow(sk, args.seconds, args.pid, args.kind):
+            for e, check in follow(sk, args.seconds, args.pid, args.kind, on_loss=lost):
                 gdb.write((json.dumps(dict(e.as_dict(), check=check)) if args.json else render.event_line(
                     e.cpu, e.seq, e.container, e.pid, e.kind_name, e.action_name, e.region_name,
                     e.exitinfo1, e.exitinfo2, e.rip, check, sk.delivery(e))) + "\n")
@@ -306,7 +334,8 @@ The file is written whole or not at all: a full disk leaves the old one as it wa
         check_writable(args.file, force=args.force, ours=is_snapshot)     # before the target is read
         s = self.snapshot()
         atomic_write(args.file, s.to_json(), force=args.force, ours=is_snapshot)
-        gdb.write(f"snapshot written to {args.file}\n")
+        gdb.write(f"snapshot written to {args.file}" + (f" ({len(s.problems)} problems in it)" if s.problems else "")
+                  + "\n")
 
 
 class PageTable(_Command):

@@ -24,7 +24,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Sparkline, Static, TabbedContent, TabPane
 
 from ..errors import SplitdbgError
+from ..target.following import LossTracker
 from ..target.snapshot import EventRec, Snapshot, slat_names
+from ..target.splitkernel import ACTIONS, EVENT_KINDS, REGIONS
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation VM exits
@@ -35,9 +37,12 @@ HELP = """[b]splitdbg[/b]: containers, R/NR transitions and permission-violation
   z           stop / continue the guest (gdb attaches / detaches)
   b           run until a CPU enters the root-mode handler (breakpoint on sk_svm_handle_exit)
   enter       open the selected container's map, or an event's detail
-  /           filter (events: pid=N, kind=K or text; map: r w x u -r -w -x -u differs isolated protected
-              START-END); a word that means nothing is refused, the filter shown stays
+  /           filter (events: pid=N, kind=K, or a kind, action, region, agree, differs; map: r w x u
+              -r -w -x -u differs isolated protected START-END); an unknown word is refused (the
+              valid ones listed), the filter shown stays
   p           pause / resume the event log;  f: follow the newest event
+  !           problems: what the guest's memory held that cannot be right (the header's "N problems"),
+              and the events lost between two polls (the header's "lost N events")
   s           save the screen as SVG;  e: export the events as JSON lines
   ?           this help;  q: quit
 
@@ -58,11 +63,59 @@ class TargetLost(Message):
         super().__init__()
 
 
+# Kinds of event a reader must not miss: a refused attack, a fatal error of the handler. Their rows
+# stand out from every other (a denied access is bold red).
+ALARM_KINDS = ("attack", "fatal")
+ALARM_STYLE = "bold white on red"
+
+# The words of the event log's filter, besides pid=N and kind=K: the module's own names.
+KIND_WORDS = tuple(EVENT_KINDS.values())
+ACTION_WORDS = tuple(ACTIONS.values())
+REGION_WORDS = tuple(r for r in REGIONS.values() if r not in ACTION_WORDS)    # "none" is an action too
+VERDICT_WORDS = ("agree", "differs")
+EVENT_WORDS = KIND_WORDS + ACTION_WORDS + REGION_WORDS + VERDICT_WORDS
+
+
 class HelpScreen(ModalScreen):
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
 
     def compose(self) -> ComposeResult:
         yield Static(HELP, id="help")
+
+
+class ProblemsScreen(ModalScreen):
+    """Snapshot.problems (what the decoders found that cannot be right), and the events this reader
+    lost between two polls, each ring's count so far. Refreshed with each snapshot while open."""
+
+    BINDINGS = [Binding("escape,q,exclamation_mark", "app.pop_screen", "close")]
+
+    def __init__(self, problems: list[str], losses: list[str]) -> None:
+        super().__init__()
+        self.problems, self.losses = problems, losses
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(Static(self.text(), id="problems-text"), id="problems")
+
+    def show(self, problems: list[str], losses: list[str]) -> None:
+        self.problems, self.losses = problems, losses
+        self.query_one("#problems-text", Static).update(self.text())
+
+    def text(self) -> Text:
+        # Text, not markup: a problem names guest data, which may look like markup.
+        t = Text()
+        n = len(self.problems)
+        t.append(f"{n} problem{'s' if n != 1 else ''} in the guest's data (the latest snapshot)\n", "bold")
+        t.append("  what was read but cannot be right: it is left out, the rest is shown\n" if n else
+                 "  every structure read was as it should be\n")
+        for p in self.problems:
+            t.append(f"  {p}\n", "red")
+        t.append("\nevents lost between two polls (overwritten before they were read)\n", "bold")
+        if not self.losses:
+            t.append("  none\n")
+        for line in self.losses:
+            t.append(f"  {line}\n", "bold red")
+        t.append("\nescape closes")
+        return t
 
 
 class EventDetail(ModalScreen):
@@ -150,6 +203,7 @@ class SplitdbgApp(App):
         Binding("q", "quit", "quit"),
         Binding("ctrl+c", "quit", "quit", show=False, priority=True),   # not textual's "press ctrl+q" hint
         Binding("question_mark", "help", "help"),
+        Binding("exclamation_mark", "problems", "problems"),    # early: the footer at 80 columns shows it
         Binding("1", "tab('containers')", "containers"),
         Binding("2", "tab('map')", "map"),
         Binding("3", "tab('events')", "events"),
@@ -186,6 +240,7 @@ class SplitdbgApp(App):
         self.lost_first: str | None = None
         self.lost_since: float | None = None
         self.losses: list[str] = []          # every loss of the target seen, for the record
+        self.event_losses = LossTracker()    # events the rings wrote and lost between two polls
         self.first_full_screen: float | None = None
         self.started = time.monotonic()
         self.offline = getattr(source, "offline", False)   # a memory image: no guest behind it
@@ -205,7 +260,9 @@ class SplitdbgApp(App):
                     yield Static("", id="strip")
                     yield DataTable(id="ranges-table", cursor_type="row")
             with TabPane("Events", id="events"):
-                yield DataTable(id="events-table", cursor_type="row")
+                with Vertical():
+                    yield Static("", id="event-losses")
+                    yield DataTable(id="events-table", cursor_type="row")
             with TabPane("Sharing", id="sharing"):
                 yield DataTable(id="sharing-table", cursor_type="row")
         yield Input(placeholder="filter", id="filter")
@@ -217,6 +274,7 @@ class SplitdbgApp(App):
         self.query_one("#sharing-table", DataTable).add_columns(
             "region", "frame", "containers", "aliases", "writable", "guest-virtual addresses")
         self.query_one("#filter", Input).display = False
+        self.query_one("#event-losses", Static).display = False
         self.query_one("#rate", Sparkline).display = not self.offline   # no rate in an image
         self.query_one("#containers-table", DataTable).focus()   # keys go to the app, not the hidden filter
         self.poller()
@@ -291,7 +349,11 @@ class SplitdbgApp(App):
                 self.rates.append(max(0.0, (exits - self._last_exits[1]) / (now - self._last_exits[0])))
             self._last_exits = (now, exits)
         self.query_one("#rate", Sparkline).data = list(self.rates)
+        if self.event_losses.update(s):
+            self.render_losses()
         self.render_status()
+        if isinstance(self.screen, ProblemsScreen):
+            self.screen.show(s.problems, self.event_losses.lines())
         self.render_containers()
         self.render_map()
         if s.sharing or not any(c.ranges for c in s.containers):
@@ -304,6 +366,19 @@ class SplitdbgApp(App):
             self.first_full_screen = time.monotonic() - self.started
 
     # -- rendering -----------------------------------------------------------------------------
+    def alarms(self) -> Text:
+        """What the screens cannot show as it is, said in the header (empty when nothing is): the
+        events lost between two polls, so far, and the problems of the latest snapshot (`!` lists both)."""
+        out, s, n = Text(), self.snap, self.event_losses.total
+        if n:
+            out.append(f"  lost {n} event{'s' if n != 1 else ''}", "bold red")
+        if s is not None and s.problems:
+            k = len(s.problems)
+            out.append(f"  {k} problem{'s' if k != 1 else ''}", "bold red")
+        if out:
+            out.append(" (!)", "red")
+        return out
+
     def render_status(self) -> None:
         s = self.snap
         if self.lost:
@@ -313,22 +388,25 @@ class SplitdbgApp(App):
                 # What the screens below show is the last state seen, not the guest's now.
                 txt.append(f"  - not live: the screens show its last state, from "
                            f"{time.strftime('%H:%M:%S', time.localtime(s.taken))}", "red")
+                txt.append_text(self.alarms())
         elif s is None:
             txt = Text("connecting...")
         elif s.module is None:
-            txt = Text(f"{s.target}  split-kernel module not loaded  ({'; '.join(s.notes)})", style="yellow")
+            # The alarms early: a narrow terminal cuts the end of the header off.
+            txt = Text(s.target, style="yellow").append_text(self.alarms())
+            txt.append(f"  split-kernel module not loaded  ({'; '.join(s.notes)})", style="yellow")
             if self.offline:
                 txt.append(f"  OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan")
         elif self.offline:
             # What it is first: a narrow terminal wraps the rest, never this.
             m = s.module
             txt = Text.assemble((f"OFFLINE {getattr(self.source, 'info', 'image')}", "bold cyan"),
-                                (f"  {s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
+                                (f"  {s.target}", "bold"), self.alarms(), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
                                 f"{len(s.containers) - 1} containers  exits {m['total_exits']} (total)  ",
                                 (f"overwritten {m.get('ring_overflow', 0)}", ""))
         else:
             m = s.module
-            txt = Text.assemble((f"{s.target}", "bold"), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
+            txt = Text.assemble((f"{s.target}", "bold"), self.alarms(), f"  {m['vendor_name']}/{s.slat}  CPUs {s.cpus}  ",
                                 (f"{len(s.containers) - 1} containers  ", ""),
                                 f"exits {m['total_exits']}  ({self.rates[-1]:.0f}/s)  ",
                                 (f"overwritten {m.get('ring_overflow', 0)}  ", ""),
@@ -409,6 +487,11 @@ class SplitdbgApp(App):
         at_end = t.cursor_row is None or t.cursor_row >= t.row_count - 1
         t.clear()
         for i, e in enumerate(self.events_shown):
+            if e.kind in ALARM_KINDS:        # the whole row: an attack is seen at a glance
+                t.add_row(*(Text(v, style=ALARM_STYLE) for v in (
+                    str(e.cpu), str(e.seq), str(e.container), str(e.pid), e.kind, e.action, e.region,
+                    f"{e.exitinfo1:#x}", f"{e.exitinfo2:#x}", f"{e.rip:#x}", e.check)), key=str(i))
+                continue
             style = "bold red" if e.action == "deny" else "cyan" if e.action == "isolate" else ""
             t.add_row(str(e.cpu), str(e.seq), str(e.container), str(e.pid), Text(e.kind, style=style),
                       Text(e.action, style=style), e.region, f"{e.exitinfo1:#x}", f"{e.exitinfo2:#x}", f"{e.rip:#x}",
@@ -417,15 +500,30 @@ class SplitdbgApp(App):
             t.move_cursor(row=t.row_count - 1)
             t.scroll_end(animate=False)     # the newest event in view, even if the cursor was there already
 
+    def render_losses(self) -> None:
+        """Each ring's events lost so far, above the event log (hidden while none are)."""
+        lines = self.event_losses.lines()
+        w = self.query_one("#event-losses", Static)
+        w.display = bool(lines)
+        w.update(Text("; ".join(lines) + " (between two polls: overwritten before they were read)", style="bold red")
+                 if lines else "")
+
     def _event_matches(self, e: EventRec) -> bool:
+        """Every word must hold (check_event_filter has made sure each means something)."""
         for word in self.event_filter.split():
             if word.startswith("pid="):
-                if str(e.pid) != word[4:]:
-                    return False
-            elif word.startswith("kind="):
-                if e.kind != word[5:]:
-                    return False
-            elif word not in f"{e.kind} {e.action} {e.region} {e.check}":
+                ok = str(e.pid) == word[4:]
+            elif word.startswith("kind=") or word in KIND_WORDS:
+                ok = e.kind == word.removeprefix("kind=")
+            elif word in ACTION_WORDS:
+                ok = e.action == word
+            elif word in REGION_WORDS:
+                ok = e.region == word
+            elif word in VERDICT_WORDS:
+                ok = e.check.startswith(word)
+            else:
+                ok = False
+            if not ok:
                 return False
         return True
 
@@ -471,6 +569,11 @@ class SplitdbgApp(App):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def action_problems(self) -> None:
+        if isinstance(self.screen, ProblemsScreen):
+            return
+        self.push_screen(ProblemsScreen(self.snap.problems if self.snap else [], self.event_losses.lines()))
+
     def action_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
         table = self.query_one({"map": "#ranges-table", "events": "#events-table", "sharing": "#sharing-table"}
@@ -501,15 +604,24 @@ class SplitdbgApp(App):
         box.value = self.map_filter if tab == "map" else self.event_filter
         box.focus()
 
-    EVENT_KINDS = ("exit", "violation", "cr3-switch", "hypercall", "enter-nr", "cr4-blocked", "lifecycle")
+    EVENT_KINDS = KIND_WORDS        # the module's kinds of event (splitkernel.EVENT_KINDS)
 
     def check_event_filter(self, text: str) -> None:
-        """pid=N must name a number and kind=K a kind of event; other words are text to look for."""
+        """pid=N must name a number and kind=K a kind of event; any other word must be a kind, an
+        action, a region or a verdict: an unknown one is refused with the valid ones, never
+        matched as text (it used to match nothing, or everything, without a word)."""
         for word in text.split():
-            if word.startswith("pid=") and not word[4:].isdigit():
-                raise SplitdbgError(f"filter {word!r}: pid= takes a process id (a number)")
-            if word.startswith("kind=") and word[5:] not in self.EVENT_KINDS:
-                raise SplitdbgError(f"filter {word!r}: kind= takes one of {', '.join(self.EVENT_KINDS)}")
+            if word.startswith("pid="):
+                if not word[4:].isdigit():
+                    raise SplitdbgError(f"filter {word!r}: pid= takes a process id (a number)")
+            elif word.startswith("kind="):
+                if word[5:] not in KIND_WORDS:
+                    raise SplitdbgError(f"filter {word!r}: kind= takes one of {', '.join(KIND_WORDS)}")
+            elif word not in EVENT_WORDS:
+                raise SplitdbgError(
+                    f"filter {word!r}: unknown word; valid: pid=N, kind=K, a kind ({', '.join(KIND_WORDS)}), an action "
+                    f"({', '.join(ACTION_WORDS)}), a region ({', '.join(REGION_WORDS)}) or a verdict "
+                    f"({', '.join(VERDICT_WORDS)})")
 
     @on(Input.Submitted, "#filter")
     def apply_filter(self, event: Input.Submitted) -> None:

@@ -259,11 +259,20 @@ def test_a_filter_word_that_means_nothing_is_refused_not_matching_everything():
             await pilot.press("enter")
             await pilot.pause(0.1)
             assert a.event_filter == "" and any("kind= takes one of" in str(n.message) for n in a._notifications)
+            # An unknown word is refused with the valid ones: not looked for as text, which matched nothing.
+            shown = len(a.events_shown)
             await pilot.press("slash")
-            a.query_one("#filter").value = "zzz"
+            a.query_one("#filter").value = "violation zzz"
             await pilot.press("enter")
             await pilot.pause(0.1)
-            assert a.events_shown == [] and any("no event matches 'zzz'" in str(n.message) for n in a._notifications)
+            assert a.event_filter == "" and len(a.events_shown) == shown > 0
+            assert any("'zzz': unknown word" in str(n.message) and "attack" in str(n.message)
+                       and "deny" in str(n.message) and "rodata" in str(n.message) for n in a._notifications)
+            await pilot.press("slash")
+            a.query_one("#filter").value = "fatal"           # a known word no event of the recording has
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert a.events_shown == [] and any("no event matches 'fatal'" in str(n.message) for n in a._notifications)
     run(go())
 
 
