@@ -52,6 +52,13 @@
                                  a CR4/EFER value with reserved bits; extra says what */
 #define SK_EV_FATAL       9   /* the handler cannot go on safely: this CPU stops (extra = exit code) */
 
+/* What an attack event's `region` field says its `extra` is (SK_EV_ATTACK only) */
+#define SK_ATTACK_HYPERCALL 1   /* extra = hypercall number: from user mode, or outside the caller's rights */
+#define SK_ATTACK_EXIT      2   /* extra = SVM exit code / VMX exit reason: an instruction only an attacker runs */
+#define SK_ATTACK_MSR       3   /* extra = MSR number: a write to an MSR the host owns, or a reserved EFER bit */
+#define SK_ATTACK_CR        4   /* extra = control register number: a reserved bit or a host-owned bit */
+#define SK_ATTACK_REPORT    5   /* extra = SK_REPORT_*: a guest-side hook refused it (SK_HC_REPORT) */
+
 /* Rings: each CPU has two, the busy one (every event but the security kinds) and the security one. */
 #define SK_RING_ALL       0
 #define SK_RING_SECURITY  1
@@ -259,5 +266,8 @@ struct sk_protect {
 #define SK_HC_MODTEXT_DEL     0x5310   /* rbx = page pa: the module is going; the page is ordinary again
                                           (root container only) */
 #define SK_HC_BEGIN_UNLOAD    0x5311   /* root container only, no live container: DEVIRT allowed everywhere */
+#define SK_HC_CONTAINER_OF    0x5312   /* rbx = pgd pa: container id (0: none) | its active state << 32 */
+#define SK_HC_REPORT          0x5313   /* rbx = SK_REPORT_*: a guest-side hook refused something: an attack event */
+#define SK_REPORT_PTRACE      1        /* attach to (control, write) a process of another container or root */
 
 #endif

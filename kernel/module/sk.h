@@ -169,7 +169,7 @@ u64 sk_cr4_filter(struct sk_cpu *c, u64 old, u64 val);
 bool sk_cr4_reserved(u64 val);
 bool sk_efer_reserved(u64 val);
 void sk_violation(struct sk_cpu *c, u64 gpa);
-void sk_attack(struct sk_cpu *c, u64 what);
+void sk_attack(struct sk_cpu *c, u32 class, u64 what);
 void sk_fatal(struct sk_cpu *c);   /* never returns (not marked: objtool cannot see it across files) */
 #define SK_HC_DONE  0   /* result in *res; step over the instruction */
 #define SK_HC_LEAVE 1   /* SK_HC_DEVIRT: leave root mode on this CPU */

@@ -89,12 +89,12 @@ void sk_record(struct sk_cpu *c, u32 kind, u32 region, u32 action, u64 extra)
  * ring; a flood from one container is sampled (the first 64, then every power of two) so that it
  * cannot push that ring's earlier events out. The container's `attacks` counter counts them all.
  */
-void sk_attack(struct sk_cpu *c, u64 what)
+void sk_attack(struct sk_cpu *c, u32 class, u64 what)
 {
 	u64 n = __atomic_add_fetch(&sk_counters_of(c)->attacks, 1, __ATOMIC_RELAXED);
 
 	if (n <= 64 || !(n & (n - 1)))
-		sk_record(c, SK_EV_ATTACK, 0, SK_ACT_DENY, what);
+		sk_record(c, SK_EV_ATTACK, class, SK_ACT_DENY, what);
 }
 
 /*
@@ -284,7 +284,7 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		/* Hypercalls are for the guest kernel only: from user mode, #UD (SIGILL) as on a CPU
 		 * without a hypervisor; RIP stays on the instruction (a fault). */
 		sk_be->inject(c, X86_TRAP_UD);
-		sk_attack(c, nr);
+		sk_attack(c, SK_ATTACK_HYPERCALL, nr);
 		return SK_HC_FAULT;
 	}
 	switch (nr) {
@@ -307,6 +307,17 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		}
 		break;
 	}
+	case SK_HC_CONTAINER_OF: {
+		u32 id = sk_container_of_pgd(a1 & PHYS_PAGE);
+
+		*res = id | ((u64)sk.containers[id].active << 32);
+		break;
+	}
+	case SK_HC_REPORT:
+		/* From kernel mode only (user mode got #UD above); a tier-3 flood is sampled. */
+		sk_attack(c, SK_ATTACK_REPORT, a1 & 0xff);
+		*res = 0;
+		break;
 	case SK_HC_DEVIRT:
 		/* From root; from any container only once the unload has begun (no live container left:
 		 * a CPU may still run a released one lazily). */
@@ -425,7 +436,7 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 		break;
 	}
 	if (refused) {
-		sk_attack(c, nr);
+		sk_attack(c, SK_ATTACK_HYPERCALL, nr);
 		return SK_HC_DONE;
 	}
 	sk_record(c, SK_EV_HYPERCALL, 0, SK_ACT_NONE, nr);

@@ -19,6 +19,10 @@
 #include "sk_kallsyms.h"
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/sched/coredump.h>
+#include <linux/ptrace.h>
 #include <linux/mm.h>
 #include <linux/vmalloc.h>
 #include <linux/proc_fs.h>
@@ -71,7 +75,8 @@ static DEFINE_RAW_SPINLOCK(sk_tasks_lock);
 /* Live containers and who made them: each holds a reference on the module (no unload under a
  * live container) and counts against its creator's share (no user takes every slot). */
 static struct { bool live; kuid_t uid; } sk_conts[SK_MAX_CONTAINERS];
-static DEFINE_MUTEX(sk_enter_mutex);   /* ENTER is one step: the quota checked and the slot taken */
+static DEFINE_MUTEX(sk_enter_mutex);   /* ENTER is one step, from the EBUSY check to the pgd listed */
+static bool sk_draining;                /* the unload has begun: no new container (under sk_enter_mutex) */
 
 /* May the caller make one more container? Unprivileged users hold SK_USER_CONTAINERS at most, and
  * SK_RESERVED_CONTAINERS slots stay for CAP_SYS_ADMIN. */
@@ -118,22 +123,26 @@ static int policy_check(u32 policy)
 
 static void container_made(u32 id)
 {
+	unsigned long flags;
+
 	__module_get(THIS_MODULE);
-	raw_spin_lock_irq(&sk_tasks_lock);
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
 	sk_conts[id].live = true;
 	sk_conts[id].uid = current_uid();
-	raw_spin_unlock_irq(&sk_tasks_lock);
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
 }
 
 /* The container's last process is gone: the handler frees it once no address space uses it. */
 static void container_release(u32 id)
 {
+	unsigned long flags;
 	bool was;
 
-	raw_spin_lock_irq(&sk_tasks_lock);
+	/* irqsave: called from a kprobe (group exit), where interrupts are off and must stay so. */
+	raw_spin_lock_irqsave(&sk_tasks_lock, flags);
 	was = sk_conts[id].live;
 	sk_conts[id].live = false;
-	raw_spin_unlock_irq(&sk_tasks_lock);
+	raw_spin_unlock_irqrestore(&sk_tasks_lock, flags);
 	sk_hypercall(SK_HC_RELEASE, id, 0, 0);
 	/* Not once the unload has begun: rmmod took the count to none already (a forged count let
 	 * it in while this container lived, and sk_exit waited for it). */
@@ -314,6 +323,43 @@ static int group_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 
 static struct kprobe kp_exit = { .symbol_name = "exit_itimers", .pre_handler = group_exit_pre };
 
+/*
+ * ptrace and what checks like it (/proc/PID/mem, process_vm_writev, pidfd_getfd: every
+ * PTRACE_MODE_ATTACH): a contained process may control or write only processes of its own
+ * container. Attaching to one outside, e.g. its uncontained parent shell, and writing code
+ * there would run that code in root. Refused as __ptrace_may_access itself refuses (-EPERM),
+ * and reported to the handler (an attack event). Reading (PTRACE_MODE_READ: /proc/PID/stat,
+ * maps) is left to the kernel's own rules. From root, anything, as ever.
+ */
+static int ptrace_access_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	struct task_struct *task = (struct task_struct *)regs->di;   /* __ptrace_may_access(task, mode) */
+	unsigned int mode = regs->si;
+	u32 mine, theirs = 0;
+
+	if (!(mode & PTRACE_MODE_ATTACH) || !(mine = my_container()))
+		return 0;
+	/* The callers hold task_lock(task): its mm stays while we look. */
+	if (task->mm)
+		theirs = (u32)sk_hypercall(SK_HC_CONTAINER_OF, __pa(task->mm->pgd), 0, 0);
+	if (theirs == mine)
+		return 0;
+	sk_hypercall(SK_HC_REPORT, SK_REPORT_PTRACE, 0, 0);
+	/* Return -EPERM to the caller: the probe sits on the first instruction, so the return
+	 * address is at the top of the stack. */
+	regs->ax = (unsigned long)-EPERM;
+	regs->ip = *(unsigned long *)regs->sp;
+	regs->sp += sizeof(unsigned long);
+	return 1;
+}
+
+/* A post handler, even empty, keeps the probe from being jump-optimised: an optimised probe
+ * ignores the change of regs->ip above. */
+static void ptrace_access_post(struct kprobe *kp, struct pt_regs *regs, unsigned long flags) {}
+
+static struct kprobe kp_ptrace = { .symbol_name = "__ptrace_may_access", .pre_handler = ptrace_access_pre,
+				   .post_handler = ptrace_access_post };
+
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
 
 /* Protected pages belong to the open file that allocated them: freed on FREE or on close. */
@@ -445,6 +491,39 @@ static int sk_mmap(struct file *f, struct vm_area_struct *vma)
 	return r;
 }
 
+/*
+ * ENTER, whole, under sk_enter_mutex: two callers sharing an address space (threads, or
+ * CLONE_VM processes) racing here once left a container that no process could release. An
+ * address space shared with another process (CLONE_VM without CLONE_THREAD, or a vfork child's,
+ * which is its parent's) is refused: entering would take the other process in with it.
+ */
+static int enter_locked(struct sk_enter *en)
+{
+	s64 id;
+	int r;
+
+	if (sk_draining)
+		return -ENODEV;
+	if (!current->mm || test_bit(MMF_MULTIPROCESS, &current->mm->flags) || current->vfork_done)
+		return -EINVAL;
+	if (container_of_tgid(current->tgid) || my_container())
+		return -EBUSY;
+	r = container_quota();
+	if (r)
+		return r;
+	id = (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en->policy, current->tgid, (u64)current->comm);
+	if (id <= 0 || id >= SK_MAX_CONTAINERS)
+		return -ENOSPC;
+	container_made(id);
+	if (set_tgid(current->tgid, id) || add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
+		set_tgid(current->tgid, 0);
+		container_release(id);
+		return -ENOSPC;
+	}
+	en->container = id;
+	return 0;
+}
+
 static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 {
 	struct sk_enter en;
@@ -453,7 +532,6 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	struct sk_counters *cnt;
 	struct sk_file *sf = f->private_data;
 	long r;
-	s64 id;
 	int i;
 
 	switch (cmd) {
@@ -470,27 +548,14 @@ static long sk_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 	case SK_IOC_ENTER:
 		if (copy_from_user(&en, (void __user *)arg, sizeof(en)))
 			return -EFAULT;
-		if (container_of_tgid(current->tgid) || my_container())
-			return -EBUSY;
 		r = policy_check(en.policy);
 		if (r)
 			return r;
 		mutex_lock(&sk_enter_mutex);
-		r = container_quota();
-		id = r ? 0 : (s64)sk_hypercall(SK_HC_NEW_CONTAINER, en.policy, current->tgid, (u64)current->comm);
-		if (!r && id > 0 && id < SK_MAX_CONTAINERS)
-			container_made(id);
+		r = enter_locked(&en);
 		mutex_unlock(&sk_enter_mutex);
 		if (r)
 			return r;
-		if (id <= 0 || id >= SK_MAX_CONTAINERS)
-			return -ENOSPC;
-		if (set_tgid(current->tgid, id) || add_pgd(id, current->mm->pgd)) {   /* takes effect at once: the handler switches nCR3 */
-			set_tgid(current->tgid, 0);
-			container_release(id);
-			return -ENOSPC;
-		}
-		en.container = id;
 		return copy_to_user((void __user *)arg, &en, sizeof(en)) ? -EFAULT : 0;
 	case SK_IOC_QUERY:
 		if (copy_from_user(&q, (void __user *)arg, sizeof(q)))
@@ -616,8 +681,13 @@ static int protect_loaded_modules(void)
 	list_for_each_entry_rcu(mod, &THIS_MODULE->list, list) {
 		if ((unsigned long)&mod->list == modules || mod == THIS_MODULE)
 			continue;
-		if (mod->state == MODULE_STATE_COMING || mod->state == MODULE_STATE_LIVE)
-			r = r ?: protect_module(mod, true);
+		if (mod->state != MODULE_STATE_COMING && mod->state != MODULE_STATE_LIVE)
+			continue;
+		r = r ?: protect_module(mod, true);
+		/* Going meanwhile (its GOING notification may have come before our additions):
+		 * give its pages back, or freed frames would stay read-only in containers. */
+		if (READ_ONCE(mod->state) == MODULE_STATE_GOING)
+			protect_module(mod, false);
 	}
 	rcu_read_unlock();
 	if (r)
@@ -834,9 +904,12 @@ static int __init sk_init(void)
 	r = register_kprobe(&kp_exit);
 	if (r)
 		goto err_pgd_free;
-	r = misc_register(&sk_misc);
+	r = register_kprobe(&kp_ptrace);
 	if (r)
 		goto err_exit;
+	r = misc_register(&sk_misc);
+	if (r)
+		goto err_ptrace;
 	sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
 						sk_cpu_up_refuse, sk_cpu_down_refuse);
 	if (sk_hp_state < 0) {
@@ -851,6 +924,8 @@ static int __init sk_init(void)
 
 err_misc:
 	misc_deregister(&sk_misc);
+err_ptrace:
+	unregister_kprobe(&kp_ptrace);
 err_exit:
 	unregister_kprobe(&kp_exit);
 err_pgd_free:
@@ -874,25 +949,62 @@ err_state:
 }
 
 /*
+ * Processes the handler still runs in a container, by their address space (its view, not the
+ * guest-side table). Those of a released container are sent SIGKILL. Returns how many there are.
+ */
+static int contained_left(void)
+{
+	struct task_struct *p;
+	int left = 0;
+
+	rcu_read_lock();
+	for_each_process(p) {
+		u64 st = 0;
+
+		task_lock(p);
+		if (p->mm)
+			st = sk_hypercall(SK_HC_CONTAINER_OF, __pa(p->mm->pgd), 0, 0);
+		task_unlock(p);
+		if (!(u32)st)
+			continue;
+		left++;
+		if (st >> 32 == 2)
+			send_sig(SIGKILL, p, 1);
+	}
+	rcu_read_unlock();
+	return left;
+}
+
+/*
  * Unload. rmmod cannot reach here while a container lives: each holds a reference on the module
  * ("Module splitkernel is in use"), so contained processes are never returned to root. CPUs that
  * still run a released container lazily may leave from it once the unload has begun.
  */
 static void __exit sk_exit(void)
 {
+	/* No new container from here on (an fd opened before could still ask). */
+	mutex_lock(&sk_enter_mutex);
+	sk_draining = true;
+	mutex_unlock(&sk_enter_mutex);
 	/* The handler agrees first, while every hook still runs. It refuses while a container is
-	 * live, which a reference count forged with a kernel write primitive would hide from rmmod:
-	 * then wait, with fork, exec and exit still tracked, until the container's processes end
-	 * (freeing the module under CPUs in guest mode would crash; returning them to root would
-	 * let them out). ENTER fails from here on. */
-	while (sk_hypercall(SK_HC_BEGIN_UNLOAD, 0, 0, 0)) {
-		pr_warn_once("splitkernel: unload with a live container (forged module reference count?): waiting for it to end\n");
+	 * live, which a reference count forged with a kernel write primitive (or rmmod -f) hides
+	 * from rmmod: then wait, fork, exec and exit still tracked, until the container's processes
+	 * end. Processes the handler still places in a *released* container (its release forged
+	 * early) are killed: unloading would return them to native. Freeing the module under CPUs
+	 * in guest mode would crash. */
+	while (contained_left() || sk_hypercall(SK_HC_BEGIN_UNLOAD, 0, 0, 0)) {
+		if (my_container())
+			pr_warn_once("splitkernel: rmmod from inside container %u (CAP_SYS_MODULE there is kernel code: "
+				     "tier 3): the unload waits for that container to end\n", my_container());
+		pr_warn_once("splitkernel: unload with a live container (forged module reference count?): "
+			     "waiting for it to end\n");
 		schedule_timeout_idle(HZ / 5);
 	}
 	descriptor_withdraw();
 	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
 	misc_deregister(&sk_misc);
+	unregister_kprobe(&kp_ptrace);
 	unregister_kprobe(&kp_exit);
 	unregister_kprobe(&kp_pgd_free);
 	unregister_kprobe(&kp_exec);

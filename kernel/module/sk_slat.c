@@ -371,7 +371,13 @@ int sk_container_add_pgd(u32 id, u64 pgd)
 	sk_lock();
 	ct = &sk.containers[id];
 	if (ct->active == 1) {
-		/* An address space belongs to one container: drop it from any other first. */
+		/* An address space belongs to one container. Never taken from a live one (two
+		 * processes sharing an mm entering at once would leave a container no process can
+		 * release); a released one's entry is stale, or its processes stay contained here. */
+		for (j = 1; j < SK_MAX_CONTAINERS; j++)
+			for (i = 0; i < sk.containers[j].npgds; i++)
+				if (sk.containers[j].pgds[i] == pgd && j != id && sk.containers[j].active == 1)
+					goto out;
 		for (j = 1; j < SK_MAX_CONTAINERS; j++)
 			for (i = 0; i < sk.containers[j].npgds; i++)
 				if (sk.containers[j].pgds[i] == pgd)
@@ -381,6 +387,7 @@ int sk_container_add_pgd(u32 id, u64 pgd)
 			r = 0;
 		}
 	}
+out:
 	sk_unlock();
 	return r;
 }

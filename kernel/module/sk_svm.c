@@ -268,7 +268,7 @@ static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
 
 	if (decode_mov_to_cr(v->save.rip, 3, &reg, &len)) {
 		sk_counters_of(c)->exits_cr3++;
-		sk_attack(c, SVM_EXIT_WRITE_CR3);
+		sk_attack(c, SK_ATTACK_CR, 3);
 		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -287,7 +287,7 @@ static void do_cr4(struct sk_cpu *c, struct sk_gprs *g)
 	int reg, len;
 
 	if (decode_mov_to_cr(v->save.rip, 4, &reg, &len) || sk_cr4_reserved(*gpr(v, g, reg))) {
-		sk_attack(c, SVM_EXIT_WRITE_CR4);
+		sk_attack(c, SK_ATTACK_CR, 4);
 		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -306,7 +306,7 @@ static void do_msr(struct sk_cpu *c, struct sk_gprs *g)
 		      (msr == MSR_EFER && sk_efer_reserved(val | EFER_SVME)))) {
 		/* VM_CR and SVM_KEY control SVM itself; an EFER with reserved bits would make the next
 		 * VMRUN fail. #GP, as a CPU raises for a reserved bit, and nothing reaches the VMCB. */
-		sk_attack(c, msr);
+		sk_attack(c, SK_ATTACK_MSR, msr);
 		svm_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -417,7 +417,7 @@ int sk_svm_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	case SVM_EXIT_SKINIT:
 	case SVM_EXIT_INVLPGA:
 		sk_counters_of(c)->exits_other++;
-		sk_attack(c, code);
+		sk_attack(c, SK_ATTACK_EXIT, code);
 		svm_inject(c, X86_TRAP_UD);
 		break;
 	default:

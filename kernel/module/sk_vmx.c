@@ -454,7 +454,7 @@ static void do_cr(struct sk_cpu *c, struct sk_gprs *g)
 	if (type != 0 || (cr != 3 && cr != 4)) {
 		/* Only MOV to CR3 and to the host-owned CR4 bits are intercepted. */
 		sk_counters_of(c)->exits_other++;
-		sk_attack(c, EXIT_REASON_CR_ACCESS);
+		sk_attack(c, SK_ATTACK_CR, cr);
 		vmx_inject(c, X86_TRAP_GP);
 		return;
 	}
@@ -470,7 +470,7 @@ static void do_cr(struct sk_cpu *c, struct sk_gprs *g)
 		return;
 	}
 	if (sk_cr4_reserved(val & ~X86_CR4_VMXE)) {
-		sk_attack(c, EXIT_REASON_CR_ACCESS);
+		sk_attack(c, SK_ATTACK_CR, 4);
 		vmx_inject(c, X86_TRAP_GP);   /* a reserved bit would fail the next VM entry */
 		return;
 	}
@@ -508,7 +508,7 @@ static int do_msr(struct sk_cpu *c, struct sk_gprs *g, int write)
 	int err;
 
 	if (write && vmx_host_msr(msr)) {
-		sk_attack(c, msr);
+		sk_attack(c, SK_ATTACK_MSR, msr);
 		return -1;                        /* #GP: the write never reaches the CPU */
 	}
 	/* Other MSRs outside the bitmap's ranges exit too (SDM 25.6.9): pass them through. */
@@ -676,7 +676,7 @@ int sk_vmx_handle_exit(struct sk_cpu *c, struct sk_gprs *g)
 	case 11:     /* GETSEC */
 		/* No nested VMX: as on a CPU without it. */
 		sk_counters_of(c)->exits_other++;
-		sk_attack(c, reason);
+		sk_attack(c, SK_ATTACK_EXIT, reason);
 		vmx_inject(c, X86_TRAP_UD);
 		break;
 	default:

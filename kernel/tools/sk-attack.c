@@ -12,6 +12,11 @@
  *   unpriv-policy    (as root, outside) a child as uid 1000 asks for log or isolate on text, rodata
  *                    and module text (EPERM each), a policy on a region that has none or an
  *                    unknown action (EINVAL), then deny everywhere (granted)
+ *   ptrace-out       a contained process attaches to its uncontained parent (PTRACE_ATTACH,
+ *                    PTRACE_SEIZE), opens its /proc/PID/mem for writing and calls process_vm_writev
+ *                    on it: each refused; attaching to its own (contained) child still works
+ *   enter-shared     (as root, outside) a CLONE_VM child and a vfork child ask for a container:
+ *                    refused (EINVAL), as entering would take the other process in too
  *   exit-race N      (as root, outside) N contained processes whose two threads leave with
  *                    SYS_exit at the same instant; prints the container ids used, for the caller
  *                    to check that every one was released
@@ -28,6 +33,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -236,6 +244,104 @@ static int unpriv_policy(void)
 	return bad ? 1 : 0;
 }
 
+static int ptrace_out(void)
+{
+	pid_t parent = getppid(), kid;
+	char path[64], byte = 0;
+	struct iovec local = { &byte, 1 }, remote = { (void *)0x400000, 1 };
+	int fd, bad = 0, st;
+
+	if (my_container() <= 0) {
+		printf("fail ptrace-out: not in a container\n");
+		return 1;
+	}
+	errno = 0;
+	if (ptrace(PTRACE_ATTACH, parent, 0, 0) == 0 || errno != EPERM) {
+		printf("fail ptrace-out: PTRACE_ATTACH to the uncontained parent %d: %s\n", parent, strerror(errno));
+		bad++;
+	}
+	errno = 0;
+	if (ptrace(PTRACE_SEIZE, parent, 0, 0) == 0 || errno != EPERM) {
+		printf("fail ptrace-out: PTRACE_SEIZE of the parent: %s\n", strerror(errno));
+		bad++;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/mem", parent);
+	fd = open(path, O_RDWR);
+	if (fd >= 0) {
+		printf("fail ptrace-out: %s opened for writing\n", path);
+		close(fd);
+		bad++;
+	}
+	errno = 0;     /* ENOSYS: a kernel without CONFIG_CROSS_MEMORY_ATTACH has no such way */
+	if ((process_vm_writev(parent, &local, 1, &remote, 1, 0) >= 0 || errno != EPERM) && errno != ENOSYS) {
+		printf("fail ptrace-out: process_vm_writev into the parent: %s\n", strerror(errno));
+		bad++;
+	}
+	/* Its own child, contained with it: a debugger inside a container still works. */
+	kid = fork();
+	if (kid == 0) {
+		pause();
+		_exit(0);
+	}
+	if (ptrace(PTRACE_ATTACH, kid, 0, 0)) {
+		printf("fail ptrace-out: PTRACE_ATTACH to its own contained child: %s\n", strerror(errno));
+		bad++;
+	} else {
+		waitpid(kid, &st, 0);
+		ptrace(PTRACE_DETACH, kid, 0, 0);
+	}
+	kill(kid, SIGKILL);
+	waitpid(kid, &st, 0);
+	if (!bad)
+		printf("ok ptrace-out: attach, seize, /proc/%d/mem and process_vm_writev refused (EPERM); own child "
+		       "traced\n", parent);
+	return bad ? 1 : 0;
+}
+
+static int enter_now(void)
+{
+	struct sk_enter en = { .policy = SK_POLICY_DEFAULT };
+	int fd = open("/dev/splitkernel", O_RDWR);
+
+	return fd < 0 ? ENODEV : ioctl(fd, SK_IOC_ENTER, &en) ? errno : 0;
+}
+
+static int shared_result;
+
+static int clone_vm_child(void *arg)
+{
+	(void)arg;
+	shared_result = enter_now();
+	return 0;
+}
+
+static int enter_shared(void)
+{
+	static char stack[64 * 1024];
+	pid_t kid;
+	int st, bad = 0;
+
+	kid = clone(clone_vm_child, stack + sizeof(stack), CLONE_VM | SIGCHLD, NULL);
+	if (kid < 0)
+		return 2;
+	waitpid(kid, &st, 0);
+	if (shared_result != EINVAL) {
+		printf("fail enter-shared: a CLONE_VM child got %s\n", shared_result ? strerror(shared_result) : "a container");
+		bad++;
+	}
+	kid = vfork();
+	if (kid == 0)
+		_exit(enter_now());
+	waitpid(kid, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != EINVAL) {
+		printf("fail enter-shared: a vfork child got %s\n", WEXITSTATUS(st) ? strerror(WEXITSTATUS(st)) : "a container");
+		bad++;
+	}
+	if (!bad)
+		printf("ok enter-shared: a CLONE_VM child and a vfork child were refused (EINVAL)\n");
+	return bad ? 1 : 0;
+}
+
 static pthread_barrier_t exit_barrier;
 
 static void *exit_race_thread(void *arg)
@@ -309,7 +415,9 @@ int main(int argc, char **argv)
 	if (!strcmp(s, "flood")) return flood(argc > 2 ? atol(argv[2]) : 10000);
 	if (!strcmp(s, "quota")) return quota(argc > 2 ? atoi(argv[2]) : 8);
 	if (!strcmp(s, "unpriv-policy")) return unpriv_policy();
+	if (!strcmp(s, "ptrace-out")) return ptrace_out();
+	if (!strcmp(s, "enter-shared")) return enter_shared();
 	if (!strcmp(s, "exit-race")) return exit_race(argc > 2 ? atoi(argv[2]) : 50);
-	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|exit-race [N]\n");
+	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|ptrace-out|enter-shared|exit-race [N]\n");
 	return 2;
 }

@@ -179,7 +179,8 @@ def events(s: Snapshot, pid: int | None = None, kind: str | None = None, last: i
     if last:
         evs = evs[-last:]
     return "\n".join([events_header(s.slat)] + [event_line(e.cpu, e.seq, e.container, e.pid, e.kind, e.action, e.region,
-                                                    e.exitinfo1, e.exitinfo2, e.rip, _verdict(e), e.delivery)
+                                                    e.exitinfo1, e.exitinfo2, e.rip, e.what or _verdict(e),
+                                                    e.delivery)
                                          for e in evs])
 
 

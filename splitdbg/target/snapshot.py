@@ -16,7 +16,7 @@ from ..vmx_model import slat_ranges
 from ..vmx_model.crosscheck import basis as check_basis
 from ..vmx_model.crosscheck import crosscheck_event
 from .detail import event_detail
-from .splitkernel import ModuleNotLoaded, ModuleUnusable, SplitKernel
+from .splitkernel import KIND_ATTACK, ModuleNotLoaded, ModuleUnusable, SplitKernel, attack_what
 
 FORMAT = "splitdbg-snapshot/1"
 UNUSABLE = "the split-kernel module's state is unusable"    # how a snapshot's note says so
@@ -87,6 +87,7 @@ class EventRec:
     ring: int = 0                # the CPU's ring that held it: 0 the busy ring, 1 the security ring
     slat_walk: list[int] | None = None   # violations: the second-level entries walked at the exit, top first
     check_basis: str = ""        # violations: "at exit" (verdict from the recorded walk) or "now" (today's tables)
+    what: str = ""               # attacks: what was refused, in words (the event's extra, decoded)
 
 
 # What the manuals call each field, by second-level format: the presentation takes its labels here.
@@ -309,6 +310,8 @@ def take(mem, *, target: str = "", backend: str = "", kernel=None, with_ranges: 
                            guest_linear=e.guest_linear, exitintinfo=e.exitintinfo, ring=e.ring,
                            slat_walk=list(e.slat_walk) or None)
             rec.delivery = sk.delivery(e)
+            if e.kind == KIND_ATTACK:
+                rec.what = attack_what(e.region, e.extra, sk.d["vendor"])
             key = (e.cpu, e.ring, e.seq, e.tsc)
             if e.kind_name == "violation":
                 rec.check_basis = check_basis(e)

@@ -19,8 +19,10 @@ MAX_CPUS = 8
 NR_REGIONS = 6
 
 VENDORS = {1: "SVM", 2: "VMX"}
+VENDOR_SVM, VENDOR_VMX = 1, 2
 EVENT_KINDS = {1: "exit", 2: "violation", 3: "cr3-switch", 4: "hypercall", 5: "enter-nr", 6: "cr4-blocked",
                7: "lifecycle", 8: "attack", 9: "fatal"}
+KIND_ATTACK = 8
 SECURITY_KINDS = (2, 6, 8, 9)     # recorded in each CPU's security ring (SK_EV_IS_SECURITY)
 RING_ALL, RING_SECURITY = 0, 1
 ACTIONS = {0: "none", 1: "allow", 2: "deny", 3: "isolate", 4: "switch", 5: "emulate", 6: "probe"}
@@ -29,7 +31,34 @@ POLICIES = {0: "deny", 1: "isolate", 2: "log"}
 HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304: "ADD_PGD", 0x5305: "DEL_PGD",
               0x5306: "FREE_CONTAINER", 0x5307: "QUERY", 0x5308: "RELEASE", 0x5309: "PROTECT", 0x530A: "UNPROTECT",
               0x530B: "PROBE_GET", 0x530C: "PROBE_SET", 0x530D: "PROBE_CLEAR", 0x530E: "WHOAMI",
-              0x530F: "MODTEXT_ADD", 0x5310: "MODTEXT_DEL", 0x5311: "BEGIN_UNLOAD"}
+              0x530F: "MODTEXT_ADD", 0x5310: "MODTEXT_DEL", 0x5311: "BEGIN_UNLOAD",
+              0x5312: "CONTAINER_OF", 0x5313: "REPORT"}
+# An attack event's `region` says what its `extra` is (SK_ATTACK_* in splitkernel.h).
+ATTACK_HYPERCALL, ATTACK_EXIT, ATTACK_MSR, ATTACK_CR, ATTACK_REPORT = 1, 2, 3, 4, 5
+ATTACK_CLASSES = {1: "hypercall", 2: "instruction", 3: "msr", 4: "cr", 5: "report"}
+REPORTS = {1: "ptrace (attach, /proc/PID/mem, process_vm_writev) of a process outside its container"}
+MSRS = {0x1B: "IA32_APIC_BASE", 0x3A: "IA32_FEATURE_CONTROL", 0x79: "IA32_BIOS_UPDT_TRIG", 0x9B: "IA32_SMM_MONITOR_CTL",
+        0xC0000080: "EFER", 0xC0010114: "VM_CR", 0xC0010117: "VM_HSAVE_PA", 0xC0010118: "SVM_KEY",
+        **{0x200 + i: f"MTRR_PHYS{'BASE' if i % 2 == 0 else 'MASK'}{i // 2}" for i in range(20)}, 0x2FF: "MTRR_DEF_TYPE"}
+
+
+def attack_what(region: int, extra: int, vendor: int) -> str:
+    """An attack event's `extra`, in words (vendor: VENDOR_SVM or VENDOR_VMX, for exit codes)."""
+    from ..vmx_model.vmcb import EXIT_CODES
+    from ..vmx_model.vmcs import EXIT_REASONS
+
+    if region == ATTACK_HYPERCALL:
+        return f"hypercall {HYPERCALLS.get(extra, hex(extra))} refused"
+    if region == ATTACK_EXIT:
+        names = EXIT_REASONS if vendor == VENDOR_VMX else EXIT_CODES
+        return f"{names.get(extra, hex(extra))} (an instruction only an attacker runs)"
+    if region == ATTACK_MSR:
+        return f"WRMSR {MSRS.get(extra, hex(extra))} refused"
+    if region == ATTACK_CR:
+        return f"MOV to CR{extra} with a reserved or host-owned bit"
+    if region == ATTACK_REPORT:
+        return f"{REPORTS.get(extra, f'report {extra}')} refused"
+    return f"attack {extra:#x}"
 
 # struct layouts, field by field as in the header (little-endian, natural alignment = packed here)
 EVENT = struct.Struct("<QQIIIIQQQQQQHHIQQQ")
@@ -126,6 +155,8 @@ class Event:
 
     @property
     def region_name(self) -> str:
+        if self.kind == KIND_ATTACK:      # there the field says what `extra` is
+            return ATTACK_CLASSES.get(self.region, str(self.region))
         return REGIONS.get(self.region, str(self.region))
 
     def as_dict(self) -> dict:

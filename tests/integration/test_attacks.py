@@ -24,9 +24,10 @@ HC = {"PING": 0x5301, "DEVIRT": 0x5302, "NEW_CONTAINER": 0x5303, "ADD_PGD": 0x53
 TEXT = 0xFFFFFFFF81000000          # kernel text (_text): the QUERY of old wrote its counters there
 
 
-@pytest.fixture(scope="module")
-def g():
-    guest = boot(smp=2, append="splitdbg.load=splitkernel,sktest", base_port=15700)
+@pytest.fixture(scope="module", params=[1, 2], ids=["1cpu", "2cpu"])
+def g(request):
+    """The whole suite on one CPU and on two (races between CPUs, and a single CPU's own order)."""
+    guest = boot(smp=request.param, append="splitdbg.load=splitkernel,sktest", base_port=15700)
     assert "module-loaded name=splitkernel" in guest.serial_text()
     yield guest
     guest.down()
@@ -186,7 +187,7 @@ def test_reserved_control_bits_raise_gp_and_the_cpu_goes_on(g, what):
     assert f"{what} faulted=yes" in out, out
     assert any(e.kind_name == "attack" for e in attacks_since(g, seq))
     assert alive(g)
-    assert sk(g).cpus == [0, 1]
+    assert sk(g).cpus == list(range(g.smp))       # every CPU still under the handler
 
 
 # -- splitdbg names them --------------------------------------------------------------------------
@@ -258,6 +259,29 @@ def test_an_unprivileged_user_cannot_relax_the_policy_of_shared_text(g):
     assert rc == 0 and "ok unpriv-policy" in out, out
 
 
+def test_a_contained_process_cannot_control_one_outside(g):
+    """ptrace, /proc/PID/mem and process_vm_writev of its uncontained parent shell would run the
+    attacker's code in root: refused, and each refusal is an attack event (REPORT, ptrace)."""
+    seq = ring_heads(g)
+    rc, out = in_container(g, "sk-attack ptrace-out")
+    assert rc == 0 and "ok ptrace-out" in out, out
+    reports = [e for e in attacks_since(g, seq) if e.kind_name == "attack" and e.region_name == "report"
+               and e.extra == 1]
+    assert len(reports) >= 3, reports        # attach, seize, /proc/PID/mem (process_vm_writev: not configured)
+    rc, out = g.run("sleep 30 & p=$!; cat /proc/$p/stat > /dev/null && echo read-ok; kill $p")
+    assert "read-ok" in out                  # reading /proc of others (PTRACE_MODE_READ) is the kernel's call
+    assert alive(g)
+
+
+def test_entering_with_an_address_space_shared_with_another_process_is_refused(g):
+    """A CLONE_VM child or a vfork child entering would take the process it shares its address
+    space with into the container too (and two of them racing left a container no one could
+    release)."""
+    rc, out = g.run("sk-attack enter-shared", timeout=60)
+    assert rc == 0 and "ok enter-shared" in out, out
+    assert alive(g)
+
+
 def test_threads_leaving_at_the_same_instant_release_their_container(g):
     """Both threads of a contained process call SYS_exit at once, 60 times: every container is
     released (a probe that read signal->live at do_exit's entry saw 2 in both and leaked)."""
@@ -266,6 +290,25 @@ def test_threads_leaving_at_the_same_instant_release_their_container(g):
     live = [c.id for c in sk(g).containers() if c.owner_comm == "sk-exit-race" and not c.released]
     assert not live, f"containers {live} outlived their processes: {out}"
     assert alive(g)
+
+
+def test_events_say_what_each_attack_was(g):
+    """After the suite: every attack event names what was refused (hypercall, instruction,
+    MSR, control register, a guest-side refusal), in `events --json` and in the table."""
+    out = subprocess.run([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--kind", "attack", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    evs = json.loads(out.stdout)
+    whats = {e["what"] for e in evs}
+    assert all(whats), evs
+    assert "hypercall DEVIRT refused" in whats, whats
+    assert any(w.startswith("VMSAVE ") for w in whats), whats
+    assert any(w.startswith("ptrace ") for w in whats), whats
+    assert any(w.startswith("MOV to CR4") for w in whats), whats
+    assert "WRMSR EFER refused" in whats, whats
+    text = subprocess.run([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--kind", "attack"],
+                          capture_output=True, text=True, timeout=120).stdout
+    assert "hypercall DEVIRT refused" in text and "ptrace (attach" in text
 
 
 def test_a_forged_module_reference_count_makes_rmmod_wait_not_crash(g):
