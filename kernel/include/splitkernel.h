@@ -243,7 +243,7 @@ struct sk_protect {
 
 /* Hypercalls (VMMCALL under SVM, VMCALL under VMX; RAX = number, RBX/RCX/RDX = arguments, RAX = result). Guest kernel only:
  * from user mode (CPL 3) the instruction raises #UD and is recorded as SK_EV_HYPERCALL with SK_ACT_DENY. */
-#define SK_HC_PING            0x5301   /* returns SK_MAGIC */
+#define SK_HC_PING            0x5301   /* returns SK_MAGIC; the CPU's container is derived from CR3 again */
 #define SK_HC_DEVIRT          0x5302   /* this CPU leaves the root-mode handler (unload) */
 #define SK_HC_NEW_CONTAINER   0x5303   /* rbx = policy, rcx = owner tgid: returns id or -1 */
 #define SK_HC_ADD_PGD         0x5304   /* rbx = container, rcx = pgd pa: 0 or -1 */
@@ -269,5 +269,6 @@ struct sk_protect {
 #define SK_HC_CONTAINER_OF    0x5312   /* rbx = pgd pa: container id (0: none) | its active state << 32 */
 #define SK_HC_REPORT          0x5313   /* rbx = SK_REPORT_*: a guest-side hook refused something: an attack event */
 #define SK_REPORT_PTRACE      1        /* attach to (control, write) a process of another container or root */
+#define SK_REPORT_TTY         2        /* TIOCSTI / TIOCLINUX: typing into a terminal another process reads */
 
 #endif

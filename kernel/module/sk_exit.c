@@ -289,6 +289,10 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 	}
 	switch (nr) {
 	case SK_HC_PING:
+		/* Also: the container again from CR3. An ENTER pings every CPU: one that lazily kept
+		 * the caller's address space loaded (no CR3 write to come) would run its new threads
+		 * in the old container. */
+		sk_switch_container(c, sk_container_of_pgd(c->ex.cr3 & PHYS_PAGE));
 		*res = SK_MAGIC;
 		break;
 	case SK_HC_WHOAMI:

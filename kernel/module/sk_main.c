@@ -23,6 +23,7 @@
 #include <linux/sched/task.h>
 #include <linux/sched/coredump.h>
 #include <linux/ptrace.h>
+#include <linux/tty.h>
 #include <linux/mm.h>
 #include <linux/vmalloc.h>
 #include <linux/proc_fs.h>
@@ -226,6 +227,17 @@ static int add_pgd(u32 id, pgd_t *pgd)
 
 /* ---- kprobes: fork, exec, address-space teardown, exit ------------------------------------ */
 
+/* From a probe on a function's first instruction: return `ret` to its caller without running it
+ * (the return address is at the top of the stack there). The probe needs a post handler, or an
+ * optimised (jump) probe would ignore the new regs->ip. */
+static int skip_with(struct pt_regs *regs, long ret)
+{
+	regs->ax = (unsigned long)ret;
+	regs->ip = *(unsigned long *)regs->sp;
+	regs->sp += sizeof(unsigned long);
+	return 1;
+}
+
 /*
  * fork/clone: wake_up_new_task(p) runs in the parent once copy_process has succeeded and before
  * the child can run at all. A plain kprobe, not a kretprobe on copy_process: a kretprobe has a
@@ -324,12 +336,13 @@ static int group_exit_pre(struct kprobe *kp, struct pt_regs *regs)
 static struct kprobe kp_exit = { .symbol_name = "exit_itimers", .pre_handler = group_exit_pre };
 
 /*
- * ptrace and what checks like it (/proc/PID/mem, process_vm_writev, pidfd_getfd: every
- * PTRACE_MODE_ATTACH): a contained process may control or write only processes of its own
- * container. Attaching to one outside, e.g. its uncontained parent shell, and writing code
- * there would run that code in root. Refused as __ptrace_may_access itself refuses (-EPERM),
- * and reported to the handler (an attack event). Reading (PTRACE_MODE_READ: /proc/PID/stat,
- * maps) is left to the kernel's own rules. From root, anything, as ever.
+ * ptrace and every check like it (/proc/PID/mem, environ, maps, map_files, pidfd_getfd, ...: each
+ * ptrace_may_access): a contained process may reach only processes of its own container.
+ * Attaching to one outside, e.g. its uncontained parent shell, and writing code there would run
+ * that code in root; reading (environ, maps, map_files' mappings) would show what the container
+ * should not see. Refused as __ptrace_may_access itself refuses (-EPERM); an attempt to attach
+ * or write is reported to the handler (an attack event), a read is not (`ps` reads a lot).
+ * From root, anything, as ever.
  */
 static int ptrace_access_pre(struct kprobe *kp, struct pt_regs *regs)
 {
@@ -337,20 +350,16 @@ static int ptrace_access_pre(struct kprobe *kp, struct pt_regs *regs)
 	unsigned int mode = regs->si;
 	u32 mine, theirs = 0;
 
-	if (!(mode & PTRACE_MODE_ATTACH) || !(mine = my_container()))
+	if (!(mine = my_container()))
 		return 0;
 	/* The callers hold task_lock(task): its mm stays while we look. */
 	if (task->mm)
 		theirs = (u32)sk_hypercall(SK_HC_CONTAINER_OF, __pa(task->mm->pgd), 0, 0);
 	if (theirs == mine)
 		return 0;
-	sk_hypercall(SK_HC_REPORT, SK_REPORT_PTRACE, 0, 0);
-	/* Return -EPERM to the caller: the probe sits on the first instruction, so the return
-	 * address is at the top of the stack. */
-	regs->ax = (unsigned long)-EPERM;
-	regs->ip = *(unsigned long *)regs->sp;
-	regs->sp += sizeof(unsigned long);
-	return 1;
+	if (mode & PTRACE_MODE_ATTACH)
+		sk_hypercall(SK_HC_REPORT, SK_REPORT_PTRACE, 0, 0);
+	return skip_with(regs, -EPERM);
 }
 
 /* A post handler, even empty, keeps the probe from being jump-optimised: an optimised probe
@@ -359,6 +368,24 @@ static void ptrace_access_post(struct kprobe *kp, struct pt_regs *regs, unsigned
 
 static struct kprobe kp_ptrace = { .symbol_name = "__ptrace_may_access", .pre_handler = ptrace_access_pre,
 				   .post_handler = ptrace_access_post };
+
+/*
+ * TIOCSTI (push bytes into a terminal's input) and TIOCLINUX (a VT's selection paste): from a
+ * container, typing into a terminal that an uncontained shell reads is running commands outside.
+ * tiocsti() is inlined into tty_ioctl(file, cmd, arg): the probe is there.
+ */
+static int tty_ioctl_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	unsigned int cmd = regs->si;
+
+	if ((cmd != TIOCSTI && cmd != TIOCLINUX) || !my_container())
+		return 0;
+	sk_hypercall(SK_HC_REPORT, SK_REPORT_TTY, 0, 0);
+	return skip_with(regs, -EPERM);
+}
+
+static struct kprobe kp_tty = { .symbol_name = "tty_ioctl", .pre_handler = tty_ioctl_pre,
+				.post_handler = ptrace_access_post };
 
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
 
@@ -497,6 +524,8 @@ static int sk_mmap(struct file *f, struct vm_area_struct *vma)
  * address space shared with another process (CLONE_VM without CLONE_THREAD, or a vfork child's,
  * which is its parent's) is refused: entering would take the other process in with it.
  */
+static void sk_shootdown(void);
+
 static int enter_locked(struct sk_enter *en)
 {
 	s64 id;
@@ -504,8 +533,9 @@ static int enter_locked(struct sk_enter *en)
 
 	if (sk_draining)
 		return -ENODEV;
-	if (!current->mm || test_bit(MMF_MULTIPROCESS, &current->mm->flags) || current->vfork_done)
-		return -EINVAL;
+	if (!current->mm || test_bit(MMF_MULTIPROCESS, &current->mm->flags) || current->vfork_done ||
+	    get_nr_threads(current) != 1)
+		return -EINVAL;    /* enter before starting threads (a vfork from another thread shares the mm) */
 	if (container_of_tgid(current->tgid) || my_container())
 		return -EBUSY;
 	r = container_quota();
@@ -520,6 +550,7 @@ static int enter_locked(struct sk_enter *en)
 		container_release(id);
 		return -ENOSPC;
 	}
+	sk_shootdown();    /* every CPU re-derives its container: one may hold this mm lazily */
 	en->container = id;
 	return 0;
 }
@@ -907,9 +938,12 @@ static int __init sk_init(void)
 	r = register_kprobe(&kp_ptrace);
 	if (r)
 		goto err_exit;
-	r = misc_register(&sk_misc);
+	r = register_kprobe(&kp_tty);
 	if (r)
 		goto err_ptrace;
+	r = misc_register(&sk_misc);
+	if (r)
+		goto err_tty;
 	sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
 						sk_cpu_up_refuse, sk_cpu_down_refuse);
 	if (sk_hp_state < 0) {
@@ -924,6 +958,8 @@ static int __init sk_init(void)
 
 err_misc:
 	misc_deregister(&sk_misc);
+err_tty:
+	unregister_kprobe(&kp_tty);
 err_ptrace:
 	unregister_kprobe(&kp_ptrace);
 err_exit:
@@ -954,11 +990,11 @@ err_state:
  */
 static int contained_left(void)
 {
-	struct task_struct *p;
+	struct task_struct *g, *p;
 	int left = 0;
 
 	rcu_read_lock();
-	for_each_process(p) {
+	for_each_process_thread(g, p) {   /* threads too: a group whose leader left with SYS_exit */
 		u64 st = 0;
 
 		task_lock(p);
@@ -968,7 +1004,7 @@ static int contained_left(void)
 		if (!(u32)st)
 			continue;
 		left++;
-		if (st >> 32 == 2)
+		if (st >> 32 == 2 && p != current)   /* rmmod itself in one: it waits for ever (tier 3) */
 			send_sig(SIGKILL, p, 1);
 	}
 	rcu_read_unlock();
@@ -1004,6 +1040,7 @@ static void __exit sk_exit(void)
 	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
 	misc_deregister(&sk_misc);
+	unregister_kprobe(&kp_tty);
 	unregister_kprobe(&kp_ptrace);
 	unregister_kprobe(&kp_exit);
 	unregister_kprobe(&kp_pgd_free);

@@ -15,6 +15,11 @@
  *   ptrace-out       a contained process attaches to its uncontained parent (PTRACE_ATTACH,
  *                    PTRACE_SEIZE), opens its /proc/PID/mem for writing and calls process_vm_writev
  *                    on it: each refused; attaching to its own (contained) child still works
+ *   tty-inject       a contained root opens the console (/dev/ttyS0) and pushes a command into its
+ *                    input (TIOCSTI) or asks a VT paste (TIOCLINUX): refused (EPERM), as the shell
+ *                    reading that terminal runs outside the container
+ *   lazy-enter       ENTER on CPU 0 while CPU 1 still holds this address space from a moment ago
+ *                    (lazily, no CR3 write to come); a thread made then on CPU 1 must be contained
  *   enter-shared     (as root, outside) a CLONE_VM child and a vfork child ask for a container:
  *                    refused (EINVAL), as entering would take the other process in too
  *   exit-race N      (as root, outside) N contained processes whose two threads leave with
@@ -32,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -265,6 +271,13 @@ static int ptrace_out(void)
 		printf("fail ptrace-out: PTRACE_SEIZE of the parent: %s\n", strerror(errno));
 		bad++;
 	}
+	snprintf(path, sizeof(path), "/proc/%d/environ", parent);
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		printf("fail ptrace-out: %s opened (another container's or root's environment)\n", path);
+		close(fd);
+		bad++;
+	}
 	snprintf(path, sizeof(path), "/proc/%d/mem", parent);
 	fd = open(path, O_RDWR);
 	if (fd >= 0) {
@@ -296,6 +309,81 @@ static int ptrace_out(void)
 		printf("ok ptrace-out: attach, seize, /proc/%d/mem and process_vm_writev refused (EPERM); own child "
 		       "traced\n", parent);
 	return bad ? 1 : 0;
+}
+
+static int tty_inject(void)
+{
+	const char *cmd = "echo INJECTED-FROM-A-CONTAINER\n";
+	int fd = open("/dev/ttyS0", O_RDWR | O_NOCTTY), bad = 0;
+	char sel[2] = { 3, 0 };      /* TIOCLINUX subcode 3: paste the selection */
+
+	if (fd < 0) {
+		printf("fail tty-inject: /dev/ttyS0: %s\n", strerror(errno));
+		return 2;
+	}
+	errno = 0;
+	if (ioctl(fd, TIOCSTI, cmd) == 0 || errno != EPERM) {
+		printf("fail tty-inject: TIOCSTI on the console: %s\n", errno ? strerror(errno) : "a byte went in");
+		bad++;
+	}
+	errno = 0;
+	if (ioctl(fd, TIOCLINUX, sel) == 0 || errno != EPERM) {
+		printf("fail tty-inject: TIOCLINUX on the console: %s\n", errno ? strerror(errno) : "accepted");
+		bad++;
+	}
+	close(fd);
+	if (!bad)
+		printf("ok tty-inject: TIOCSTI and TIOCLINUX on the console refused (EPERM)\n");
+	return bad ? 1 : 0;
+}
+
+static int pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static volatile int lazy_result = -2;
+
+static void *lazy_thread(void *arg)
+{
+	(void)arg;
+	pin(1);
+	lazy_result = my_container();
+	return NULL;
+}
+
+static int lazy_enter(void)
+{
+	struct sk_enter en = { .policy = SK_POLICY_DEFAULT };
+	volatile unsigned long spin;
+	pthread_t t;
+	int fd;
+
+	if (pin(1)) {
+		printf("ok lazy-enter: one CPU, nothing to hold lazily\n");
+		return 0;
+	}
+	for (spin = 0; spin < 20000000; spin++)
+		;                      /* CPU 1 runs this address space */
+	pin(0);                    /* CPU 1 goes idle, keeping it loaded */
+	fd = open("/dev/splitkernel", O_RDWR);
+	if (fd < 0 || ioctl(fd, SK_IOC_ENTER, &en)) {
+		printf("fail lazy-enter: ENTER: %s\n", strerror(errno));
+		return 2;
+	}
+	if (pthread_create(&t, NULL, lazy_thread, NULL))
+		return 2;
+	pthread_join(t, NULL);
+	if (lazy_result == (int)en.container) {
+		printf("ok lazy-enter: the thread on CPU 1 runs in container %u\n", en.container);
+		return 0;
+	}
+	printf("fail lazy-enter: the thread on CPU 1 runs in container %d, not %u\n", lazy_result, en.container);
+	return 1;
 }
 
 static int enter_now(void)
@@ -417,7 +505,9 @@ int main(int argc, char **argv)
 	if (!strcmp(s, "unpriv-policy")) return unpriv_policy();
 	if (!strcmp(s, "ptrace-out")) return ptrace_out();
 	if (!strcmp(s, "enter-shared")) return enter_shared();
+	if (!strcmp(s, "tty-inject")) return tty_inject();
+	if (!strcmp(s, "lazy-enter")) return lazy_enter();
 	if (!strcmp(s, "exit-race")) return exit_race(argc > 2 ? atoi(argv[2]) : 50);
-	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|ptrace-out|enter-shared|exit-race [N]\n");
+	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|ptrace-out|tty-inject|lazy-enter|enter-shared|exit-race [N]\n");
 	return 2;
 }

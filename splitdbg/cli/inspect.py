@@ -5,6 +5,7 @@ TARGET is :PORT or HOST:PORT (QEMU's gdbstub; the shared RAM file is used when Q
 or a memory image (docs/images.md) / snapshot file where the command allows it."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -75,6 +76,14 @@ def register(sub) -> None:
     p.add_argument("b")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("pagetable", help="a guest address space's merged ranges (the current vCPU's, a --pid's "
+                                         "or a --cr3's)")
+    _target(p)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--cr3", type=_address, help="the address space under this CR3 (hex or decimal)")
+    who.add_argument("--pid", type=int, help="the address space of this process (needs kernel symbols)")
+    p.add_argument("--range", dest="window", help="only START-END (guest-virtual, end exclusive)")
+    p.set_defaults(func=cmd_pagetable)
     p = sub.add_parser("walk", help="two-dimensional walk of a process's address through the model")
     _target(p)
     p.add_argument("pid", type=int)
@@ -314,6 +323,40 @@ def cmd_diff(args):
         for r in c["changed"]:
             print(f"  ~ {r['start']:#x}-{r['end']:#x} {r['before']} -> {r['after']}")
     return 1 if d else 0
+
+
+def _address(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address (hex 0x... or decimal)") from None
+    if not 0 <= v < 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 64-bit address")
+    return v
+
+
+def cmd_pagetable(args) -> int:
+    from ..arch import x86_paging as xp
+
+    window = render.parse_range(args.window, "--range") if args.window is not None else None
+    with Session(args.target, vmlinux=args.vmlinux, prefer=args.backend, scan=args.scan) as sess:
+        regs = sess.guest_control_regs() if args.cr3 is None or sess.kernel is None else {}
+        mode = sess.kernel.mode if sess.kernel is not None else \
+            xp.PagingMode.from_regs(regs["cr0"], regs["cr4"], regs["efer"])
+        if args.pid is not None:
+            if sess.kernel is None:
+                raise SplitdbgError(f"--pid needs the kernel's symbols: {sess.kernel_error or 'give --vmlinux'}")
+            task = next((t for t in sess.kernel.tasks() if t.pid == args.pid), None)
+            if task is None or not task.pgd:
+                raise SplitdbgError(f"no process {args.pid}" if task is None else
+                                    f"process {args.pid} ({task.comm}) is a kernel thread: no address space of its own")
+            cr3 = task.pgd
+        else:
+            cr3 = args.cr3 if args.cr3 is not None else regs["cr3"]
+        start, end = window if window else (None, None)
+        d = xp.dump(sess.mem, cr3, mode, start=start, end=end, on_error="collect")
+    print(json.dumps(render.pagetable_json(d, cr3)) if args.json else render.pagetable(d, cr3, mode))
+    return 0
 
 
 def cmd_walk(args):

@@ -195,3 +195,17 @@ def walk(w: dict) -> str:
     for st in w["steps"]:
         out.append(f"  {st['walk']:5} L{st['level']} {st['purpose']:28} @ {st['entry_addr']:#014x} = {st['entry']:#018x}")
     return "\n".join(out)
+
+
+def pagetable(d, cr3: int, mode) -> str:
+    """A guest address space's merged ranges (x86_paging.dump), as `splitdbg pagetable` and
+    `split pagetable` print them."""
+    out = [str(r) for r in d.ranges] + [f"problem: {p}" for p in d.problems]
+    out.append(f"{len(d.ranges)} ranges, {d.tables_read} table pages read ({mode.levels}-level, CR3={cr3:#x})")
+    return "\n".join(out)
+
+
+def pagetable_json(d, cr3: int) -> dict:
+    return {"cr3": cr3, "ranges": [{"start": r.start, "end": r.end, "phys": r.phys, "perms": r.perms,
+                                    "page_size": r.page_size, "global": r.global_} for r in d.ranges],
+            "problems": [str(p) for p in d.problems]}

@@ -356,16 +356,7 @@ Without CR3, the current vCPU's. Ranges merge when virtually and physically cont
         if args.window is not None:
             start, end = render.parse_range(args.window, "--range")
         d = xp.dump(session.memory(), cr3, mode, start=start, end=end, on_error="collect")
-        if args.json:
-            gdb.write(json.dumps({"cr3": cr3, "ranges": [
-                {"start": r.start, "end": r.end, "phys": r.phys, "perms": r.perms, "page_size": r.page_size,
-                 "global": r.global_} for r in d.ranges], "problems": [str(p) for p in d.problems]}) + "\n")
-            return
-        for r in d.ranges:
-            gdb.write(f"{r}\n")
-        for p in d.problems:
-            gdb.write(f"problem: {p}\n")
-        gdb.write(f"{len(d.ranges)} ranges, {d.tables_read} table pages read ({mode.levels}-level, CR3={cr3:#x})\n")
+        gdb.write((json.dumps(render.pagetable_json(d, cr3)) if args.json else render.pagetable(d, cr3, mode)) + "\n")
 
 
 Split()

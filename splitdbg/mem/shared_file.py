@@ -120,6 +120,27 @@ class SharedRamFile(PhysicalMemory):
                     raise MemoryReadError(addr, size, str(exc)) from exc
         raise MemoryReadError(addr, size, "outside guest RAM")
 
+    def find(self, needle: bytes, limit: int = 1 << 30) -> int | None:
+        """Guest-physical address of the first `needle` in RAM, or None. Reads with pread over the
+        file's data extents (SEEK_DATA): never through the mmap, whose faults on a tmpfs hole
+        would allocate the page, and never the holes (RAM the guest never touched)."""
+        chunk, pos = 4 << 20, 0
+        end = min(self.ram_size, limit)
+        while pos < end:
+            try:
+                pos = os.lseek(self._fd, pos, os.SEEK_DATA)
+                stop = min(os.lseek(self._fd, pos, os.SEEK_HOLE), end)
+            except OSError:          # ENXIO: no data past pos
+                return None
+            while pos < stop:
+                buf = os.pread(self._fd, min(chunk, stop - pos) + len(needle) - 1, pos)
+                i = buf.find(needle)
+                if i >= 0:
+                    return next((gpa + pos + i - off for gpa, gend, off in self._layout
+                                 if off <= pos + i < off + gend - gpa), None)
+                pos += chunk
+        return None
+
     def describe(self):
         return f"shared RAM file {self.path} ({self.ram_size >> 20} MiB, read-only mmap)"
 

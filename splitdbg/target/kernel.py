@@ -84,8 +84,13 @@ class Kernel:
             theirs = b""
         if theirs == ours:
             return None
-        said = theirs.decode(errors="replace").strip() if theirs.startswith(b"Linux version") else \
-            "no Linux banner at that address"
+        if theirs.startswith(b"Linux version"):
+            said = theirs.decode(errors="replace").strip()
+        else:      # KASLR or another kernel: its banner is elsewhere; found where RAM can be searched
+            pa = self.mem.find(b"Linux version ") if hasattr(self.mem, "find") else None
+            found = self.mem.read(pa, 160).split(b"\0", 1)[0].split(b"\n", 1)[0] if pa is not None else b""
+            said = found.decode(errors="replace").strip() if found else \
+                "no Linux banner at that address (another kernel, or one with KASLR)"
         return f"{self.symbols.path} is {ours.decode(errors='replace').strip()!r}; the guest has {said!r}"
 
     # -- addresses -----------------------------------------------------------------------------

@@ -36,7 +36,8 @@ HYPERCALLS = {0x5301: "PING", 0x5302: "DEVIRT", 0x5303: "NEW_CONTAINER", 0x5304:
 # An attack event's `region` says what its `extra` is (SK_ATTACK_* in splitkernel.h).
 ATTACK_HYPERCALL, ATTACK_EXIT, ATTACK_MSR, ATTACK_CR, ATTACK_REPORT = 1, 2, 3, 4, 5
 ATTACK_CLASSES = {1: "hypercall", 2: "instruction", 3: "msr", 4: "cr", 5: "report"}
-REPORTS = {1: "ptrace (attach, /proc/PID/mem, process_vm_writev) of a process outside its container"}
+REPORTS = {1: "ptrace (attach, /proc/PID/mem, process_vm_writev) of a process outside its container",
+           2: "TIOCSTI/TIOCLINUX (typing into a terminal) from a container"}
 MSRS = {0x1B: "IA32_APIC_BASE", 0x3A: "IA32_FEATURE_CONTROL", 0x79: "IA32_BIOS_UPDT_TRIG", 0x9B: "IA32_SMM_MONITOR_CTL",
         0xC0000080: "EFER", 0xC0010114: "VM_CR", 0xC0010117: "VM_HSAVE_PA", 0xC0010118: "SVM_KEY",
         **{0x200 + i: f"MTRR_PHYS{'BASE' if i % 2 == 0 else 'MASK'}{i // 2}" for i in range(20)}, 0x2FF: "MTRR_DEF_TYPE"}

@@ -273,6 +273,26 @@ def test_a_contained_process_cannot_control_one_outside(g):
     assert alive(g)
 
 
+def test_a_contained_process_cannot_type_into_a_terminal(g):
+    """TIOCSTI pushes input into a terminal an uncontained shell reads: commands run outside."""
+    seq = ring_heads(g)
+    rc, out = in_container(g, "sk-attack tty-inject")
+    assert rc == 0 and "ok tty-inject" in out, out
+    assert "INJECTED-FROM-A-CONTAINER" not in g.serial_text()
+    reports = [e for e in attacks_since(g, seq) if e.region_name == "report" and e.extra == 2]
+    assert len(reports) >= 2, reports
+    assert alive(g)
+
+
+def test_a_cpu_that_held_the_address_space_lazily_runs_its_new_thread_contained(g):
+    """After ENTER, CPU 1 may still hold the caller's address space from a moment ago, with no CR3
+    write to come when the caller's new thread runs there: ENTER has every CPU re-derive its
+    container, or that thread runs in root."""
+    for _ in range(5):
+        rc, out = g.run("sk-attack lazy-enter", timeout=60)
+        assert rc == 0 and "ok lazy-enter" in out, out
+
+
 def test_entering_with_an_address_space_shared_with_another_process_is_refused(g):
     """A CLONE_VM child or a vfork child entering would take the process it shares its address
     space with into the container too (and two of them racing left a container no one could
@@ -304,6 +324,7 @@ def test_events_say_what_each_attack_was(g):
     assert "hypercall DEVIRT refused" in whats, whats
     assert any(w.startswith("VMSAVE ") for w in whats), whats
     assert any(w.startswith("ptrace ") for w in whats), whats
+    assert any(w.startswith("TIOCSTI") for w in whats), whats
     assert any(w.startswith("MOV to CR4") for w in whats), whats
     assert "WRMSR EFER refused" in whats, whats
     text = subprocess.run([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--kind", "attack"],

@@ -132,7 +132,7 @@ def test_every_read_only_command_on_the_image(image, tmp_path):
     assert "memory image" in splitdbg("status", img).stdout
     w = json.loads(splitdbg("walk", img, str(image["keeper"]), "ffffffff81000000", "--json").stdout)
     assert w["kind"] == "ok" and w["hpa"] == 0x1000000 and w["container"] > 0
-    assert "4 of 4 rules hold" in splitdbg("check", img, str(POLICY)).stdout
+    assert "8 of 8 rules hold" in splitdbg("check", img, str(POLICY)).stdout
     splitdbg("snapshot", img, "-o", str(tmp_path / "a.json"))
     splitdbg("snapshot", img, "-o", str(tmp_path / "b.json"))
     assert splitdbg("diff", str(tmp_path / "a.json"), str(tmp_path / "b.json")).stdout.strip() == "no differences"
