@@ -28,7 +28,7 @@ from ..errors import SplitdbgError, TargetGone
 from ..mem import ImageFile, open_memory
 from . import snapshot as snap
 from .kernel import Kernel
-from .splitkernel import ModuleNotLoaded, SplitKernel, _cpu_mask, _is_descriptor
+from .splitkernel import ModuleNotLoaded, SplitKernel, is_live_descriptor
 
 
 class ModuleStateUnknown(ModuleNotLoaded):
@@ -142,7 +142,7 @@ class Session:
         pa = self._descriptor_pa
         if self.mem.name != "gdbstub" or self.scan:
             return pa
-        if pa is not None and _is_descriptor(self.mem, pa) and _cpu_mask(self.mem, pa):
+        if pa is not None and is_live_descriptor(self.mem, pa):
             return pa
         if self.kernel is None:
             raise ModuleStateUnknown(f"module state unknown: memory comes through the gdbstub and there are no "
@@ -157,7 +157,7 @@ class Session:
                 pa = self.kernel.translate(va)
             except SplitdbgError:
                 continue
-            if _is_descriptor(self.mem, pa) and _cpu_mask(self.mem, pa):
+            if is_live_descriptor(self.mem, pa):
                 return pa
         raise ModuleNotLoaded("splitkernel is in the kernel's module list but has no live descriptor "
                               "(loading, unloading, or its load failed)")

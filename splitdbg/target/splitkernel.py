@@ -230,7 +230,7 @@ def find_descriptor(mem, hint: int | None = None) -> int:
     with CPUs under the handler. The module clears the magic when it unloads or fails to load, but
     a page freed by a crash, or by a module built before it did, may still look like one: such a
     copy has no CPU left in its mask (each CPU's bit is cleared as it leaves the handler)."""
-    if hint is not None and _is_descriptor(mem, hint) and _cpu_mask(mem, hint):
+    if hint is not None and is_live_descriptor(mem, hint):
         return hint
     # In address order, up to the first live one: reading the rest of a shared RAM file would
     # make tmpfs allocate every page that the guest never touched.
@@ -249,6 +249,12 @@ def find_descriptor(mem, hint: int | None = None) -> int:
     said = f" ({len(dead)} dead cop{'y' if len(dead) == 1 else 'ies'} of it from earlier loads at " + \
         ", ".join(f"{pa:#x}" for pa in dead) + ")" if dead else ""
     raise ModuleNotLoaded(f"no live split-kernel descriptor in guest memory{said}: is splitkernel.ko loaded?")
+
+
+def is_live_descriptor(mem, pa: int) -> bool:
+    """A descriptor at `pa` (its magic and its own address) with CPUs under the handler: a
+    loaded module's, not a freed copy of an earlier load's."""
+    return _is_descriptor(mem, pa) and bool(_cpu_mask(mem, pa))
 
 
 def _is_descriptor(mem, pa: int) -> bool:

@@ -39,7 +39,9 @@ RUN = "split-scenarios unload-cycles all attacks deliver-probes ept-probes hold-
 ATTACKS = {"attack-leader-exit", "attack-nonleader-exec", "attack-flood", "attack-write-sk_state_page",
            "attack-write-sk_desc_page", "attack-write-sk_write", "attack-query-pointer", "attack-devirt",
            "attack-insn-vmxoff", "attack-insn-vmread", "attack-insn-vmptrst", "attack-wrmsr-1b", "attack-wrmsr-250",
-           "attack-wrmsr-2ff", "attack-cr4-reserved", "attack-efer-reserved"}   # docs/security.md, VMX
+           "attack-wrmsr-2ff", "attack-cr4-reserved", "attack-efer-reserved", "attack-ptrace-out",
+           "attack-tty-inject", "attack-lazy-enter", "attack-enter-shared", "attack-unpriv-policy",
+           "attack-exit-race"}   # docs/security.md, VMX
 SCENARIOS = 19          # `all`, as in the QEMU tests
 CPUS = 2
 PROBES = 2 * 7 * 3 + 8 * 3
