@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from .cli.check import Checker, load_policy
+from .policy import Checker, load_policy
 from .target.session import Session
 from .target.snapshot import Snapshot
 
@@ -20,7 +20,9 @@ def connect(target: str, vmlinux: str | None = None, backend: str = "auto") -> S
 
 def check(session: Session, policy_path: str) -> list[dict]:
     """Run a policy file's rules against the target now."""
-    return Checker(session, session.snapshot(crosscheck=False)).run(load_policy(policy_path))
+    snap = session.snapshot(crosscheck=False)
+    return Checker(snap, mem=session.mem, kernel=session.kernel, splitkernel=session.splitkernel).run(
+        load_policy(policy_path))
 
 
 __all__ = ["connect", "check", "Session", "Snapshot"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import SplitdbgError
 from ..target.snapshot import UNUSABLE, Snapshot, slat_names
+from ..target.spans import parse_range  # noqa: F401  (the CLI, gdb and the TUI parse --range with it)
 
 SIZE = {0x1000: "4K", 0x200000: "2M", 0x40000000: "1G"}
 
@@ -99,24 +100,6 @@ def ept(s: Snapshot, cid: int, flt: set[str] | None = None, window: tuple[int, i
         out.append(f"{mark} {r.start:#014x}-{r.end:#014x} -> {r.hpa:#014x} {r.perms:4} {SIZE.get(r.page_size, hex(r.page_size)):>3}"
                    f"{'  ' + r.note if r.note else ''}")
     return "\n".join(out)
-
-
-def parse_range(text, what: str = "range") -> tuple[int, int]:
-    """"START-END", hexadecimal (0x optional), START < END: the guest-physical span [START, END)."""
-    if not isinstance(text, str):
-        raise SplitdbgError(f"{what} = {text!r}: must be a string \"START-END\" (hexadecimal)")
-    a, sep, b = text.strip().partition("-")
-    if not sep:
-        raise SplitdbgError(f"{what} {text!r}: must be START-END (hexadecimal, end exclusive), e.g. 0x1000000-0x1400000")
-    try:
-        lo, hi = int(a, 16), int(b, 16)
-    except ValueError:
-        raise SplitdbgError(f"{what} {text!r}: START and END must be hexadecimal numbers") from None
-    if lo < 0 or hi < 0:
-        raise SplitdbgError(f"{what} {text!r}: addresses cannot be negative")
-    if lo >= hi:
-        raise SplitdbgError(f"{what} {text!r}: START must be below END (the range is empty)")
-    return lo, hi
 
 
 # The words of a map filter (`ept --filter`, the TUI's `/` on the map), besides START-END ranges.

@@ -10,7 +10,7 @@ import gdb
 
 from ..arch import x86_paging as xp
 from ..cli import render
-from ..cli.check import Checker, load_policy
+from ..policy import Checker, load_policy
 from ..dbg.inprocess import GdbInProcess
 from ..errors import SplitdbgError
 from ..target import snapshot as snap
@@ -302,10 +302,10 @@ Usage: split check POLICY.toml [--json]"""
         rules = load_policy(args.policy)
         s = self.snapshot(crosscheck=False)
 
-        class _Sess:   # what Checker needs of a session
-            mem, kernel = session.memory(), session.kernel()
+        from ..target.splitkernel import SplitKernel
 
-        results = Checker(_Sess, s).run(rules)
+        mem = session.memory()
+        results = Checker(s, mem=mem, kernel=session.kernel(), splitkernel=lambda: SplitKernel(mem)).run(rules)
         if args.json:
             gdb.write(json.dumps(results) + "\n")
             return

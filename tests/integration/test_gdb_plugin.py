@@ -46,3 +46,28 @@ def test_gdbstub_backend_leaves_gdb_virtual(guest4):
     status = json.loads([l for l in out.splitlines() if l.startswith("{")][0])
     assert status["backend"] == "gdbstub"
     assert "ffffffff81000000-" in out and "= 0x4800803f51258d48" in out
+
+
+def test_split_check_says_what_the_cli_says():
+    """One policy engine: gdb's `split check` and `splitdbg check` give every rule of the default
+    policy the same verdict on the same guest (a container alive), and none fails for want of
+    something the gdb session lacks (it once had no module state: an AttributeError)."""
+    import sys
+
+    from .conftest import boot
+
+    policy = Path(__file__).resolve().parents[2] / "policies" / "default.toml"
+    g = boot(smp=2, append="splitdbg.load=splitkernel,sktest", base_port=15150)
+    try:
+        g.run("split-run -- sleep 300 > /dev/null 2>&1 &")
+        out = gdb_batch(g.port, f"split check {policy} --json")
+        line = next(x for x in out.splitlines() if x.startswith("[{"))
+        in_gdb = [(r["name"], r["ok"], r["vacuous"]) for r in json.loads(line)]
+        cli = subprocess.run([sys.executable, "-m", "splitdbg", "check", f":{g.port}", str(policy), "--json"],
+                             capture_output=True, text=True, timeout=120)
+        in_cli = [(r["name"], r["ok"], r["vacuous"]) for r in json.loads(cli.stdout)["rules"]]
+        assert in_gdb == in_cli, (out, cli.stdout)
+        assert all(ok and not vac for _, ok, vac in in_gdb), in_gdb
+        assert "Traceback" not in out and "cannot be checked" not in out, out
+    finally:
+        g.down()

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from splitdbg.arch import x86_paging as xp
-from splitdbg.cli.check import Checker, PolicyError
+from splitdbg.policy import Checker, PolicyError
 from splitdbg.target.snapshot import ContainerRec, ProcessRec, Snapshot
 
 
@@ -29,11 +29,15 @@ def session(held: dict[int, set[int]], guest_cr3: dict[int, int]):
 RULE = {"kind": "address-spaces"}
 
 
+def checker(snap, sess) -> Checker:
+    return Checker(snap, kernel=sess.kernel, splitkernel=sess.splitkernel)
+
+
 def test_an_address_space_no_process_owns_and_no_cpu_holds_is_stale():
     snap = snapshot([container(0, []), container(1, [0xA000, 0xB000]), container(2, [0xC000], released=True)],
                     [ProcessRec(10, 10, "sleep", 0xA000, 1)])
     # CPU 0 still holds the exited process's 0xB000 (lazy TLB); CPU 1 holds nothing of theirs.
-    problems = Checker(session({0: {0x1000, 0xB000}, 1: {0x5000}}, {0: 0x1000, 1: 0x5000}), snap).address_spaces(RULE)
+    problems = checker(snap, session({0: {0x1000, 0xB000}, 1: {0x5000}}, {0: 0x1000, 1: 0x5000})).address_spaces(RULE)
     assert problems == ["container 2 (split-run, released) lists address space 0xc000, which no process owns "
                         "and no CPU holds (stale)"]
 
@@ -41,14 +45,14 @@ def test_an_address_space_no_process_owns_and_no_cpu_holds_is_stale():
 def test_a_cpu_caught_in_switch_mm_counts_with_the_cr3_the_handler_noted():
     snap = snapshot([container(0, []), container(1, [0xC000])], [])
     # In switch_mm, loaded_mm says nothing; the guest CR3 at the VM exit (PCID 5 in bits 11:0) does.
-    assert Checker(session({0: set(), 1: {0x5000}}, {0: 0xC005, 1: 0x5000}), snap).address_spaces(RULE) == []
-    assert len(Checker(session({0: set(), 1: {0x5000}}, {0: 0xD005, 1: 0x5000}), snap).address_spaces(RULE)) == 1
+    assert checker(snap, session({0: set(), 1: {0x5000}}, {0: 0xC005, 1: 0x5000})).address_spaces(RULE) == []
+    assert len(checker(snap, session({0: set(), 1: {0x5000}}, {0: 0xD005, 1: 0x5000})).address_spaces(RULE)) == 1
 
 
 def test_without_kernel_symbols_the_rule_says_what_it_needs():
     snap = snapshot([container(0, [])], None)
     with pytest.raises(PolicyError, match="kernel symbols"):
-        Checker(SimpleNamespace(kernel=None), snap).address_spaces(RULE)
+        Checker(snap).address_spaces(RULE)
 
 
 # -- the states behind the attacks of docs/security.md, made by hand ----------------------------
@@ -63,7 +67,7 @@ def test_a_fork_that_left_its_container_fails_contained_tasks():
              ProcessRec(21, 21, "sh", 0xB000, 0, 20), ProcessRec(22, 22, "sh", 0xC000, 1, 21),
              ProcessRec(30, 30, "kworker", 0, 0, 20)]
     snap = snapshot([container(0, []), container(1, [0xA000, 0xC000])], procs)
-    got = Checker(SimpleNamespace(kernel=None), snap).contained_tasks({"kind": "contained-tasks"})
+    got = Checker(snap).contained_tasks({"kind": "contained-tasks"})
     # 22's nearest contained ancestor is 20 (21 is not contained): it is in 1, fine; 30 has no mm.
     assert got == ["process 21 (sh) runs in root, but its ancestor 20 (split-run) is in container 1"]
 
@@ -72,23 +76,23 @@ def test_contained_tasks_holds_when_every_descendant_is_contained_and_survives_a
     procs = [ProcessRec(20, 20, "a", 0xA000, 1, 21), ProcessRec(21, 21, "b", 0xB000, 0, 20),
              ProcessRec(5, 5, "c", 0xD000, 0, 5)]
     snap = snapshot([container(0, []), container(1, [0xA000])], procs)
-    got = Checker(SimpleNamespace(kernel=None), snap).contained_tasks({"kind": "contained-tasks"})
+    got = Checker(snap).contained_tasks({"kind": "contained-tasks"})
     assert got == ["process 21 (b) runs in root, but its ancestor 20 (a) is in container 1"]
 
 
 def test_a_cpu_in_root_with_a_contained_cr3_fails_cpu_containers():
     snap = snapshot([container(0, []), container(1, [0xA000])], [])
     snap.cpu_state = [CpuRec(0, 0xA005, 0, 1), CpuRec(1, 0x5000, 0, 0), CpuRec(2, 0xA000, 1, 1)]
-    got = Checker(SimpleNamespace(kernel=None), snap).cpu_containers({"kind": "cpu-containers"})
+    got = Checker(snap).cpu_containers({"kind": "cpu-containers"})
     assert got == ["CPU 0 runs root (container 0) with CR3 0xa005, an address space of container 1"]
 
 
 def test_cpu_containers_of_a_module_that_records_no_cpu_state_cannot_be_checked():
-    from splitdbg.cli.check import Uncheckable
+    from splitdbg.policy import Uncheckable
 
     snap = snapshot([container(0, []), container(1, [0xA000])], [])
     with pytest.raises(Uncheckable, match="ABI before 6"):
-        Checker(SimpleNamespace(kernel=None), snap).cpu_containers({"kind": "cpu-containers"})
+        Checker(snap).cpu_containers({"kind": "cpu-containers"})
 
 
 def ranged(cid: int, ranges) -> ContainerRec:
@@ -103,7 +107,7 @@ def test_writable_handler_or_module_pages_are_named_and_copies_are_not():
                                 (0x6000, 0x8000, 0x6000, "r-xu"), (0x8000, 0x100000, 0x8000, "rwxu")])], [])
     pages = [trust.PageUse(0x3000, "state", "the handler's variables"), trust.PageUse(0x5000, "module-text", "m text"),
              trust.PageUse(0x6000, "code", "handler text"), trust.PageUse(0x9000, "module-rodata", "m rodata")]
-    got = Checker(SimpleNamespace(kernel=None), snap)._writable({}, pages)
+    got = Checker(snap)._writable({}, pages)
     assert got == ["container 1 (split-run): the handler's variables at 0x3000 is rwxu",
                    "container 1 (split-run): m rodata at 0x9000 is rwxu"]
 

@@ -2,7 +2,7 @@
 functions) goes down, never up, and the lab is imported only by presentation.
 
     presentation   cli, gdb_plugin, tui, api, pytest_plugin, __main__
-    introspection  target
+    introspection  target, policy (rules checked on a snapshot)
     model          arch, vmx_model
     memory         mem, dbg
     (any layer)    errors, fileio
@@ -15,7 +15,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "splitdbg"
-LAYER = {"errors": 0, "fileio": 0, "mem": 1, "dbg": 1, "arch": 2, "vmx_model": 2, "target": 3,
+LAYER = {"errors": 0, "fileio": 0, "mem": 1, "dbg": 1, "arch": 2, "vmx_model": 2, "target": 3, "policy": 3,
          "cli": 4, "gdb_plugin": 4, "tui": 4, "api": 4, "pytest_plugin": 4, "__main__": 4, "__init__": 4}
 LAB = {"lab", "lab_bochs"}
 PRESENTATION = {"cli", "gdb_plugin", "tui", "api", "pytest_plugin", "__main__", "__init__"}
@@ -25,9 +25,6 @@ SHARED = {"cli.render"}
 STARTS = {("cli.tui", "tui"), ("pytest_plugin", "api")}
 
 KNOWN = {
-    # The policy engine lives in the CLI; issue 13 moves it to its own module below presentation.
-    ("api", "cli.check"): "policy engine in cli/ (issue 13)",
-    ("gdb_plugin.commands", "cli.check"): "policy engine in cli/ (issue 13)",
     # The snapshot finds the lab's module builds for symbols (issue 13: pass paths in).
     ("target.snapshot", "lab"): "module .ko paths from the lab build (issue 13)",
     ("target.session", "lab"): "the lab build's vmlinux as default (issue 13)",

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from splitdbg.cli import main
-from splitdbg.cli.check import Checker, PolicyError, load_policy
+from splitdbg.policy import Checker, PolicyError, load_policy
 from splitdbg.target.snapshot import RangeRec
 
 from .test_check_rules import container, snapshot
@@ -83,7 +83,7 @@ def load_policy_text(text: str):
 def checker(containers):
     snap = snapshot(containers, [])
     snap.module = {"kernel_text_pa": 0x1000000, "kernel_text_end_pa": 0x1200000, "rodata_pa": 0, "rodata_end_pa": 0}
-    return Checker(SimpleNamespace(kernel=None), snap)
+    return Checker(snap)
 
 
 def test_a_rule_that_selects_no_container_is_vacuous_not_a_pass():
