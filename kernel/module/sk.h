@@ -75,7 +75,8 @@ struct sk_state {
 	u64 text_pa, text_end_pa, rodata_pa, rodata_end_pa;
 	u64 desc_page_pa, state_page_pa;
 	u64 gen;                        /* bumped when any container table changes */
-	u64 host_cr3;
+	u64 host_cr3;                   /* the handler's page tables: a copy in the pool (sk_build_host_tables) */
+	u32 host_table_pages;
 	u64 cr4_allowed;                /* CR4 bits the guest may set (others are reserved: #GP) */
 	u64 efer_allowed;               /* EFER bits the guest may set (those set at load) */
 	int nlevels;                    /* second-level paging levels: the host's (4, or 5 with LA57) */
@@ -140,6 +141,7 @@ void sk_pool_free(void);
 void *sk_page_alloc(void);                 /* zeroed pool page or NULL; host or pre-launch */
 void sk_page_free(void *p);
 int sk_build_tables(void);                 /* root and template, before launch */
+int sk_build_host_tables(u64 kernel_top);  /* the handler's own page tables, before launch */
 int sk_container_new(u32 policy, u32 owner, const char *comm);
 int sk_container_free(u32 id);
 void sk_container_reap(void);

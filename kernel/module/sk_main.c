@@ -279,12 +279,17 @@ static int begin_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
 	struct linux_binprm *bprm = (struct linux_binprm *)regs->di;
 	u32 id = my_container() ?: container_of_tgid(current->tgid);
 
+	/* Container full: the exec fails before its point of no return (begin_new_exec not run),
+	 * the old image goes on, and the new one never runs. */
 	if (id && bprm && bprm->mm && add_pgd(id, bprm->mm->pgd))
-		send_sig(SIGKILL, current, 1);    /* container full: the new image never runs */
+		return skip_with(regs, -ENOSPC);
 	return 0;
 }
 
-static struct kprobe kp_exec = { .symbol_name = "begin_new_exec", .pre_handler = begin_new_exec_pre };
+static void exec_post(struct kprobe *kp, struct pt_regs *regs, unsigned long flags) {}
+
+static struct kprobe kp_exec = { .symbol_name = "begin_new_exec", .pre_handler = begin_new_exec_pre,
+				 .post_handler = exec_post };    /* never jump-optimised: skip_with changes RIP */
 
 static int pgd_free_pre(struct kprobe *kp, struct pt_regs *regs)
 {
@@ -370,15 +375,29 @@ static struct kprobe kp_ptrace = { .symbol_name = "__ptrace_may_access", .pre_ha
 				   .post_handler = ptrace_access_post };
 
 /*
- * TIOCSTI (push bytes into a terminal's input) and TIOCLINUX (a VT's selection paste): from a
- * container, typing into a terminal that an uncontained shell reads is running commands outside.
+ * TIOCSTI (push bytes into a terminal's input), TIOCLINUX (a VT's selection paste), and the
+ * modem-line, port and line-discipline settings (a UART in loopback mode reads back what it
+ * sends): from a container, typing into a terminal that an uncontained shell reads is running
+ * commands outside.
  * tiocsti() is inlined into tty_ioctl(file, cmd, arg): the probe is there.
  */
 static int tty_ioctl_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	unsigned int cmd = regs->si;
 
-	if ((cmd != TIOCSTI && cmd != TIOCLINUX) || !my_container())
+	switch (cmd) {
+	case TIOCSTI:       /* push bytes into the terminal's input */
+	case TIOCLINUX:     /* a VT's selection paste */
+	case TIOCMSET:      /* modem lines: TIOCM_LOOP puts a UART in loopback, its output becomes */
+	case TIOCMBIS:      /* input (found by review: the agent's and the console's serial ports) */
+	case TIOCMBIC:
+	case TIOCSSERIAL:   /* port settings */
+	case TIOCSETD:      /* line discipline */
+		break;
+	default:
+		return 0;
+	}
+	if (!my_container())
 		return 0;
 	sk_hypercall(SK_HC_REPORT, SK_REPORT_TTY, 0, 0);
 	return skip_with(regs, -EPERM);
@@ -386,6 +405,34 @@ static int tty_ioctl_pre(struct kprobe *kp, struct pt_regs *regs)
 
 static struct kprobe kp_tty = { .symbol_name = "tty_ioctl", .pre_handler = tty_ioctl_pre,
 				.post_handler = ptrace_access_post };
+
+/*
+ * What a contained root could have the kernel run outside: a sysctl write (kernel.modprobe, the
+ * helper request_module runs) and request_module itself (modprobe runs uncontained, reading
+ * configuration the container may have written). Both refused from a container (-EPERM): a
+ * contained program gets no module loaded on its behalf and tunes no kernel setting.
+ */
+static int refuse_in_container_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	return my_container() ? skip_with(regs, -EPERM) : 0;
+}
+
+static struct kprobe kp_sysctl = { .symbol_name = "proc_sys_write", .pre_handler = refuse_in_container_pre,
+				   .post_handler = ptrace_access_post };
+static struct kprobe kp_modreq = { .symbol_name = "__request_module", .pre_handler = refuse_in_container_pre,
+				   .post_handler = ptrace_access_post };
+
+/* perf_event_open(attr, pid, cpu, ...) with pid -1 samples whatever runs on that CPU: other
+ * containers' and root's registers and user stacks. Not from a container (-EACCES). */
+static int perf_open_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	return (int)regs->si == -1 && my_container() ? skip_with(regs, -EACCES) : 0;
+}
+
+static struct kprobe kp_perf = { .symbol_name = "__do_sys_perf_event_open", .pre_handler = perf_open_pre,
+				 .post_handler = ptrace_access_post };
+
+static struct kprobe *guards[] = { &kp_ptrace, &kp_tty, &kp_sysctl, &kp_modreq, &kp_perf };
 
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
 
@@ -538,6 +585,8 @@ static int enter_locked(struct sk_enter *en)
 		return -EINVAL;    /* enter before starting threads (a vfork from another thread shares the mm) */
 	if (container_of_tgid(current->tgid) || my_container())
 		return -EBUSY;
+	if (!list_empty(&current->ptraced))
+		return -EBUSY;     /* a tracer keeps its rights on its tracees outside (PTRACE_POKE*) */
 	r = container_quota();
 	if (r)
 		return r;
@@ -735,7 +784,7 @@ static int collect_regions(void)
 
 	if (!text || !etext || !ro || !ero || !modules || !top)
 		return -ENOENT;
-	sk.host_cr3 = __pa_symbol(top);
+	sk.host_cr3 = __pa_symbol(top);      /* until sk_build_host_tables copies it into the pool */
 	sk.text_pa = __pa_symbol(text);
 	sk.text_end_pa = __pa_symbol(etext);
 	sk.rodata_pa = __pa_symbol(ro);
@@ -885,6 +934,8 @@ static int __init sk_init(void)
 	r = carve_pool();
 	if (!r)
 		r = sk_build_tables();
+	if (!r)
+		r = sk_build_host_tables(sk.host_cr3);
 	if (r) {
 		pr_err("splitkernel: out of pool memory while setting up (%d)\n", r);
 		goto err_pool;
@@ -935,15 +986,12 @@ static int __init sk_init(void)
 	r = register_kprobe(&kp_exit);
 	if (r)
 		goto err_pgd_free;
-	r = register_kprobe(&kp_ptrace);
+	r = register_kprobes(guards, ARRAY_SIZE(guards));
 	if (r)
 		goto err_exit;
-	r = register_kprobe(&kp_tty);
-	if (r)
-		goto err_ptrace;
 	r = misc_register(&sk_misc);
 	if (r)
-		goto err_tty;
+		goto err_guards;
 	sk_hp_state = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "splitkernel:online",
 						sk_cpu_up_refuse, sk_cpu_down_refuse);
 	if (sk_hp_state < 0) {
@@ -952,16 +1000,15 @@ static int __init sk_init(void)
 	}
 	sk_proc = proc_create_single("splitkernel", 0444, NULL, sk_proc_show);
 	descriptor_publish();
-	pr_info("splitkernel: %d CPU(s) under the root-mode handler (%s); descriptor at %#llx, pool %#llx+%#lx\n",
-		sk.ncpus, sk_be->name, sk_desc.self_pa, sk.pool_pa, SK_POOL_SIZE);
+	pr_info("splitkernel: %d CPU(s) under the root-mode handler (%s); descriptor at %#llx, pool %#llx+%#lx, "
+		"host tables %d pages\n", sk.ncpus, sk_be->name, sk_desc.self_pa, sk.pool_pa, SK_POOL_SIZE,
+		sk.host_table_pages);
 	return 0;
 
 err_misc:
 	misc_deregister(&sk_misc);
-err_tty:
-	unregister_kprobe(&kp_tty);
-err_ptrace:
-	unregister_kprobe(&kp_ptrace);
+err_guards:
+	unregister_kprobes(guards, ARRAY_SIZE(guards));
 err_exit:
 	unregister_kprobe(&kp_exit);
 err_pgd_free:
@@ -1040,8 +1087,7 @@ static void __exit sk_exit(void)
 	cpuhp_remove_state_nocalls(sk_hp_state);
 	proc_remove(sk_proc);
 	misc_deregister(&sk_misc);
-	unregister_kprobe(&kp_tty);
-	unregister_kprobe(&kp_ptrace);
+	unregister_kprobes(guards, ARRAY_SIZE(guards));
 	unregister_kprobe(&kp_exit);
 	unregister_kprobe(&kp_pgd_free);
 	unregister_kprobe(&kp_exec);

@@ -235,6 +235,67 @@ static int protect_range(u64 ncr3, u64 start, u64 end, u32 perm)
 	return 0;
 }
 
+/*
+ * The page tables the handler runs on: a copy, in the pool, of the kernel half of the kernel's own
+ * init_top_pgt as it is at load (every table page below it copied too, down to the leaves). The
+ * kernel's tables are ordinary kernel data, writable in every container: a write there would
+ * have redirected the handler's view of its own code, state and pool. The copy is absent from
+ * every container like the rest of the pool, and what the handler touches (its module core, the
+ * pool and RAM through the direct map, kernel text, the CPU entry area with the IDT, GDT and IST
+ * stacks) was all mapped at load. Returns the copy's top, or 0 when the pool is too small.
+ */
+static u64 copy_host_table(u64 src, int level, int *pages)
+{
+	u64 *s = tbl(src), *d = page_alloc_locked();
+	int i;
+
+	if (!d)
+		return 0;
+	++*pages;
+	for (i = 0; i < 512; i++) {
+		u64 e = READ_ONCE(s[i]);
+
+		if (level > 1 && (e & _PAGE_PRESENT) && !(level <= 3 && (e & _PAGE_PSE))) {
+			u64 child = copy_host_table(e & PTE_PFN_MASK, level - 1, pages);
+
+			if (!child)
+				return 0;
+			e = (e & ~PTE_PFN_MASK) | child;
+		}
+		d[i] = e;
+	}
+	return sk_pa(d);
+}
+
+int sk_build_host_tables(u64 kernel_top)
+{
+	int levels = (native_read_cr4() & X86_CR4_LA57) ? 5 : 4, i, pages = 1;
+	u64 *s = tbl(kernel_top), *d;
+
+	sk_lock();
+	d = page_alloc_locked();
+	for (i = 256; d && i < 512; i++) {     /* the kernel half: the user half stays empty */
+		u64 e = READ_ONCE(s[i]);
+
+		if (e & _PAGE_PRESENT) {
+			u64 child = copy_host_table(e & PTE_PFN_MASK, levels - 1, &pages);
+
+			if (!child) {
+				d = NULL;
+				break;
+			}
+			e = (e & ~PTE_PFN_MASK) | child;
+		}
+		d[i] = e;
+	}
+	sk_unlock();
+	if (!d)
+		return -ENOMEM;
+	sk.host_cr3 = sk_pa(d);
+	sk.host_table_pages = pages;
+	return 0;
+}
+
 /* Before launch: the root container and the template every non-root container is cloned from. */
 int sk_build_tables(void)
 {

@@ -146,7 +146,7 @@ void sk_svm_prepare_vmcb(struct sk_cpu *c)
 	rdmsrl(MSR_LSTAR, v->save.lstar);
 	rdmsrl(MSR_CSTAR, v->save.cstar);
 	rdmsrl(MSR_SYSCALL_MASK, v->save.sfmask);
-	/* The host keeps the kernel's own top-level table: the one loaded now may be a process's. */
+	/* The host runs on its own tables (a copy in the pool): the one loaded now may be a process's. */
 	native_write_cr3(sk.host_cr3);
 }
 
@@ -179,22 +179,53 @@ static u64 *gpr(struct vmcb *v, struct sk_gprs *g, int r)
 	}
 }
 
-/* Decode "MOV CRn, reg" ([REX] 0F 22 /r, mod=11) at the guest's RIP (kernel text). */
-static int decode_mov_to_cr(u64 rip, int want, int *reg, int *len)
+/*
+ * One byte of guest memory at a guest-linear address, through the guest's own page tables (CR3
+ * at the exit) and the direct map: what the CPU fetched, wherever it was (kernel text, a module
+ * loaded after this one), without the handler's tables having to map it. Guest-physical is
+ * host-physical here (the nested tables are the identity but for isolated copies and protected
+ * pages, which are never page tables or code the kernel runs). Returns -1 when not mapped.
+ */
+static int guest_byte(u64 cr3, u64 cr4, u64 la)
 {
-	const u8 *p = (const u8 *)rip;
-	int i = 0, rex = 0;
+	int level = (cr4 & X86_CR4_LA57) ? 5 : 4;
+	u64 table = cr3 & PTE_PFN_MASK, e = 0, pa;
+
+	for (; level >= 1; level--) {
+		u64 pte = table + 8 * ((la >> (12 + 9 * (level - 1))) & 511);
+
+		if (!pfn_valid(PHYS_PFN(pte)))
+			return -1;
+		e = READ_ONCE(*(u64 *)phys_to_virt(pte));
+		if (!(e & _PAGE_PRESENT))
+			return -1;
+		if (level == 1 || (level <= 3 && (e & _PAGE_PSE)))
+			break;
+		table = e & PTE_PFN_MASK;
+	}
+	pa = (e & PTE_PFN_MASK & ~((1ULL << (12 + 9 * (level - 1))) - 1)) | (la & ((1ULL << (12 + 9 * (level - 1))) - 1));
+	return pfn_valid(PHYS_PFN(pa)) ? *(u8 *)phys_to_virt(pa) : -1;
+}
+
+/* Decode "MOV CRn, reg" ([REX] 0F 22 /r, mod=11) at the guest's RIP, a kernel address. */
+static int decode_mov_to_cr(struct vmcb *v, int want, int *reg, int *len)
+{
+	u64 rip = v->save.rip;
+	int i = 0, rex = 0, b[4], k;
 	u8 modrm;
 
 	if (!is_kernel_addr(rip))
 		return -1;
-	if ((p[0] & 0xf0) == 0x40) {
-		rex = p[0];
+	for (k = 0; k < 4; k++)
+		if ((b[k] = guest_byte(v->save.cr3, v->save.cr4, rip + k)) < 0)
+			return -1;
+	if ((b[0] & 0xf0) == 0x40) {
+		rex = b[0];
 		i = 1;
 	}
-	if (p[i] != 0x0f || p[i + 1] != 0x22)
+	if (b[i] != 0x0f || b[i + 1] != 0x22)
 		return -1;
-	modrm = p[i + 2];
+	modrm = b[i + 2];
 	if ((modrm >> 6) != 3 || ((((modrm >> 3) & 7) | ((rex & 4) ? 8 : 0)) != want))
 		return -1;
 	*reg = (modrm & 7) | ((rex & 1) ? 8 : 0);
@@ -266,7 +297,7 @@ static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
 	int reg, len;
 	u64 val;
 
-	if (decode_mov_to_cr(v->save.rip, 3, &reg, &len)) {
+	if (decode_mov_to_cr(v, 3, &reg, &len)) {
 		sk_counters_of(c)->exits_cr3++;
 		sk_attack(c, SK_ATTACK_CR, 3);
 		svm_inject(c, X86_TRAP_GP);
@@ -286,7 +317,7 @@ static void do_cr4(struct sk_cpu *c, struct sk_gprs *g)
 	struct vmcb *v = c->vmcb;
 	int reg, len;
 
-	if (decode_mov_to_cr(v->save.rip, 4, &reg, &len) || sk_cr4_reserved(*gpr(v, g, reg))) {
+	if (decode_mov_to_cr(v, 4, &reg, &len) || sk_cr4_reserved(*gpr(v, g, reg))) {
 		sk_attack(c, SK_ATTACK_CR, 4);
 		svm_inject(c, X86_TRAP_GP);
 		return;

@@ -358,7 +358,7 @@ int sk_vmx_prepare_vmcs(struct sk_cpu *c)
 	vmwrite(GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_ACTIVE);
 	vmwrite(GUEST_INTERRUPTIBILITY_INFO, 0);
 	vmwrite(GUEST_PENDING_DBG_EXCEPTIONS, 0);
-	/* The host keeps the kernel's own top-level table: the one loaded now may be a process's. */
+	/* The host runs on its own tables (a copy in the pool): the one loaded now may be a process's. */
 	native_write_cr3(sk.host_cr3);
 	return vmwrite_failed ? -EIO : 0;
 }

@@ -18,6 +18,8 @@
  *   tty-inject       a contained root opens the console (/dev/ttyS0) and pushes a command into its
  *                    input (TIOCSTI) or asks a VT paste (TIOCLINUX): refused (EPERM), as the shell
  *                    reading that terminal runs outside the container
+ *   kernel-helpers   a contained root writes kernel.modprobe (the helper request_module would run
+ *                    outside) and opens a CPU-wide perf event (others' registers): both refused
  *   lazy-enter       ENTER on CPU 0 while CPU 1 still holds this address space from a moment ago
  *                    (lazily, no CR3 write to come); a thread made then on CPU 1 must be contained
  *   enter-shared     (as root, outside) a CLONE_VM child and a vfork child ask for a container:
@@ -37,7 +39,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/perf_event.h>
 #include <termios.h>
+#ifndef TIOCM_LOOP
+#define TIOCM_LOOP 0x8000      /* asm-generic/termios.h: the UART loopback bit */
+#endif
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/uio.h>
@@ -327,13 +333,54 @@ static int tty_inject(void)
 		bad++;
 	}
 	errno = 0;
+	{
+		int loop = TIOCM_LOOP;    /* a UART in loopback reads back what it sends */
+
+		if (ioctl(fd, TIOCMBIS, &loop) == 0 || errno != EPERM) {
+			printf("fail tty-inject: TIOCMBIS TIOCM_LOOP on the console: %s\n", errno ? strerror(errno) : "set");
+			ioctl(fd, TIOCMBIC, &loop);
+			bad++;
+		}
+	}
+	errno = 0;
 	if (ioctl(fd, TIOCLINUX, sel) == 0 || errno != EPERM) {
 		printf("fail tty-inject: TIOCLINUX on the console: %s\n", errno ? strerror(errno) : "accepted");
 		bad++;
 	}
 	close(fd);
 	if (!bad)
-		printf("ok tty-inject: TIOCSTI and TIOCLINUX on the console refused (EPERM)\n");
+		printf("ok tty-inject: TIOCSTI, TIOCM_LOOP and TIOCLINUX on the console refused (EPERM)\n");
+	return bad ? 1 : 0;
+}
+
+/* What a contained root could have the kernel run or show outside: a sysctl (kernel.modprobe,
+ * the helper request_module runs), CPU-wide perf sampling (others' registers and stacks). */
+static int kernel_helpers(void)
+{
+	struct perf_event_attr attr = { .type = PERF_TYPE_SOFTWARE, .size = sizeof(attr),
+					.config = PERF_COUNT_SW_CPU_CLOCK, .sample_period = 100000,
+					.sample_type = PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER };
+	int fd = open("/proc/sys/kernel/modprobe", O_WRONLY), bad = 0;
+	long r;
+
+	if (fd >= 0) {
+		errno = 0;
+		if (write(fd, "/tmp/x\n", 7) >= 0 || errno != EPERM) {
+			printf("fail kernel-helpers: kernel.modprobe written: %s\n", errno ? strerror(errno) : "yes");
+			bad++;
+		}
+		close(fd);
+	}
+	errno = 0;
+	r = syscall(SYS_perf_event_open, &attr, -1, 0, -1, 0);
+	if (r >= 0 || (errno != EACCES && errno != ENOSYS)) {
+		printf("fail kernel-helpers: CPU-wide perf_event_open: %s\n", r >= 0 ? "opened" : strerror(errno));
+		if (r >= 0)
+			close(r);
+		bad++;
+	}
+	if (!bad)
+		printf("ok kernel-helpers: sysctl write and CPU-wide perf sampling refused\n");
 	return bad ? 1 : 0;
 }
 
@@ -507,7 +554,8 @@ int main(int argc, char **argv)
 	if (!strcmp(s, "enter-shared")) return enter_shared();
 	if (!strcmp(s, "tty-inject")) return tty_inject();
 	if (!strcmp(s, "lazy-enter")) return lazy_enter();
+	if (!strcmp(s, "kernel-helpers")) return kernel_helpers();
 	if (!strcmp(s, "exit-race")) return exit_race(argc > 2 ? atoi(argv[2]) : 50);
-	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|ptrace-out|tty-inject|lazy-enter|enter-shared|exit-race [N]\n");
+	fprintf(stderr, "usage: sk-attack leader-exit|nonleader-exec|flood [N]|quota [N]|unpriv-policy|ptrace-out|tty-inject|kernel-helpers|lazy-enter|enter-shared|exit-race [N]\n");
 	return 2;
 }

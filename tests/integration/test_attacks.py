@@ -284,6 +284,16 @@ def test_a_contained_process_cannot_type_into_a_terminal(g):
     assert alive(g)
 
 
+def test_a_contained_root_cannot_have_the_kernel_run_or_show_things_outside(g):
+    """kernel.modprobe names the helper request_module runs as root outside any container; a
+    CPU-wide perf event samples other processes' registers and stacks."""
+    rc, out = in_container(g, "sk-attack kernel-helpers")
+    assert rc == 0 and "ok kernel-helpers" in out, out
+    rc, out = g.run("cat /proc/sys/kernel/modprobe")
+    assert "/tmp/x" not in out
+    assert alive(g)
+
+
 def test_a_cpu_that_held_the_address_space_lazily_runs_its_new_thread_contained(g):
     """After ENTER, CPU 1 may still hold the caller's address space from a moment ago, with no CR3
     write to come when the caller's new thread runs there: ENTER has every CPU re-derive its

@@ -124,6 +124,9 @@ def test_policy_holds_then_fails_when_a_scenario_breaks_it(guest, tmp_path):
     nr = background(guest, "split-run -- sleep 300")
     ok = splitdbg("check", f":{guest.port}", str(POLICY))
     assert "8 of 8 rules hold" in ok.stdout
+    # The handler's own page tables (a copy in the pool) are absent from the container too.
+    strict = splitdbg("check", f":{guest.port}", str(POLICY.with_name("strict.toml")))
+    assert "6 of 6 rules hold" in strict.stdout, strict.stdout
     # Under `log`, the kernel writer gets a writable text page in its container, and a kept
     # writable alias makes the no-aliases rule fail too.
     bad = background(guest, "split-run -p text=log -- sh -c 'echo write-text > /proc/sktest; echo map-text > /proc/sktest;"
