@@ -13,6 +13,7 @@ from collections import deque
 
 from rich.markup import escape as esc
 from rich.text import Text
+from textual.css.query import NoMatches
 from textual import on, work
 from textual.worker import get_current_worker
 from textual.app import App, ComposeResult
@@ -334,6 +335,10 @@ class SplitdbgApp(App):
             t.add_columns(*cols)
 
     def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
+        try:
+            rate = self.screen_stack[0].query_one("#rate", Sparkline)
+        except (NoMatches, IndexError):
+            return          # the main screen is gone (the app is closing): a late poll shows nothing
         self.lost = None
         self.snap = s = msg.snap
         if not self.offline and getattr(self.source, "control", None) is None and hasattr(self.source, "run_state"):
@@ -348,7 +353,7 @@ class SplitdbgApp(App):
             if self._last_exits and now > self._last_exits[0]:
                 self.rates.append(max(0.0, (exits - self._last_exits[1]) / (now - self._last_exits[0])))
             self._last_exits = (now, exits)
-        self.query_one("#rate", Sparkline).data = list(self.rates)
+        rate.data = list(self.rates)
         if self.event_losses.update(s):
             self.render_losses()
         self.render_status()
