@@ -432,7 +432,44 @@ static int perf_open_pre(struct kprobe *kp, struct pt_regs *regs)
 static struct kprobe kp_perf = { .symbol_name = "__do_sys_perf_event_open", .pre_handler = perf_open_pre,
 				 .post_handler = ptrace_access_post };
 
-static struct kprobe *guards[] = { &kp_ptrace, &kp_tty, &kp_sysctl, &kp_modreq, &kp_perf };
+/* The rest of what a contained root could do to the machine outside: reboot(2), the sysrq
+ * trigger (a crash on 'c'), and writes to sysfs/kernfs (module parameters, device and CPU
+ * settings, cgroups). Refused from a container. */
+static struct kprobe kp_reboot = { .symbol_name = "__do_sys_reboot", .pre_handler = refuse_in_container_pre,
+				   .post_handler = ptrace_access_post };
+static struct kprobe kp_sysrq = { .symbol_name = "write_sysrq_trigger", .pre_handler = refuse_in_container_pre,
+				  .post_handler = ptrace_access_post };
+static struct kprobe kp_kernfs = { .symbol_name = "kernfs_fop_write_iter", .pre_handler = refuse_in_container_pre,
+				   .post_handler = ptrace_access_post };
+
+/*
+ * Signals from user space (kill, tkill, sigqueue, pidfd_send_signal: each through
+ * check_kill_permission(sig, info, t)): a contained process signals only processes of its own
+ * container (kill(-1, SIGKILL) from a contained root killed the agent and every daemon). Signals
+ * the kernel sends (SIGCHLD to a parent outside, job control) do not come from user space: they
+ * pass.
+ */
+static int kill_permission_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	const struct kernel_siginfo *info = (const void *)regs->si;
+	struct task_struct *t = (struct task_struct *)regs->dx;
+	bool from_user = info == SEND_SIG_NOINFO || (info != SEND_SIG_PRIV && info->si_code <= 0);
+	u32 mine, theirs = 0;
+
+	if (!from_user || !(mine = my_container()))
+		return 0;
+	task_lock(t);
+	if (t->mm)
+		theirs = (u32)sk_hypercall(SK_HC_CONTAINER_OF, __pa(t->mm->pgd), 0, 0);
+	task_unlock(t);
+	return theirs == mine ? 0 : skip_with(regs, -EPERM);
+}
+
+static struct kprobe kp_kill = { .symbol_name = "check_kill_permission", .pre_handler = kill_permission_pre,
+				 .post_handler = ptrace_access_post };
+
+static struct kprobe *guards[] = { &kp_ptrace, &kp_tty, &kp_sysctl, &kp_modreq, &kp_perf, &kp_reboot, &kp_sysrq,
+				   &kp_kernfs, &kp_kill };
 
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
 

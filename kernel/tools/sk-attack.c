@@ -379,8 +379,35 @@ static int kernel_helpers(void)
 			close(r);
 		bad++;
 	}
+	/* reboot(2) with a wrong magic: EINVAL were it let through, EPERM when refused first. */
+	errno = 0;
+	if (syscall(SYS_reboot, 0, 0, 0, NULL) == 0 || errno != EPERM) {
+		printf("fail kernel-helpers: reboot(2): %s\n", errno ? strerror(errno) : "accepted");
+		bad++;
+	}
+	/* Harmless writes, refused all the same: sysrq 'h' (help), a printk parameter in sysfs. */
+	for (int i = 0; i < 2; i++) {
+		const char *path = i ? "/sys/module/printk/parameters/time" : "/proc/sysrq-trigger";
+
+		fd = open(path, O_WRONLY);
+		if (fd < 0)
+			continue;
+		errno = 0;
+		if (write(fd, i ? "1" : "h", 1) >= 0 || errno != EPERM) {
+			printf("fail kernel-helpers: %s written: %s\n", path, errno ? strerror(errno) : "yes");
+			bad++;
+		}
+		close(fd);
+	}
+	/* Signal 0 (the permission check alone) to the uncontained parent. */
+	errno = 0;
+	if (kill(getppid(), 0) == 0 || errno != EPERM) {
+		printf("fail kernel-helpers: kill(parent, 0): %s\n", errno ? strerror(errno) : "allowed");
+		bad++;
+	}
 	if (!bad)
-		printf("ok kernel-helpers: sysctl write and CPU-wide perf sampling refused\n");
+		printf("ok kernel-helpers: sysctl and sysfs writes, the sysrq trigger, reboot, CPU-wide perf "
+		       "sampling and signals outside refused\n");
 	return bad ? 1 : 0;
 }
 
