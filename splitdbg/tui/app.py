@@ -133,7 +133,8 @@ class EventDetail(ModalScreen):
         e, d, n = self.ev, self.ev.detail or {}, self.names
         # The verdict first: it is what a reader opens the detail for. Dynamic text is escaped:
         # symbols such as "sk_write [sktest]" look like markup.
-        lines = [f"[b]model's verdict:[/b] {esc(e.check or d.get('verdict') or 'no check (not a violation)')}",
+        lines = [f"[b]refused:[/b] {esc(e.what)}" if e.what else
+                 f"[b]model's verdict:[/b] {esc(e.check or d.get('verdict') or 'no check (not a violation)')}",
                  f"[b]{e.kind} on CPU {e.cpu}, seq {e.seq}[/b]: container {e.container}, pid {e.pid}, "
                  f"action [b]{e.action}[/b], region {e.region}",
                  f"{n['exit']} {e.exit_code:#x}   {n['info1']} {e.exitinfo1:#x}   {n['info2']} {e.exitinfo2:#x}"
@@ -495,7 +496,7 @@ class SplitdbgApp(App):
             if e.kind in ALARM_KINDS:        # the whole row: an attack is seen at a glance
                 t.add_row(*(Text(v, style=ALARM_STYLE) for v in (
                     str(e.cpu), str(e.seq), str(e.container), str(e.pid), e.kind, e.action, e.region,
-                    f"{e.exitinfo1:#x}", f"{e.exitinfo2:#x}", f"{e.rip:#x}", e.check)), key=str(i))
+                    f"{e.exitinfo1:#x}", f"{e.exitinfo2:#x}", f"{e.rip:#x}", e.what or e.check)), key=str(i))
                 continue
             style = "bold red" if e.action == "deny" else "cyan" if e.action == "isolate" else ""
             t.add_row(str(e.cpu), str(e.seq), str(e.container), str(e.pid), Text(e.kind, style=style),

@@ -136,7 +136,7 @@ def test_a_healthy_guest_has_no_marker():
 def attack_snapshot():
     s = copy.deepcopy(last_snapshot())
     e = s.events[-1]
-    s.events += [replace(e, seq=e.seq + 1, kind="attack", action="deny", check=""),
+    s.events += [replace(e, seq=e.seq + 1, kind="attack", action="deny", check="", what="hypercall DEVIRT refused"),
                  replace(e, seq=e.seq + 2, kind="fatal", action="none", check="")]
     return s
 
@@ -152,6 +152,7 @@ def test_attack_rows_stand_out_and_the_filter_knows_every_kind():
             kinds = {str(t.get_row_at(i)[4]): t.get_row_at(i) for i in range(t.row_count)}
             for k in ("attack", "fatal"):
                 assert all(str(c.style) == ALARM_STYLE for c in kinds[k])
+            assert str(kinds["attack"][10]) == "hypercall DEVIRT refused"     # what was refused, in words
             rows = [t.get_row_at(i) for i in range(t.row_count)]
             denied = [r for r in rows if str(r[4]) == "violation" and str(r[5]) == "deny"]
             assert denied and all(str(r[4].style) == "bold red" for r in denied)     # not the attack's look
