@@ -249,3 +249,61 @@ def test_events_follow_exits_when_the_guest_reboots_under_a_living_qemu(tmp_path
     finally:
         os.kill(pid, signal.SIGKILL)
         Path(ram).unlink(missing_ok=True)
+
+
+def test_module_reloaded_in_a_loop_under_a_follower_and_the_tui():
+    """rmmod and insmod, three times, while `events --follow` and the TUI watch: each follower
+    says the module went and ends (rc 2) instead of reading a dead module's rings; the TUI stays
+    attached, says the module is not loaded while it is not, and shows each new load (its nonce),
+    never a ghost of the old one."""
+    from splitdbg.tui.app import SplitdbgApp
+    from splitdbg.tui.source import LiveSource
+
+    g = boot(smp=2, append=MODULE, base_port=16440)
+    src = LiveSource(f":{g.port}")
+    app = SplitdbgApp(src, interval=0.3)
+    seen: list[str] = []
+
+    def follower() -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-m", "splitdbg", "events", f":{g.port}", "--follow", "--json"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        t0 = time.monotonic()
+        line = ""
+        while "following" not in line and time.monotonic() - t0 < 60:
+            line = p.stderr.readline()
+        assert "following" in line, line
+        return p
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until_first_snapshot(app, pilot)
+            for cycle in range(3):
+                nonce = app.snap.module["load_nonce"]
+                f = await loop.run_in_executor(None, follower)
+                await loop.run_in_executor(None, lambda: g.run("rmmod sktest; rmmod splitkernel", check=True))
+                rc = await loop.run_in_executor(None, lambda: f.wait(timeout=30))
+                said = f.stderr.read()
+                assert rc == 2 and "module unloaded" in said, (rc, said)
+                seen.append(said.strip().splitlines()[-1])
+                t0 = time.monotonic()
+                while app.snap.module is not None and time.monotonic() - t0 < 15:
+                    await pilot.pause(0.1)
+                assert app.snap.module is None, f"cycle {cycle}: the TUI still shows the unloaded module"
+                await loop.run_in_executor(None, lambda: g.run(
+                    "insmod /lib/modules/splitdbg/splitkernel.ko && insmod /lib/modules/splitdbg/sktest.ko && "
+                    "split-run -- true", check=True))
+                t0 = time.monotonic()
+                while (app.snap.module is None or app.snap.module["load_nonce"] == nonce) \
+                        and time.monotonic() - t0 < 15:
+                    await pilot.pause(0.1)
+                assert app.snap.module and app.snap.module["load_nonce"] != nonce, f"cycle {cycle}: no new load"
+                assert app.lost is None
+            app.exit()
+
+    try:
+        asyncio.run(go())
+    finally:
+        src.close()
+        g.down()
+    print("followers said:", seen)
