@@ -118,7 +118,8 @@ def cmd_status(args):
     module_state = "loaded" if s.module else "unusable" if s.module_unusable else \
         "unknown" if why.startswith("module state unknown") else "not loaded"
     print(json.dumps({"target": s.target, "backend": s.backend, "guest": state[0], "module_state": module_state,
-                      "module": s.module, "cpus": s.cpus, "containers": len(s.containers), "notes": s.notes,
+                      "module": s.module, "cpus": s.cpus, "cpu_state": [asdict(c) for c in s.cpu_state],
+                      "containers": len(s.containers), "notes": s.notes,
                       "problems": s.problems})
           if args.json else render.status(s, state[0]))
     if args.json:

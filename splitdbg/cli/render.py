@@ -23,6 +23,8 @@ def status(s: Snapshot, run_state: str | None = None) -> str:
         lines += [f"split kernel   : ABI {m['version']}, {m['vendor_name']} with {s.names['slat_long']} ({s.slat}, "
                   f"{m['slat_levels']} levels), descriptor at {m['descriptor_pa']:#x}",
                   f"CPUs in R mode : {', '.join(map(str, s.cpus)) or 'none'} of {m['ncpus']}",
+                  *[f"  CPU {c.cpu:<2}       : {'root' if not c.container else f'container {c.container}'}, "
+                    f"guest CR3 {c.cr3:#x} (as its last exit left it)" for c in s.cpu_state],
                   f"containers     : {len(s.containers)} (root + {len(s.containers) - 1})",
                   f"VM exits       : {m['total_exits']} total, {m['hypercalls']} hypercalls",
                   f"pool           : {m['pool_pa']:#x} + {m['pool_size'] >> 20} MiB (absent from every container)"]
