@@ -53,9 +53,10 @@ def test_status_and_ps_match_the_guest(guest):
     assert st["module"]["vendor_name"] == "SVM" and st["cpus"] == [0, 1]
     assert st["backend"].startswith("shared RAM file")
     # What each CPU runs as its last exit left it: a CR3 and the container the handler put it in,
-    # which is the container listing that CR3 (or root for one no container lists).
+    # the one listing that CR3 when one does (an idle CPU may still run a released container on an
+    # address space freed since: listed nowhere).
     assert [c["cpu"] for c in st["cpu_state"]] == [0, 1]
-    assert all(c["container"] == c["cr3_listed_in"] for c in st["cpu_state"]), st["cpu_state"]
+    assert all(c["container"] == c["cr3_listed_in"] for c in st["cpu_state"] if c["cr3_listed_in"]), st["cpu_state"]
     ps = json.loads(splitdbg("ps", f":{guest.port}", "--json").stdout)
     proc = guest.run("for d in /proc/[0-9]*; do echo ${d#/proc/}; done")[1].split()
     ours = {p["pid"] for p in ps if p["pid"]}
