@@ -4,6 +4,7 @@
 #define SK_H
 
 #include <linux/types.h>
+#include <linux/bitops.h>
 #include "../include/splitkernel.h"
 
 #define SK_POOL_ORDER   10                      /* 4 MiB, 4 MiB-aligned: two whole 2 MiB pages */
@@ -71,11 +72,16 @@ struct sk_state {
 	u64 slat_caps;                  /* IA32_VMX_EPT_VPID_CAP, or CPUID 8000_000Ah EDX (the descriptor's) */
 	u64 root_ncr3;                  /* root container's top table */
 	u64 tmpl_ncr3;                  /* template of non-root containers */
-	unsigned long *page_used;       /* bitmap over pool pages, host-side allocator */
+	/* Bitmap over pool pages (the host-side allocator): here, read-only in containers. A kmalloc'd
+	 * bitmap was writable there: clearing a table page's bit had it handed out again, as a
+	 * protected page's split table, found by review. */
+	unsigned long page_used[BITS_TO_LONGS(SK_POOL_PAGES)];
 	u64 text_pa, text_end_pa, rodata_pa, rodata_end_pa;
 	u64 desc_page_pa, state_page_pa;
 	u64 gen;                        /* bumped when any container table changes */
-	u64 host_cr3;                   /* the handler's page tables: a copy in the pool (sk_build_host_tables) */
+	u64 host_cr3;                   /* the handler's page tables: SVM, a copy in the pool (sk_build_host_tables);
+					 * VMX, the kernel's own (kernel_cr3): see docs/module.md */
+	u64 kernel_cr3;                 /* the kernel's init_top_pgt */
 	u32 host_table_pages;
 	u64 cr4_allowed;                /* CR4 bits the guest may set (others are reserved: #GP) */
 	u64 efer_allowed;               /* EFER bits the guest may set (those set at load) */
@@ -142,6 +148,7 @@ void *sk_page_alloc(void);                 /* zeroed pool page or NULL; host or 
 void sk_page_free(void *p);
 int sk_build_tables(void);                 /* root and template, before launch */
 int sk_build_host_tables(u64 kernel_top);  /* the handler's own page tables, before launch */
+bool sk_host_mapped(unsigned long va, unsigned long len);   /* mapped in the handler's tables? */
 int sk_container_new(u32 policy, u32 owner, const char *comm);
 int sk_container_free(u32 id);
 void sk_container_reap(void);

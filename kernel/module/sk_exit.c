@@ -40,7 +40,7 @@ static u32 guest_tgid(struct sk_cpu *c)
 	t = READ_ONCE(*(struct task_struct **)(c->percpu + (unsigned long)&current_task));
 	/* A pointer a kernel writer may have set: only into the direct map or the kernel image
 	 * (mapped in the handler's tables), never a fault in root mode. */
-	if (!is_kernel_addr((u64)t) || !virt_addr_valid(t) || !virt_addr_valid((u8 *)(t + 1) - 1))
+	if (!is_kernel_addr((u64)t) || !sk_host_mapped((unsigned long)t, sizeof(*t)))
 		return 0;
 	return READ_ONCE(t->tgid);
 }
@@ -348,8 +348,8 @@ int sk_hypercall_exit(struct sk_cpu *c, u64 nr, u64 a1, u64 a2, u64 a3, u64 *res
 	case SK_HC_NEW_CONTAINER:
 		if (!nonroot && !READ_ONCE(sk.unloading))
 			*res = (u64)(s64)sk_container_new((u32)a1, (u32)a2,
-							  is_kernel_addr(a3) && virt_addr_valid(a3) &&
-							  virt_addr_valid(a3 + TASK_COMM_LEN - 1) ? (const char *)a3 : NULL);
+							  is_kernel_addr(a3) && sk_host_mapped(a3, TASK_COMM_LEN) ?
+							  (const char *)a3 : NULL);
 		else
 			refused = 1;
 		break;

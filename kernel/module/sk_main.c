@@ -24,6 +24,8 @@
 #include <linux/sched/coredump.h>
 #include <linux/ptrace.h>
 #include <linux/tty.h>
+#include <linux/major.h>
+#include <linux/kd.h>
 #include <linux/mm.h>
 #include <linux/vmalloc.h>
 #include <linux/proc_fs.h>
@@ -211,7 +213,7 @@ static int add_pgd(u32 id, pgd_t *pgd)
 	int i;
 
 	if (sk_hypercall(SK_HC_ADD_PGD, id, pa, 0)) {
-		pr_warn_ratelimited("splitkernel: container %u is full (%d address spaces): killing %d\n",
+		pr_warn_ratelimited("splitkernel: container %u is full (%d address spaces): refusing %d's new one\n",
 				    id, SK_MAX_PGDS, current->pid);
 		return -ENOSPC;
 	}
@@ -393,6 +395,10 @@ static int tty_ioctl_pre(struct kprobe *kp, struct pt_regs *regs)
 	case TIOCMBIC:
 	case TIOCSSERIAL:   /* port settings */
 	case TIOCSETD:      /* line discipline */
+	case TIOCCONS:      /* console output redirected to this tty */
+	case TIOCVHANGUP:   /* SIGHUP to the tty's session, outside */
+	case KDSKBENT:      /* a VT's keymap: the next key a person types outside types the attacker's */
+	case KDSKBSENT:
 		break;
 	default:
 		return 0;
@@ -405,6 +411,23 @@ static int tty_ioctl_pre(struct kprobe *kp, struct pt_regs *regs)
 
 static struct kprobe kp_tty = { .symbol_name = "tty_ioctl", .pre_handler = tty_ioctl_pre,
 				.post_handler = ptrace_access_post };
+
+/* Opening a terminal that is not its own from a container: the serial ports and VTs (major 4)
+ * and /dev/console, read by the uncontained shell and the lab's agent (reading steals their
+ * input, writing forges their output). /dev/tty (its controlling terminal) and ptys stay open. */
+static int tty_open_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	struct inode *inode = (struct inode *)regs->di;     /* tty_open(inode, filp) */
+	unsigned int major = imajor(inode), minor = iminor(inode);
+
+	if ((major != TTY_MAJOR && !(major == TTYAUX_MAJOR && minor == 1)) || !my_container())
+		return 0;
+	sk_hypercall(SK_HC_REPORT, SK_REPORT_TTY, 0, 0);
+	return skip_with(regs, -EPERM);
+}
+
+static struct kprobe kp_ttyopen = { .symbol_name = "tty_open", .pre_handler = tty_open_pre,
+				    .post_handler = ptrace_access_post };
 
 /*
  * What a contained root could have the kernel run outside: a sysctl write (kernel.modprobe, the
@@ -468,7 +491,7 @@ static int kill_permission_pre(struct kprobe *kp, struct pt_regs *regs)
 static struct kprobe kp_kill = { .symbol_name = "check_kill_permission", .pre_handler = kill_permission_pre,
 				 .post_handler = ptrace_access_post };
 
-static struct kprobe *guards[] = { &kp_ptrace, &kp_tty, &kp_sysctl, &kp_modreq, &kp_perf, &kp_reboot, &kp_sysrq,
+static struct kprobe *guards[] = { &kp_ptrace, &kp_tty, &kp_ttyopen, &kp_sysctl, &kp_modreq, &kp_perf, &kp_reboot, &kp_sysrq,
 				   &kp_kernfs, &kp_kill };
 
 /* ---- /dev/splitkernel --------------------------------------------------------------------- */
@@ -821,7 +844,7 @@ static int collect_regions(void)
 
 	if (!text || !etext || !ro || !ero || !modules || !top)
 		return -ENOENT;
-	sk.host_cr3 = __pa_symbol(top);      /* until sk_build_host_tables copies it into the pool */
+	sk.kernel_cr3 = sk.host_cr3 = __pa_symbol(top);   /* SVM: until sk_build_host_tables copies it */
 	sk.text_pa = __pa_symbol(text);
 	sk.text_end_pa = __pa_symbol(etext);
 	sk.rodata_pa = __pa_symbol(ro);
@@ -971,8 +994,12 @@ static int __init sk_init(void)
 	r = carve_pool();
 	if (!r)
 		r = sk_build_tables();
-	if (!r)
-		r = sk_build_host_tables(sk.host_cr3);
+	/* Under SVM the host runs with GIF=0: no NMI reaches the kernel's handlers there, so the host
+	 * can run on a copy frozen at load. Under VMX an NMI in root mode runs the kernel's NMI
+	 * handlers, which need its live mappings (task stacks, later modules): until the handler has
+	 * an IDT of its own, VMX stays on init_top_pgt. */
+	if (!r && sk.vendor == SK_VENDOR_SVM)
+		r = sk_build_host_tables(sk.kernel_cr3);
 	if (r) {
 		pr_err("splitkernel: out of pool memory while setting up (%d)\n", r);
 		goto err_pool;

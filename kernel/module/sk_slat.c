@@ -81,11 +81,7 @@ int sk_pool_init(void)
 		return -ENOMEM;
 	sk.pool = page_address(pg);
 	sk.pool_pa = page_to_phys(pg);
-	sk.page_used = bitmap_zalloc(SK_POOL_PAGES, GFP_KERNEL);
-	if (!sk.page_used) {
-		__free_pages(pg, SK_POOL_ORDER);
-		return -ENOMEM;
-	}
+	bitmap_zero(sk.page_used, SK_POOL_PAGES);
 	return 0;
 }
 
@@ -93,9 +89,7 @@ void sk_pool_free(void)
 {
 	if (sk.pool)
 		__free_pages(virt_to_page(sk.pool), SK_POOL_ORDER);
-	bitmap_free(sk.page_used);
 	sk.pool = NULL;
-	sk.page_used = NULL;
 }
 
 /* Callers hold sk_lock() after launch. */
@@ -265,6 +259,39 @@ static u64 copy_host_table(u64 src, int level, int *pages)
 		d[i] = e;
 	}
 	return sk_pa(d);
+}
+
+/*
+ * Is [va, va + len) mapped in the handler's own tables (a walk of sk.host_cr3)? For pointers the
+ * handler reads that guest data gave it (a task, a comm): virt_addr_valid() says RAM, not mapped
+ * (gaps in the kernel image, freed init memory, reserved ranges), and a fault in root mode is a
+ * crash. host_cr3 is the copy (SVM) or init_top_pgt (VMX).
+ */
+bool sk_host_mapped(unsigned long va, unsigned long len)
+{
+	int levels = (native_read_cr4() & X86_CR4_LA57) ? 5 : 4;
+	unsigned long a;
+
+	if (!len || va + len < va)
+		return false;
+	for (a = va & PAGE_MASK; a < va + len; a += PAGE_SIZE) {
+		u64 table = sk.host_cr3, e = 0;
+		int level;
+
+		for (level = levels; level >= 1; level--) {
+			e = READ_ONCE(tbl(table)[(a >> (12 + 9 * (level - 1))) & 511]);
+			if (!(e & _PAGE_PRESENT))
+				return false;
+			if (level == 1 || (level <= 3 && (e & _PAGE_PSE)))
+				break;
+			table = e & PTE_PFN_MASK;
+			if (table >= sk.pool_pa && table < sk.pool_pa + SK_POOL_SIZE)
+				continue;           /* the copy's own tables */
+			if (!pfn_valid(PHYS_PFN(table)))
+				return false;
+		}
+	}
+	return true;
 }
 
 int sk_build_host_tables(u64 kernel_top)

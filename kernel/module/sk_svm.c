@@ -180,13 +180,26 @@ static u64 *gpr(struct vmcb *v, struct sk_gprs *g, int r)
 }
 
 /*
+ * A guest-physical page the handler may read for the guest: RAM, mapped in the direct map of its
+ * tables, and neither the pool nor the descriptor and state pages nor another container's
+ * protected page (a decode must not become an oracle on them). Guest-physical is host-physical
+ * but for isolated copies, which hold the same bytes as the frame until written.
+ */
+static bool guest_readable(struct sk_cpu *c, u64 pa)
+{
+	u32 region = sk_region_of(pa, c->container);
+
+	return pfn_valid(PHYS_PFN(pa)) && region != SK_REGION_SK_STATE && region != SK_REGION_PROTECTED &&
+	       sk_host_mapped((unsigned long)phys_to_virt(pa), 1);
+}
+
+/*
  * One byte of guest memory at a guest-linear address, through the guest's own page tables (CR3
  * at the exit) and the direct map: what the CPU fetched, wherever it was (kernel text, a module
- * loaded after this one), without the handler's tables having to map it. Guest-physical is
- * host-physical here (the nested tables are the identity but for isolated copies and protected
- * pages, which are never page tables or code the kernel runs). Returns -1 when not mapped.
+ * loaded after this one), without the handler's tables having to map it. Returns -1 when not
+ * mapped or not readable.
  */
-static int guest_byte(u64 cr3, u64 cr4, u64 la)
+static int guest_byte(struct sk_cpu *c, u64 cr3, u64 cr4, u64 la)
 {
 	int level = (cr4 & X86_CR4_LA57) ? 5 : 4;
 	u64 table = cr3 & PTE_PFN_MASK, e = 0, pa;
@@ -194,7 +207,7 @@ static int guest_byte(u64 cr3, u64 cr4, u64 la)
 	for (; level >= 1; level--) {
 		u64 pte = table + 8 * ((la >> (12 + 9 * (level - 1))) & 511);
 
-		if (!pfn_valid(PHYS_PFN(pte)))
+		if (!guest_readable(c, pte))
 			return -1;
 		e = READ_ONCE(*(u64 *)phys_to_virt(pte));
 		if (!(e & _PAGE_PRESENT))
@@ -204,28 +217,28 @@ static int guest_byte(u64 cr3, u64 cr4, u64 la)
 		table = e & PTE_PFN_MASK;
 	}
 	pa = (e & PTE_PFN_MASK & ~((1ULL << (12 + 9 * (level - 1))) - 1)) | (la & ((1ULL << (12 + 9 * (level - 1))) - 1));
-	return pfn_valid(PHYS_PFN(pa)) ? *(u8 *)phys_to_virt(pa) : -1;
+	return guest_readable(c, pa) ? *(u8 *)phys_to_virt(pa) : -1;
 }
 
-/* Decode "MOV CRn, reg" ([REX] 0F 22 /r, mod=11) at the guest's RIP, a kernel address. */
-static int decode_mov_to_cr(struct vmcb *v, int want, int *reg, int *len)
+/* Decode "MOV CRn, reg" ([REX] 0F 22 /r, mod=11) at the guest's RIP, a kernel address. Bytes are
+ * read one at a time, only as far as the instruction goes (3, or 4 with REX). */
+static int decode_mov_to_cr(struct sk_cpu *c, struct vmcb *v, int want, int *reg, int *len)
 {
 	u64 rip = v->save.rip;
-	int i = 0, rex = 0, b[4], k;
+	int i = 0, rex = 0, b;
 	u8 modrm;
 
-	if (!is_kernel_addr(rip))
+#define BYTE(k) ((b = guest_byte(c, v->save.cr3, v->save.cr4, rip + (k))) < 0 ? -1 : b)
+	if (!is_kernel_addr(rip) || BYTE(0) < 0)
 		return -1;
-	for (k = 0; k < 4; k++)
-		if ((b[k] = guest_byte(v->save.cr3, v->save.cr4, rip + k)) < 0)
-			return -1;
-	if ((b[0] & 0xf0) == 0x40) {
-		rex = b[0];
+	if ((b & 0xf0) == 0x40) {
+		rex = b;
 		i = 1;
 	}
-	if (b[i] != 0x0f || b[i + 1] != 0x22)
+	if (BYTE(i) != 0x0f || BYTE(i + 1) != 0x22 || BYTE(i + 2) < 0)
 		return -1;
-	modrm = b[i + 2];
+	modrm = b;
+#undef BYTE
 	if ((modrm >> 6) != 3 || ((((modrm >> 3) & 7) | ((rex & 4) ? 8 : 0)) != want))
 		return -1;
 	*reg = (modrm & 7) | ((rex & 1) ? 8 : 0);
@@ -297,7 +310,7 @@ static void do_cr3(struct sk_cpu *c, struct sk_gprs *g)
 	int reg, len;
 	u64 val;
 
-	if (decode_mov_to_cr(v, 3, &reg, &len)) {
+	if (decode_mov_to_cr(c, v, 3, &reg, &len)) {
 		sk_counters_of(c)->exits_cr3++;
 		sk_attack(c, SK_ATTACK_CR, 3);
 		svm_inject(c, X86_TRAP_GP);
@@ -317,7 +330,7 @@ static void do_cr4(struct sk_cpu *c, struct sk_gprs *g)
 	struct vmcb *v = c->vmcb;
 	int reg, len;
 
-	if (decode_mov_to_cr(v, 4, &reg, &len) || sk_cr4_reserved(*gpr(v, g, reg))) {
+	if (decode_mov_to_cr(c, v, 4, &reg, &len) || sk_cr4_reserved(*gpr(v, g, reg))) {
 		sk_attack(c, SK_ATTACK_CR, 4);
 		svm_inject(c, X86_TRAP_GP);
 		return;

@@ -15,9 +15,9 @@
  *   ptrace-out       a contained process attaches to its uncontained parent (PTRACE_ATTACH,
  *                    PTRACE_SEIZE), opens its /proc/PID/mem for writing and calls process_vm_writev
  *                    on it: each refused; attaching to its own (contained) child still works
- *   tty-inject       a contained root opens the console (/dev/ttyS0) and pushes a command into its
- *                    input (TIOCSTI) or asks a VT paste (TIOCLINUX): refused (EPERM), as the shell
- *                    reading that terminal runs outside the container
+ *   tty-inject       (as root, outside) opens the console, enters a container, then pushes a
+ *                    command into its input (TIOCSTI), sets loopback, asks a VT paste, redirects
+ *                    the console, and opens the serial ports: all refused (EPERM)
  *   kernel-helpers   a contained root writes kernel.modprobe (the helper request_module would run
  *                    outside) and opens a CPU-wide perf event (others' registers): both refused
  *   lazy-enter       ENTER on CPU 0 while CPU 1 still holds this address space from a moment ago
@@ -317,14 +317,23 @@ static int ptrace_out(void)
 	return bad ? 1 : 0;
 }
 
+/* As root, outside: the console opened first (a terminal fd inherited into the container), then
+ * ENTER; then every way of typing into it or reopening a terminal. */
 static int tty_inject(void)
 {
 	const char *cmd = "echo INJECTED-FROM-A-CONTAINER\n";
-	int fd = open("/dev/ttyS0", O_RDWR | O_NOCTTY), bad = 0;
+	struct sk_enter en = { .policy = SK_POLICY_DEFAULT };
+	int fd = open("/dev/ttyS0", O_RDWR | O_NOCTTY), bad = 0, dev, again;
 	char sel[2] = { 3, 0 };      /* TIOCLINUX subcode 3: paste the selection */
+	int loop = TIOCM_LOOP;       /* a UART in loopback reads back what it sends */
 
 	if (fd < 0) {
 		printf("fail tty-inject: /dev/ttyS0: %s\n", strerror(errno));
+		return 2;
+	}
+	dev = open("/dev/splitkernel", O_RDWR);
+	if (dev < 0 || ioctl(dev, SK_IOC_ENTER, &en)) {
+		printf("fail tty-inject: ENTER: %s\n", strerror(errno));
 		return 2;
 	}
 	errno = 0;
@@ -333,23 +342,37 @@ static int tty_inject(void)
 		bad++;
 	}
 	errno = 0;
-	{
-		int loop = TIOCM_LOOP;    /* a UART in loopback reads back what it sends */
-
-		if (ioctl(fd, TIOCMBIS, &loop) == 0 || errno != EPERM) {
-			printf("fail tty-inject: TIOCMBIS TIOCM_LOOP on the console: %s\n", errno ? strerror(errno) : "set");
-			ioctl(fd, TIOCMBIC, &loop);
-			bad++;
-		}
+	if (ioctl(fd, TIOCMBIS, &loop) == 0 || errno != EPERM) {
+		printf("fail tty-inject: TIOCMBIS TIOCM_LOOP on the console: %s\n", errno ? strerror(errno) : "set");
+		ioctl(fd, TIOCMBIC, &loop);
+		bad++;
 	}
 	errno = 0;
 	if (ioctl(fd, TIOCLINUX, sel) == 0 || errno != EPERM) {
 		printf("fail tty-inject: TIOCLINUX on the console: %s\n", errno ? strerror(errno) : "accepted");
 		bad++;
 	}
+	errno = 0;
+	if (ioctl(fd, TIOCCONS) == 0 || errno != EPERM) {
+		printf("fail tty-inject: TIOCCONS: %s\n", errno ? strerror(errno) : "console redirected");
+		bad++;
+	}
 	close(fd);
+	for (int i = 0; i < 3; i++) {
+		const char *path = i == 0 ? "/dev/ttyS0" : i == 1 ? "/dev/ttyS1" : "/dev/console";
+
+		errno = 0;
+		again = open(path, O_RDWR | O_NOCTTY);
+		if (again >= 0 || errno != EPERM) {
+			printf("fail tty-inject: %s opened from the container: %s\n", path, again >= 0 ? "yes" : strerror(errno));
+			if (again >= 0)
+				close(again);
+			bad++;
+		}
+	}
 	if (!bad)
-		printf("ok tty-inject: TIOCSTI, TIOCM_LOOP and TIOCLINUX on the console refused (EPERM)\n");
+		printf("ok tty-inject: TIOCSTI, TIOCM_LOOP, TIOCLINUX, TIOCCONS refused on an inherited console fd; "
+		       "the serial ports and /dev/console not opened (EPERM)\n");
 	return bad ? 1 : 0;
 }
 

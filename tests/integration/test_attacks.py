@@ -276,11 +276,11 @@ def test_a_contained_process_cannot_control_one_outside(g):
 def test_a_contained_process_cannot_type_into_a_terminal(g):
     """TIOCSTI pushes input into a terminal an uncontained shell reads: commands run outside."""
     seq = ring_heads(g)
-    rc, out = in_container(g, "sk-attack tty-inject")
+    rc, out = g.run("sk-attack tty-inject")           # it enters a container itself, its console fd open
     assert rc == 0 and "ok tty-inject" in out, out
     assert "INJECTED-FROM-A-CONTAINER" not in g.serial_text()
     reports = [e for e in attacks_since(g, seq) if e.region_name == "report" and e.extra == 2]
-    assert len(reports) >= 2, reports
+    assert len(reports) >= 7, reports        # 4 ioctls, 3 opens
     assert alive(g)
 
 
