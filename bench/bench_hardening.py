@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from splitdbg import lab  # noqa: E402
+from bench_module import figure  # noqa: E402  (the median of a guest command's figure)
 
 CACHE = Path.home() / ".cache" / "splitdbg" / "bench"
 PIN = "taskset 1"
@@ -41,17 +42,6 @@ def before_guest(rev: str) -> dict:
         print(f"building the guest of {sha[:12]} in {tree} (once)", file=sys.stderr, flush=True)
         subprocess.run(["make", "-C", str(tree), "guest"], check=True, stdout=subprocess.DEVNULL)
     return json.loads((tree / "build" / "guest.json").read_text())
-
-
-def figure(g, cmd: str, key: str, repeat: int) -> float:
-    vals = []
-    for _ in range(repeat):
-        rc, out = g.run(cmd, timeout=600)
-        m = re.search(rf"{key}=([0-9.]+)", out)
-        if rc != 0 or not m:
-            raise RuntimeError(f"{cmd}: {out}")
-        vals.append(float(m.group(1)))
-    return sorted(vals)[len(vals) // 2]
 
 
 # 300 spawns timed in the guest (busybox date has no %N: /proc/uptime, in 10 ms steps).

@@ -240,6 +240,28 @@ static int skip_with(struct pt_regs *regs, long ret)
 	return 1;
 }
 
+/* A guard refuses the probed call: `err` to its caller, and to the handler a report (an attack
+ * event) when `report` names one (SK_REPORT_*). */
+static int refuse(struct pt_regs *regs, u32 report, long err)
+{
+	if (report)
+		sk_hypercall(SK_HC_REPORT, report, 0, 0);
+	return skip_with(regs, err);
+}
+
+/* The container the handler places an address space in (its view, not the guest-side table). */
+static u64 container_of_mm(struct mm_struct *mm)
+{
+	return mm ? sk_hypercall(SK_HC_CONTAINER_OF, __pa(mm->pgd), 0, 0) : 0;
+}
+
+/* A post handler, even empty, keeps a guard's probe from being jump-optimised: an optimised probe
+ * ignores the change of regs->ip skip_with makes. */
+static void guard_post(struct kprobe *kp, struct pt_regs *regs, unsigned long flags) {}
+
+#define GUARD(var, sym, pre) \
+	static struct kprobe var = { .symbol_name = sym, .pre_handler = pre, .post_handler = guard_post }
+
 /*
  * fork/clone: wake_up_new_task(p) runs in the parent once copy_process has succeeded and before
  * the child can run at all. A plain kprobe, not a kretprobe on copy_process: a kretprobe has a
@@ -288,10 +310,7 @@ static int begin_new_exec_pre(struct kprobe *kp, struct pt_regs *regs)
 	return 0;
 }
 
-static void exec_post(struct kprobe *kp, struct pt_regs *regs, unsigned long flags) {}
-
-static struct kprobe kp_exec = { .symbol_name = "begin_new_exec", .pre_handler = begin_new_exec_pre,
-				 .post_handler = exec_post };    /* never jump-optimised: skip_with changes RIP */
+GUARD(kp_exec, "begin_new_exec", begin_new_exec_pre);
 
 static int pgd_free_pre(struct kprobe *kp, struct pt_regs *regs)
 {
@@ -355,26 +374,18 @@ static int ptrace_access_pre(struct kprobe *kp, struct pt_regs *regs)
 {
 	struct task_struct *task = (struct task_struct *)regs->di;   /* __ptrace_may_access(task, mode) */
 	unsigned int mode = regs->si;
-	u32 mine, theirs = 0;
+	u32 mine, theirs;
 
 	if (!(mine = my_container()))
 		return 0;
 	/* The callers hold task_lock(task): its mm stays while we look. */
-	if (task->mm)
-		theirs = (u32)sk_hypercall(SK_HC_CONTAINER_OF, __pa(task->mm->pgd), 0, 0);
+	theirs = (u32)container_of_mm(task->mm);
 	if (theirs == mine)
 		return 0;
-	if (mode & PTRACE_MODE_ATTACH)
-		sk_hypercall(SK_HC_REPORT, SK_REPORT_PTRACE, 0, 0);
-	return skip_with(regs, -EPERM);
+	return refuse(regs, mode & PTRACE_MODE_ATTACH ? SK_REPORT_PTRACE : 0, -EPERM);
 }
 
-/* A post handler, even empty, keeps the probe from being jump-optimised: an optimised probe
- * ignores the change of regs->ip above. */
-static void ptrace_access_post(struct kprobe *kp, struct pt_regs *regs, unsigned long flags) {}
-
-static struct kprobe kp_ptrace = { .symbol_name = "__ptrace_may_access", .pre_handler = ptrace_access_pre,
-				   .post_handler = ptrace_access_post };
+GUARD(kp_ptrace, "__ptrace_may_access", ptrace_access_pre);
 
 /*
  * TIOCSTI (push bytes into a terminal's input), TIOCLINUX (a VT's selection paste), and the
@@ -403,14 +414,10 @@ static int tty_ioctl_pre(struct kprobe *kp, struct pt_regs *regs)
 	default:
 		return 0;
 	}
-	if (!my_container())
-		return 0;
-	sk_hypercall(SK_HC_REPORT, SK_REPORT_TTY, 0, 0);
-	return skip_with(regs, -EPERM);
+	return my_container() ? refuse(regs, SK_REPORT_TTY, -EPERM) : 0;
 }
 
-static struct kprobe kp_tty = { .symbol_name = "tty_ioctl", .pre_handler = tty_ioctl_pre,
-				.post_handler = ptrace_access_post };
+GUARD(kp_tty, "tty_ioctl", tty_ioctl_pre);
 
 /* Opening a terminal that is not its own from a container: the serial ports and VTs (major 4)
  * and /dev/console, read by the uncontained shell and the lab's agent (reading steals their
@@ -420,14 +427,12 @@ static int tty_open_pre(struct kprobe *kp, struct pt_regs *regs)
 	struct inode *inode = (struct inode *)regs->di;     /* tty_open(inode, filp) */
 	unsigned int major = imajor(inode), minor = iminor(inode);
 
-	if ((major != TTY_MAJOR && !(major == TTYAUX_MAJOR && minor == 1)) || !my_container())
+	if (major != TTY_MAJOR && !(major == TTYAUX_MAJOR && minor == 1))
 		return 0;
-	sk_hypercall(SK_HC_REPORT, SK_REPORT_TTY, 0, 0);
-	return skip_with(regs, -EPERM);
+	return my_container() ? refuse(regs, SK_REPORT_TTY, -EPERM) : 0;
 }
 
-static struct kprobe kp_ttyopen = { .symbol_name = "tty_open", .pre_handler = tty_open_pre,
-				    .post_handler = ptrace_access_post };
+GUARD(kp_ttyopen, "tty_open", tty_open_pre);
 
 /*
  * What a contained root could have the kernel run outside: a sysctl write (kernel.modprobe, the
@@ -437,33 +442,27 @@ static struct kprobe kp_ttyopen = { .symbol_name = "tty_open", .pre_handler = tt
  */
 static int refuse_in_container_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	return my_container() ? skip_with(regs, -EPERM) : 0;
+	return my_container() ? refuse(regs, 0, -EPERM) : 0;
 }
 
-static struct kprobe kp_sysctl = { .symbol_name = "proc_sys_write", .pre_handler = refuse_in_container_pre,
-				   .post_handler = ptrace_access_post };
-static struct kprobe kp_modreq = { .symbol_name = "__request_module", .pre_handler = refuse_in_container_pre,
-				   .post_handler = ptrace_access_post };
+GUARD(kp_sysctl, "proc_sys_write", refuse_in_container_pre);
+GUARD(kp_modreq, "__request_module", refuse_in_container_pre);
 
 /* perf_event_open(attr, pid, cpu, ...) with pid -1 samples whatever runs on that CPU: other
  * containers' and root's registers and user stacks. Not from a container (-EACCES). */
 static int perf_open_pre(struct kprobe *kp, struct pt_regs *regs)
 {
-	return (int)regs->si == -1 && my_container() ? skip_with(regs, -EACCES) : 0;
+	return (int)regs->si == -1 && my_container() ? refuse(regs, 0, -EACCES) : 0;
 }
 
-static struct kprobe kp_perf = { .symbol_name = "__do_sys_perf_event_open", .pre_handler = perf_open_pre,
-				 .post_handler = ptrace_access_post };
+GUARD(kp_perf, "__do_sys_perf_event_open", perf_open_pre);
 
 /* The rest of what a contained root could do to the machine outside: reboot(2), the sysrq
  * trigger (a crash on 'c'), and writes to sysfs/kernfs (module parameters, device and CPU
  * settings, cgroups). Refused from a container. */
-static struct kprobe kp_reboot = { .symbol_name = "__do_sys_reboot", .pre_handler = refuse_in_container_pre,
-				   .post_handler = ptrace_access_post };
-static struct kprobe kp_sysrq = { .symbol_name = "write_sysrq_trigger", .pre_handler = refuse_in_container_pre,
-				  .post_handler = ptrace_access_post };
-static struct kprobe kp_kernfs = { .symbol_name = "kernfs_fop_write_iter", .pre_handler = refuse_in_container_pre,
-				   .post_handler = ptrace_access_post };
+GUARD(kp_reboot, "__do_sys_reboot", refuse_in_container_pre);
+GUARD(kp_sysrq, "write_sysrq_trigger", refuse_in_container_pre);
+GUARD(kp_kernfs, "kernfs_fop_write_iter", refuse_in_container_pre);
 
 /*
  * Signals from user space (kill, tkill, sigqueue, pidfd_send_signal: each through
@@ -477,19 +476,17 @@ static int kill_permission_pre(struct kprobe *kp, struct pt_regs *regs)
 	const struct kernel_siginfo *info = (const void *)regs->si;
 	struct task_struct *t = (struct task_struct *)regs->dx;
 	bool from_user = info == SEND_SIG_NOINFO || (info != SEND_SIG_PRIV && info->si_code <= 0);
-	u32 mine, theirs = 0;
+	u32 mine, theirs;
 
 	if (!from_user || !(mine = my_container()))
 		return 0;
 	task_lock(t);
-	if (t->mm)
-		theirs = (u32)sk_hypercall(SK_HC_CONTAINER_OF, __pa(t->mm->pgd), 0, 0);
+	theirs = (u32)container_of_mm(t->mm);
 	task_unlock(t);
-	return theirs == mine ? 0 : skip_with(regs, -EPERM);
+	return theirs == mine ? 0 : refuse(regs, 0, -EPERM);
 }
 
-static struct kprobe kp_kill = { .symbol_name = "check_kill_permission", .pre_handler = kill_permission_pre,
-				 .post_handler = ptrace_access_post };
+GUARD(kp_kill, "check_kill_permission", kill_permission_pre);
 
 static struct kprobe *guards[] = { &kp_ptrace, &kp_tty, &kp_ttyopen, &kp_sysctl, &kp_modreq, &kp_perf, &kp_reboot, &kp_sysrq,
 				   &kp_kernfs, &kp_kill };
@@ -1106,11 +1103,10 @@ static int contained_left(void)
 
 	rcu_read_lock();
 	for_each_process_thread(g, p) {   /* threads too: a group whose leader left with SYS_exit */
-		u64 st = 0;
+		u64 st;
 
 		task_lock(p);
-		if (p->mm)
-			st = sk_hypercall(SK_HC_CONTAINER_OF, __pa(p->mm->pgd), 0, 0);
+		st = container_of_mm(p->mm);
 		task_unlock(p);
 		if (!(u32)st)
 			continue;
