@@ -38,9 +38,9 @@ static u32 guest_tgid(struct sk_cpu *c)
 	 * at load (c->percpu).
 	 */
 	t = READ_ONCE(*(struct task_struct **)(c->percpu + (unsigned long)&current_task));
-	/* A pointer a kernel writer may have set: only into the direct map or the kernel image
-	 * (mapped in the handler's tables), never a fault in root mode. */
-	if (!is_kernel_addr((u64)t) || !sk_host_mapped((unsigned long)t, sizeof(*t)))
+	/* A pointer a kernel writer may have set: read only where the handler's tables map the
+	 * field read (one page walk per recorded event), never a fault in root mode. */
+	if (!is_kernel_addr((u64)t) || !sk_host_mapped((unsigned long)&t->tgid, sizeof(t->tgid)))
 		return 0;
 	return READ_ONCE(t->tgid);
 }
